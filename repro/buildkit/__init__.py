@@ -1,0 +1,48 @@
+"""A BuildKit client over gRPC: connect, run a session, Solve, follow Status.
+
+Public API::
+
+    with connect(builder) as conn:          # --builder / BUILDKIT_HOST / DOCKER_HOST
+        result = build(conn, BuildRequest(...), on_status=Progress().update)
+
+Importing this package imports grpcio; the CLI imports it only for commands that
+talk to a builder.
+"""
+
+from __future__ import annotations
+
+from repro.buildkit._build import BuildRequest, BuildResult, Output, build, solve_request
+from repro.buildkit._connect import BuilderAddress, Connection, find_builder, parse_address
+from repro.buildkit._control import BuilderInfo, Control, WorkerInfo
+
+
+def __getattr__(name: str) -> object:
+    # The progress display imports rich; only builds need it.
+    if name == "Progress":
+        from repro.buildkit._progress import Progress
+
+        return Progress
+    raise AttributeError(name)
+
+
+def connect(builder: str | None = None) -> Connection:
+    """Open a channel to the builder chosen from ``builder`` or the environment."""
+    return Connection(find_builder(builder))
+
+
+__all__ = [
+    "BuildRequest",
+    "BuildResult",
+    "BuilderAddress",
+    "BuilderInfo",
+    "Connection",
+    "Control",
+    "Output",
+    "Progress",
+    "WorkerInfo",
+    "build",
+    "connect",
+    "find_builder",
+    "parse_address",
+    "solve_request",
+]

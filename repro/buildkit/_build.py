@@ -1,0 +1,352 @@
+"""One Dockerfile build on BuildKit: session, Solve, Status, and the export to disk.
+
+The export is streamed: chunks of the OCI tarball that arrive over FileSend are
+written straight to a temporary file (``oci-archive``) or unpacked as they arrive
+(``oci`` layout), every blob checked against its digest, and moved into place only
+when the Solve has succeeded. A failed or cancelled build leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from repro.buildkit._connect import Connection
+from repro.buildkit._control import Control, describe_rpc_error
+from repro.buildkit._session import Session, SessionServer
+from repro.buildkit.proto import buildkit_pb2 as pb
+from repro.errors import BuilderError, BuildFailed, Cancelled, ContextError, InputError
+
+NETWORK_MODES = ("default", "none", "host")
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where an image goes: an OCI layout directory or an OCI archive file."""
+
+    kind: str  # "oci" or "oci-archive"
+    path: Path
+
+    @classmethod
+    def parse(cls, value: str) -> Output:
+        kind, sep, path = value.partition(":")
+        if not sep or kind not in ("oci", "oci-archive") or not path:
+            raise InputError(f"--output {value!r}: expected oci:DIR or oci-archive:FILE")
+        return cls(kind, Path(path))
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}"
+
+
+@dataclass
+class BuildRequest:
+    context: Path
+    dockerfile: Path
+    output: Output
+    build_args: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    platforms: list[str] = field(default_factory=list)
+    source_date_epoch: int | None = None
+    no_cache: bool = False
+    network: str = "default"
+    secrets: dict[str, Callable[[], bytes]] = field(default_factory=dict)
+    shared_key: str = ""
+    session_name: str = "repro"
+    rewrite_timestamp: bool = True
+    extra_frontend_attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BuildResult:
+    digest: str
+    config_digest: str
+    output: Output
+    seconds: float
+    exporter_response: dict[str, str]
+    descriptor: dict[str, Any] | None = None
+
+
+def solve_request(req: BuildRequest, session_id: str, ref: str) -> pb.SolveRequest:
+    """The SolveRequest for a Dockerfile build (pure: easy to test)."""
+    attrs: dict[str, str] = {"filename": req.dockerfile.name}
+    for k, v in sorted(req.build_args.items()):
+        attrs[f"build-arg:{k}"] = v
+    for k, v in sorted(req.labels.items()):
+        attrs[f"label:{k}"] = v
+    if req.source_date_epoch is not None:
+        attrs["build-arg:SOURCE_DATE_EPOCH"] = str(req.source_date_epoch)
+    if req.target:
+        attrs["target"] = req.target
+    if req.platforms:
+        attrs["platform"] = ",".join(req.platforms)
+    if req.no_cache:
+        attrs["no-cache"] = ""
+    if req.network != "default":
+        if req.network not in NETWORK_MODES:
+            raise InputError(f"network mode {req.network!r}: expected one of {NETWORK_MODES}")
+        attrs["force-network-mode"] = req.network
+    attrs.update(req.extra_frontend_attrs)
+    exporter_attrs: dict[str, str] = {}
+    if req.rewrite_timestamp:
+        exporter_attrs["rewrite-timestamp"] = "true"
+    entitlements = ["network.host"] if req.network == "host" else []
+    return pb.SolveRequest(
+        ref=ref,
+        session=session_id,
+        frontend="dockerfile.v0",
+        frontend_attrs=attrs,
+        exporter_deprecated="oci",
+        exporter_attrs_deprecated=exporter_attrs,
+        exporters=[pb.Exporter(type="oci", attrs=exporter_attrs)],
+        entitlements=entitlements,
+    )
+
+
+class _ExportWriter:
+    """Receives the exporter's tarball and stages it next to its destination."""
+
+    def __init__(self, output: Output):
+        self.output = output
+        parent = output.path.absolute().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{output.path.name}.", dir=parent))
+        self.received = False
+        self.bytes = 0
+
+    def __call__(self, md: Mapping[str, str], chunks: Iterator[bytes]) -> None:
+        from repro import oci
+
+        self.metadata = dict(md)
+        if self.output.kind == "oci-archive":
+            target = self.staging / "image.tar"
+            with open(target, "wb") as fh:
+                for chunk in chunks:
+                    fh.write(chunk)
+                    self.bytes += len(chunk)
+            verify_oci_archive(target)
+        else:
+            layout_dir = self.staging / "layout"
+            reader = _ChunkReader(chunks)
+            oci.extract_oci_archive(reader, layout_dir)
+            self.bytes = reader.count
+        self.received = True
+
+    def commit(self) -> None:
+        """Move the staged export into place atomically."""
+        if not self.received:
+            raise BuilderError("BuildKit finished without sending the image export")
+        dest = self.output.path
+        src = self.staging / ("image.tar" if self.output.kind == "oci-archive" else "layout")
+        if self.output.kind == "oci-archive":
+            os.replace(src, dest)
+        else:
+            old = None
+            if dest.exists() or dest.is_symlink():
+                if not dest.is_dir() or dest.is_symlink():
+                    raise InputError(f"output {dest} exists and is not a directory")
+                old = self.staging / "old"
+                os.rename(dest, old)
+            os.rename(src, dest)
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def verify_oci_archive(path: Path) -> None:
+    """Stream through an OCI archive and check every blob against its name."""
+    import tarfile
+
+    from repro import oci
+    from repro.errors import DigestMismatch
+
+    seen_index = False
+    with tarfile.open(path, mode="r|") as tar:
+        for member in tar:
+            name = member.name.lstrip("./")
+            if name == "index.json":
+                seen_index = True
+            parts = name.split("/")
+            if not (member.isfile() and len(parts) == 3 and parts[0] == "blobs"):
+                continue
+            digest = f"{parts[1]}:{parts[2]}"
+            hasher = oci.Hasher.for_digest(digest)
+            fh = tar.extractfile(member)
+            assert fh is not None
+            while chunk := fh.read(1 << 20):
+                hasher.update(chunk)
+            hasher.check(digest, member.size, f"blob {digest} in the export")
+    if not seen_index:
+        raise DigestMismatch("the export from BuildKit has no index.json")
+
+
+class _ChunkReader:
+    """A file-like reader over an iterator of byte chunks (for streaming tar reads)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buf = b""
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                break
+            self.count += len(chunk)
+            self._buf += chunk
+        if n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+
+_PARSE_ERROR = re.compile(r"dockerfile parse error on line (\d+): (.*)", re.IGNORECASE)
+_LINE_ERROR = re.compile(r"(?:^|: )(.*?\bline (\d+)\b.*)$")
+
+
+def classify_solve_error(details: str, dockerfile: Path) -> Exception:
+    """Turn BuildKit's error text into the right repro error (input vs. build)."""
+    msg = details.strip().splitlines()[0] if details.strip() else "build failed"
+    msg = re.sub(r"^(rpc error: code = \w+ desc = )+", "", msg)
+    m = _PARSE_ERROR.search(msg)
+    if m:
+        return InputError(m.group(2), file=str(dockerfile), line=int(m.group(1)))
+    lowered = msg.lower()
+    if "failed to parse" in lowered or "unknown instruction" in lowered:
+        return InputError(msg, file=str(dockerfile))
+    if "failed to read dockerfile" in lowered:
+        return ContextError(msg, file=str(dockerfile))
+    if "rewrite-timestamp" in lowered and ("unknown" in lowered or "invalid" in lowered):
+        return BuilderError(
+            "this BuildKit does not support rewrite-timestamp; BuildKit v0.13 or newer "
+            "(Docker Engine 26 or newer) is needed"
+        )
+    if "exporter" in lowered and "not supported" in lowered:
+        return BuilderError(
+            f"{msg}: the OCI exporter needs the containerd image store "
+            '(dockerd feature "containerd-snapshotter": true) or a standalone buildkitd'
+        )
+    return BuildFailed(msg)
+
+
+def check_inputs(req: BuildRequest) -> None:
+    if not req.context.is_dir():
+        raise ContextError(f"build context {req.context} is not a directory")
+    if not req.dockerfile.is_file():
+        raise ContextError(f"Dockerfile {req.dockerfile} does not exist")
+    if req.output.kind == "oci-archive" and req.output.path.is_dir():
+        raise InputError(f"output {req.output.path} is a directory; oci-archive needs a file")
+
+
+def build(
+    conn: Connection,
+    req: BuildRequest,
+    on_status: Callable[[pb.StatusResponse], None] | None = None,
+    credentials: Callable[[str], tuple[str, str] | None] | None = None,
+) -> BuildResult:
+    """Run one build; return the exporter's digests. Raises ReproError subclasses."""
+    check_inputs(req)
+    started = time.monotonic()
+    control = Control(conn.channel, conn.address)
+    writer = _ExportWriter(req.output)
+    server = None
+    session = None
+    status_thread = None
+    ok = False
+    try:
+        server = SessionServer(
+            {"context": req.context.absolute(), "dockerfile": req.dockerfile.absolute().parent},
+            export_sink=writer,
+            secrets=req.secrets,
+            credentials=credentials,
+        )
+        session = Session(conn, server, name=req.session_name, shared_key=req.shared_key)
+        ref = uuid.uuid4().hex
+        if on_status is not None:
+            status_thread = threading.Thread(
+                target=_follow_status, args=(control, ref, on_status), daemon=True
+            )
+            status_thread.start()
+        future = control.solve_future(solve_request(req, session.id, ref))
+        response = _wait(future, conn, req)
+        if server.errors:
+            raise BuilderError(server.errors[0])
+        if status_thread is not None:
+            status_thread.join(timeout=5)
+        exporter_response = dict(response.exporter_response)
+        writer.commit()
+        ok = True
+        descriptor = None
+        if "containerimage.descriptor" in exporter_response:
+            try:
+                descriptor = json.loads(
+                    base64.b64decode(exporter_response["containerimage.descriptor"])
+                )
+            except ValueError:
+                descriptor = None
+        return BuildResult(
+            digest=exporter_response.get("containerimage.digest", ""),
+            config_digest=exporter_response.get("containerimage.config.digest", ""),
+            output=req.output,
+            seconds=time.monotonic() - started,
+            exporter_response=exporter_response,
+            descriptor=descriptor,
+        )
+    finally:
+        if session is not None:
+            session.close()
+        elif server is not None:
+            server.close()
+        if not ok:
+            writer.discard()
+
+
+def _wait(future: grpc.Future, conn: Connection, req: BuildRequest) -> pb.SolveResponse:
+    try:
+        while True:
+            try:
+                return future.result(timeout=0.25)  # type: ignore[no-any-return]
+            except grpc.FutureTimeoutError:
+                continue
+    except KeyboardInterrupt:
+        future.cancel()
+        raise Cancelled("build cancelled; BuildKit was told to stop") from None
+    except grpc.RpcError as exc:
+        code = exc.code()
+        details = exc.details() or ""
+        if code == grpc.StatusCode.CANCELLED:
+            raise Cancelled("build cancelled") from None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise BuilderError(
+                f"lost the connection to BuildKit at {conn.address}: {details}"
+            ) from None
+        if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise BuilderError(describe_rpc_error(exc, conn.address)) from None
+        raise classify_solve_error(details, req.dockerfile) from None
+
+
+def _follow_status(
+    control: Control, ref: str, on_status: Callable[[pb.StatusResponse], None]
+) -> None:
+    try:
+        for resp in control.status(ref):
+            on_status(resp)
+    except grpc.RpcError:
+        pass  # the Solve's own error is what gets reported

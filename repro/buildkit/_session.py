@@ -1,0 +1,390 @@
+"""The client side of a BuildKit session.
+
+During a build the daemon calls back into the client through a *session*: it is the
+gRPC client and we are the server. repro runs a grpcio server on a private unix
+socket and connects it to the daemon one of two ways:
+
+- Docker Engine: ``POST /session`` with ``Upgrade: h2c`` on the Docker socket; the
+  upgraded connection is spliced to a connection to our server.
+- buildkitd: the ``Control.Session`` bidi stream, whose BytesMessages carry the raw
+  HTTP/2 bytes of the tunnel, pumped to a connection to our server.
+
+Services served (only these are advertised):
+
+- grpc.health.v1.Health/Check: mandatory; the daemon polls it every few seconds.
+- moby.filesync.v1.FileSync/DiffCopy: sends local dirs (``context``, ``dockerfile``).
+- moby.filesync.v1.FileSend/DiffCopy: receives the exporter's tarball.
+- moby.filesync.v1.Auth/Credentials: registry credentials from the Docker config.
+- moby.buildkit.secrets.v1.Secrets/GetSecret: ``--secret id=…,src=…`` values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import secrets as _secrets
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import grpc
+
+from repro.buildkit._connect import Connection, splice, upgrade_docker_socket
+from repro.buildkit._control import Control
+from repro.buildkit.proto import buildkit_pb2 as pb
+
+HEALTH = "/grpc.health.v1.Health/Check"
+FILESYNC = "/moby.filesync.v1.FileSync/DiffCopy"
+FILESEND = "/moby.filesync.v1.FileSend/DiffCopy"
+AUTH_CREDENTIALS = "/moby.filesync.v1.Auth/Credentials"
+SECRETS = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
+
+DATA_CHUNK = 512 * 1024  # well under the daemon's 4 MiB message limit
+TUNNEL_CHUNK = 1024 * 1024
+
+ExportSink = Callable[[Mapping[str, str], Iterator[bytes]], None]
+
+
+def new_session_id() -> str:
+    """25 base36 characters, like BuildKit's identity.NewID."""
+    alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+    return "".join(_secrets.choice(alphabet) for _ in range(25))
+
+
+def _metadata(context: grpc.ServicerContext) -> dict[str, list[str]]:
+    """Invocation metadata as multi-valued lists, with *-encoded values unescaped."""
+    raw: dict[str, list[str]] = {}
+    for key, value in context.invocation_metadata():
+        raw.setdefault(key.lower(), []).append(value if isinstance(value, str) else "")
+    for key in list(raw):
+        if key.endswith("-encoded"):
+            base = key[: -len("-encoded")]
+            if base in raw:
+                raw[base] = [unquote(v) for v in raw[base]]
+    return raw
+
+
+class FileSyncError(Exception):
+    pass
+
+
+def diffcopy_send(
+    root: Path, requests: Iterator[pb.Packet], md: Mapping[str, list[str]]
+) -> Iterator[pb.Packet]:
+    """Send one local dir with the fsutil protocol (we send, the daemon receives)."""
+    from repro.buildkit._walk import go_file_mode, walk
+
+    reqs: queue.Queue[int | None | str] = queue.Queue()
+
+    def read_requests() -> None:
+        try:
+            for p in requests:
+                if p.type == pb.PACKET_REQ:
+                    reqs.put(p.id)
+                elif p.type == pb.PACKET_FIN:
+                    break
+                elif p.type == pb.PACKET_ERR:
+                    reqs.put(p.data.decode("utf-8", "replace") or "error from the daemon")
+                    return
+        except grpc.RpcError:
+            pass
+        reqs.put(None)
+
+    threading.Thread(target=read_requests, name="repro-filesync-req", daemon=True).start()
+
+    files: dict[int, Path] = {}
+
+    def serve(file_id: int) -> Iterator[pb.Packet]:
+        path = files.get(file_id)
+        if path is None:
+            raise FileSyncError(f"daemon asked for unknown file id {file_id}")
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(DATA_CHUNK)
+                if not chunk:
+                    break
+                yield pb.Packet(type=pb.PACKET_DATA, id=file_id, data=chunk)
+        yield pb.Packet(type=pb.PACKET_DATA, id=file_id)
+
+    def pending() -> Iterator[pb.Packet]:
+        while True:
+            try:
+                item = reqs.get_nowait()
+            except queue.Empty:
+                return
+            if item is None or isinstance(item, str):
+                reqs.put(item)  # seen again by the final loop
+                return
+            yield from serve(item)
+
+    entries = walk(
+        root,
+        include_patterns=md.get("include-patterns", []),
+        exclude_patterns=md.get("exclude-patterns", []),
+        followpaths=md.get("followpaths", []),
+    )
+    for index, entry in enumerate(entries):
+        st = entry.st
+        is_file = entry.is_file
+        stat = pb.Stat(
+            path=entry.path,
+            mode=go_file_mode(st),
+            size=st.st_size if is_file else (len(entry.linkname) if entry.is_symlink else 0),
+            mod_time=st.st_mtime_ns,
+            linkname=entry.linkname,
+        )
+        if not entry.is_dir and not is_file and not entry.is_symlink:
+            stat.devmajor = os.major(st.st_rdev)
+            stat.devminor = os.minor(st.st_rdev)
+        if is_file:
+            files[index] = root / entry.path
+        yield pb.Packet(type=pb.PACKET_STAT, stat=stat)
+        yield from pending()
+    yield pb.Packet(type=pb.PACKET_STAT)  # end of the walk
+
+    while True:
+        item = reqs.get()
+        if item is None:
+            break
+        if isinstance(item, str):
+            raise FileSyncError(item)
+        yield from serve(item)
+    yield pb.Packet(type=pb.PACKET_FIN)
+
+
+class SessionServer:
+    """A grpcio server on a private unix socket serving one session's callbacks."""
+
+    def __init__(
+        self,
+        local_dirs: Mapping[str, Path],
+        export_sink: ExportSink | None = None,
+        secrets: Mapping[str, Callable[[], bytes]] | None = None,
+        credentials: Callable[[str], tuple[str, str] | None] | None = None,
+    ):
+        self.local_dirs = dict(local_dirs)
+        self.export_sink = export_sink
+        self.secrets = dict(secrets or {})
+        self.credentials = credentials
+        self.errors: list[str] = []
+        self._dir = tempfile.mkdtemp(prefix="repro-session-")
+        self.path = os.path.join(self._dir, "session.sock")
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="repro-session"),
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_send_message_length", 4 * 1024 * 1024),
+                # the daemon pings the tunnel; do not punish it for that
+                ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+                ("grpc.http2.max_ping_strikes", 0),
+            ],
+        )
+        self._server.add_generic_rpc_handlers(self._handlers())
+        self._server.add_insecure_port("unix:" + self.path)
+        self._server.start()
+
+    # -- what is advertised --------------------------------------------------------
+
+    def methods(self) -> list[str]:
+        names = [HEALTH]
+        if self.local_dirs:
+            names.append(FILESYNC)
+        if self.export_sink is not None:
+            names.append(FILESEND)
+        if self.credentials is not None:
+            names.append(AUTH_CREDENTIALS)
+        if self.secrets:
+            names.append(SECRETS)
+        return names
+
+    def _handlers(self) -> list[grpc.GenericRpcHandler]:
+        def handler(service: str, methods: dict[str, grpc.RpcMethodHandler]) -> Any:
+            return grpc.method_handlers_generic_handler(service, methods)
+
+        return [
+            handler(
+                "grpc.health.v1.Health",
+                {
+                    "Check": grpc.unary_unary_rpc_method_handler(
+                        self._health,
+                        request_deserializer=pb.HealthCheckRequest.FromString,
+                        response_serializer=pb.HealthCheckResponse.SerializeToString,
+                    )
+                },
+            ),
+            handler(
+                "moby.filesync.v1.FileSync",
+                {
+                    "DiffCopy": grpc.stream_stream_rpc_method_handler(
+                        self._filesync,
+                        request_deserializer=pb.Packet.FromString,
+                        response_serializer=pb.Packet.SerializeToString,
+                    )
+                },
+            ),
+            handler(
+                "moby.filesync.v1.FileSend",
+                {
+                    "DiffCopy": grpc.stream_stream_rpc_method_handler(
+                        self._filesend,
+                        request_deserializer=pb.BytesMessage.FromString,
+                        response_serializer=pb.BytesMessage.SerializeToString,
+                    )
+                },
+            ),
+            handler(
+                "moby.filesync.v1.Auth",
+                {
+                    "Credentials": grpc.unary_unary_rpc_method_handler(
+                        self._credentials,
+                        request_deserializer=pb.CredentialsRequest.FromString,
+                        response_serializer=pb.CredentialsResponse.SerializeToString,
+                    )
+                },
+            ),
+            handler(
+                "moby.buildkit.secrets.v1.Secrets",
+                {
+                    "GetSecret": grpc.unary_unary_rpc_method_handler(
+                        self._get_secret,
+                        request_deserializer=pb.GetSecretRequest.FromString,
+                        response_serializer=pb.GetSecretResponse.SerializeToString,
+                    )
+                },
+            ),
+        ]
+
+    # -- handlers ---------------------------------------------------------------------
+
+    def _health(self, req: pb.HealthCheckRequest, context: grpc.ServicerContext) -> Any:
+        return pb.HealthCheckResponse(status=pb.HealthCheckResponse.SERVING)
+
+    def _filesync(self, requests: Iterator[pb.Packet], context: grpc.ServicerContext) -> Any:
+        md = _metadata(context)
+        name = (md.get("dir-name") or [""])[0]
+        root = self.local_dirs.get(name)
+        if root is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no access allowed to dir {name!r}")
+        try:
+            yield from diffcopy_send(root, requests, md)  # type: ignore[arg-type]
+        except (OSError, FileSyncError) as exc:
+            self.errors.append(f"sending {name}: {exc}")
+            yield pb.Packet(type=pb.PACKET_ERR, data=str(exc).encode())
+
+    def _filesend(self, requests: Iterator[pb.BytesMessage], context: grpc.ServicerContext) -> Any:
+        md = {k: v[0] for k, v in _metadata(context).items() if v}
+        if self.export_sink is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this session receives no export")
+        try:
+            self.export_sink(md, (m.data for m in requests))  # type: ignore[misc]
+        except Exception as exc:  # reported back to the daemon and to the build
+            self.errors.append(f"receiving the export: {exc}")
+            context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        return iter(())
+
+    def _credentials(self, req: pb.CredentialsRequest, context: grpc.ServicerContext) -> Any:
+        creds = self.credentials(req.host) if self.credentials else None
+        if not creds:
+            return pb.CredentialsResponse()
+        return pb.CredentialsResponse(username=creds[0], secret=creds[1])
+
+    def _get_secret(self, req: pb.GetSecretRequest, context: grpc.ServicerContext) -> Any:
+        source = self.secrets.get(req.id)
+        if source is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"secret {req.id} not found")
+        try:
+            return pb.GetSecretResponse(data=source())  # type: ignore[misc]
+        except OSError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"secret {req.id}: {exc.strerror}")
+
+    def close(self) -> None:
+        self._server.stop(grace=None)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class Session:
+    """A session attached to a daemon. Use as a context manager."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        server: SessionServer,
+        *,
+        name: str = "repro",
+        shared_key: str = "",
+    ):
+        self.id = new_session_id()
+        self.conn = conn
+        self.server = server
+        self._sockets: list[socket.socket] = []
+        self._call: Any = None
+        headers = [
+            ("X-Docker-Expose-Session-Uuid", self.id),
+            ("X-Docker-Expose-Session-Name", name),
+            ("X-Docker-Expose-Session-Sharedkey", shared_key or self.id),
+        ]
+        headers += [("X-Docker-Expose-Session-Grpc-Method", m) for m in server.methods()]
+        if conn.is_docker:
+            self._attach_docker(headers)
+        else:
+            self._attach_grpc([(k.lower(), v) for k, v in headers])
+
+    def _local(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(self.server.path)
+        self._sockets.append(s)
+        return s
+
+    def _attach_docker(self, headers: list[tuple[str, str]]) -> None:
+        upstream, rest = upgrade_docker_socket(self.conn.address.target, "/session", headers)
+        self._sockets.append(upstream)
+        splice(upstream, self._local(), rest)
+
+    def _attach_grpc(self, metadata: list[tuple[str, str]]) -> None:
+        local = self._local()
+
+        def outgoing() -> Iterator[pb.BytesMessage]:
+            while True:
+                try:
+                    data = local.recv(TUNNEL_CHUNK)
+                except OSError:
+                    return
+                if not data:
+                    return
+                yield pb.BytesMessage(data=data)
+
+        self._call = Control(self.conn.channel, self.conn.address).session(outgoing(), metadata)
+
+        def incoming() -> None:
+            try:
+                for msg in self._call:
+                    local.sendall(msg.data)
+            except (grpc.RpcError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    local.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=incoming, name="repro-session-in", daemon=True).start()
+
+    def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        self.server.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

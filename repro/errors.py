@@ -1,0 +1,73 @@
+"""The exception hierarchy. Every message is a user-facing, one-line sentence.
+
+ReproError
+├── InputError            bad input from the user: exit code 2
+│   ├── RecipeError       a recipe file is wrong (carries file and line)
+│   └── ContextError      a build context or Dockerfile is missing or unreadable
+├── EnvironmentError_     the environment is broken or missing a part: exit code 2
+│   ├── BuilderError      no BuildKit, unreachable, too old, wrong image store
+│   └── RegistryError     registry unreachable, refused, or sent bad data
+│       └── DigestMismatch  a blob's bytes do not match its digest
+├── BuildFailed           BuildKit ran the build and it failed: exit code 1
+└── Cancelled             the user interrupted: exit code 130
+"""
+
+from __future__ import annotations
+
+
+class ReproError(Exception):
+    """Base of all errors repro reports to the user."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        return f"{where}{self.message}"
+
+
+class InputError(ReproError):
+    """The user's input is wrong."""
+
+
+class RecipeError(InputError):
+    """A recipe file is malformed or names something that does not exist."""
+
+
+class ContextError(InputError):
+    """A build context, Dockerfile or secret source is missing or unreadable."""
+
+
+class EnvironmentError_(ReproError):  # noqa: N801 - avoid shadowing the builtin
+    """A part of the environment (builder, registry, tool) is missing or broken."""
+
+
+class BuilderError(EnvironmentError_):
+    """BuildKit is missing, unreachable, too old, or lacks a needed feature."""
+
+
+class RegistryError(EnvironmentError_):
+    """A registry could not be reached or refused a request."""
+
+
+class DigestMismatch(RegistryError):
+    """Bytes read from somewhere do not match the digest that names them."""
+
+
+class BuildFailed(ReproError):
+    """BuildKit ran the build and a step failed (the log says which)."""
+
+    exit_code = 1
+
+
+class Cancelled(ReproError):
+    """The user interrupted the work; BuildKit was told to cancel."""
+
+    exit_code = 130

@@ -1,0 +1,59 @@
+"""Shared fixtures.
+
+Tests marked ``engine`` talk to the real BuildKit and registry that
+``scripts/dev-env up`` starts (scripts/test does that). Without them those tests are
+skipped, unless REPRO_REQUIRE_ENGINE=1 (set by scripts/test and CI), where a missing
+engine fails the run instead of quietly skipping half the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _missing_engine() -> str:
+    if not (os.environ.get("BUILDKIT_HOST") or os.environ.get("DOCKER_HOST")):
+        return 'no BUILDKIT_HOST/DOCKER_HOST: run eval "$(scripts/dev-env up)"'
+    if not os.environ.get("REPRO_REGISTRY"):
+        return 'no REPRO_REGISTRY: run eval "$(scripts/dev-env up)"'
+    return ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _missing_engine()
+    if not reason:
+        return
+    if os.environ.get("REPRO_REQUIRE_ENGINE") == "1":
+        raise pytest.UsageError(f"REPRO_REQUIRE_ENGINE=1 but {reason}")
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if "engine" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def registry() -> str:
+    return os.environ["REPRO_REGISTRY"]
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    ref = os.environ.get("REPRO_BASE_IMAGE", "")
+    if not ref:
+        pytest.skip("REPRO_BASE_IMAGE is not set (scripts/dev-env up pushes the base image)")
+    return ref
+
+
+@pytest.fixture(scope="session")
+def buildx() -> list[str]:
+    """The docker-buildx command line, when the dev environment provides it."""
+    exe = os.environ.get("REPRO_BUILDX", "")
+    if not exe or not (Path(exe).exists() or shutil.which(exe)):
+        pytest.skip("docker-buildx is not available (REPRO_BUILDX unset)")
+    return [exe]
