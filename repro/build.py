@@ -130,6 +130,7 @@ def build_recipe(
     display = Progress(mode=progress, stream=stream or sys.stderr, title=recipe.name)  # type: ignore[arg-type]
     success = False
     with connect(builder) as conn:
+        conn.preflight()
         try:
             result = build(conn, request, on_status=display.update, credentials=_credentials)
             success = True

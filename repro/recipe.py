@@ -103,7 +103,8 @@ class _Reader:
             names = (
                 kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             )
-            raise self.error(f"{key!r} must be {_article(names)}, not {type(value).__name__}", key)
+            got = _TYPE_NAMES.get(type(value).__name__, type(value).__name__)
+            raise self.error(f"{key!r} must be {_article(names)}, not {got}", key)
         return value
 
     def string_table(self, key: str) -> dict[str, str]:
@@ -123,7 +124,11 @@ class _Reader:
             raise self.error(f"unknown key {key!r}", key)
 
 
+_TYPE_NAMES = {"int": "integer", "str": "string", "list": "list", "dict": "table", "bool": "boolean"}
+
+
 def _article(name: str) -> str:
+    name = " or ".join(_TYPE_NAMES.get(n, n) for n in name.split(" or "))
     return ("an " if name[:1] in "aeiou" else "a ") + name
 
 

@@ -332,6 +332,16 @@ class DockerGrpcBridge:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def _major(version: str) -> int:
+    digits = version.lstrip("v").split(".")[0]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _minor(version: str) -> int:
+    parts = version.lstrip("v").split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
 def _read(path: str, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -347,6 +357,7 @@ class Connection:
 
         self.address = address
         self._bridge: DockerGrpcBridge | None = None
+        self._checked = False
         options = list(CHANNEL_OPTIONS)
         if address.kind == "docker":
             if not os.path.exists(address.target):
@@ -381,6 +392,52 @@ class Connection:
             self.channel = grpc.secure_channel(address.target, creds, options=options)
         else:
             self.channel = grpc.insecure_channel(address.target, options=options)
+
+    def preflight(self) -> None:
+        """Refuse early, with the fix, a builder that cannot make reproducible OCI images.
+
+        Docker: engine 26+ (BuildKit v0.13, rewrite-timestamp) with the containerd image
+        store (the oci exporter). buildkitd: v0.13+ when it reports a version.
+        """
+        if self._checked:
+            return
+        if self.is_docker:
+            import json
+
+            status, body = docker_request(self.address.target, "GET", "/version")
+            version = json.loads(body).get("Version", "") if status == 200 else ""
+            if version and _major(version) < 26:
+                raise BuilderError(
+                    f"Docker Engine {version} at {self.address.target} embeds a BuildKit older "
+                    "than v0.13, which lacks rewrite-timestamp; Docker Engine 26 or newer is needed"
+                )
+            status, body = docker_request(self.address.target, "GET", "/info")
+            info = json.loads(body) if status == 200 else {}
+            store = any(
+                "io.containerd.snapshotter" in str(v)
+                for pair in info.get("DriverStatus") or []
+                for v in pair
+            )
+            if not store:
+                raise BuilderError(
+                    f"Docker Engine at {self.address.target} uses the classic image store "
+                    f"({info.get('Driver', 'unknown')}), which refuses the oci exporter; enable "
+                    '{"features": {"containerd-snapshotter": true}} in daemon.json'
+                )
+        else:
+            from repro.buildkit._control import Control
+
+            version = Control(self.channel, self.address).info(timeout=10).version
+            if (
+                version.startswith("v")
+                and not version.startswith("v0.0.0")
+                and (_minor(version) < 13 and _major(version) == 0)
+            ):
+                raise BuilderError(
+                    f"BuildKit {version} at {self.address} lacks rewrite-timestamp; "
+                    "BuildKit v0.13 or newer is needed"
+                )
+        self._checked = True
 
     @property
     def is_docker(self) -> bool:

@@ -331,7 +331,9 @@ class Session:
             ("X-Docker-Expose-Session-Sharedkey", shared_key or self.id),
         ]
         headers += [("X-Docker-Expose-Session-Grpc-Method", m) for m in server.methods()]
-        if conn.is_docker:
+        # Docker serves sessions on /session (what buildx uses); Control.Session over
+        # /grpc works there too, and REPRO_SESSION_TRANSPORT=grpc forces it (tests).
+        if conn.is_docker and os.environ.get("REPRO_SESSION_TRANSPORT") != "grpc":
             self._attach_docker(headers)
         else:
             self._attach_grpc([(k.lower(), v) for k, v in headers])

@@ -1,0 +1,481 @@
+"""repro build against the real BuildKit (Docker Engine 26 from scripts/dev-env).
+
+Every test here runs the real `repro` command line against the engine and the
+loopback registry, and looks inside the OCI image it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from repro import oci
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def repro(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "repro", *args],
+        cwd=cwd or ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def recipe(
+    tmp_path: Path,
+    dockerfile: str,
+    files: dict[str, str | bytes] | None = None,
+    toml: str = 'source_date_epoch = 1700000000\nnetwork = "none"\n',
+    name: str = "t",
+) -> Path:
+    d = tmp_path / name
+    d.mkdir(parents=True)
+    (d / "Dockerfile").write_text(dockerfile)
+    (d / "recipe.toml").write_text(toml)
+    for rel, content in (files or {}).items():
+        p = d / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content)
+    return d
+
+
+def image_files(layout_dir: Path) -> dict[str, bytes]:
+    """Regular files of the image (layers applied in order, whiteouts honoured)."""
+    layout = oci.OCILayout(layout_dir)
+    image = oci.load_image(layout)
+    files: dict[str, bytes] = {}
+    for layer in image.layers:
+        with (
+            layout.open_blob(layer.digest, layer.size) as blob,
+            tarfile.open(fileobj=blob, mode="r|*") as tar,
+        ):
+            for m in tar:
+                name = m.name.lstrip("./")
+                base = os.path.basename(name)
+                if base.startswith(".wh."):
+                    gone = os.path.join(os.path.dirname(name), base[4:])
+                    files = {
+                        k: v for k, v in files.items() if k != gone and not k.startswith(gone + "/")
+                    }
+                elif m.isfile():
+                    fh = tar.extractfile(m)
+                    assert fh is not None
+                    files[name] = fh.read()
+    return files
+
+
+def all_blob_bytes(layout_dir: Path) -> bytes:
+    """Every blob of a layout, with gzip layers decompressed, concatenated."""
+    import gzip
+
+    out = []
+    for blob in sorted((layout_dir / "blobs" / "sha256").iterdir()):
+        data = blob.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        out.append(data)
+    return b"".join(out)
+
+
+def build_json(recipe_dir: Path, out: Path, *extra: str) -> dict[str, str]:
+    r = repro(
+        "build", str(recipe_dir), "--output", f"oci:{out}", "--json", "--progress", "plain", *extra
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads(r.stdout)
+    assert len(results) == 1
+    return results[0]  # type: ignore[no-any-return]
+
+
+# --- the example recipes ---------------------------------------------------------
+
+
+def test_example_recipes_build_and_match_their_digest_twice(tmp_path: Path) -> None:
+    """Every example builds; two no-cache builds give the same manifest digest."""
+    for name in ("hello", "wordcount"):
+        first = build_json(ROOT / "recipes" / name, tmp_path / f"{name}-1", "--no-cache")
+        second = build_json(ROOT / "recipes" / name, tmp_path / f"{name}-2", "--no-cache")
+        assert first["digest"].startswith("sha256:")
+        assert first["digest"] == second["digest"], name
+        assert first["config_digest"] == second["config_digest"]
+        index = json.loads((tmp_path / f"{name}-1" / "index.json").read_text())
+        assert index["manifests"][0]["digest"] == first["digest"]
+        for key in ("recipe", "digest", "config_digest", "output"):
+            assert key in first
+
+
+def test_multi_stage_build_runs_every_stage(tmp_path: Path) -> None:
+    out = tmp_path / "wc"
+    result = build_json(ROOT / "recipes" / "wordcount", out)
+    files = image_files(out)
+    assert files["usr/local/share/wordcount/tested"] == b"words: 13\n"
+    assert b"wordcount 1.0" in files["usr/local/bin/wordcount"]
+    # the test stage's own file system is not in the shipped image
+    assert "tested" not in files
+    config = oci.load_image(oci.OCILayout(out)).config
+    assert config["config"]["Entrypoint"] == ["/usr/local/bin/wordcount"]
+    assert config["created"] == "2025-01-01T00:00:00Z"
+    assert result["config_digest"] == oci.load_image(oci.OCILayout(out)).config_descriptor.digest
+
+
+def test_build_arg_reaches_the_image(tmp_path: Path, base_image: str) -> None:
+    d = recipe(
+        tmp_path,
+        f'FROM {base_image}\nARG COLOUR=none\nRUN echo "$COLOUR" > /colour\n',
+        toml='source_date_epoch = 1700000000\nnetwork = "none"\n[args]\nCOLOUR = "blue"\n',
+    )
+    build_json(d, tmp_path / "a")
+    assert image_files(tmp_path / "a")["colour"] == b"blue\n"
+    # --build-arg overrides the recipe's value
+    build_json(d, tmp_path / "b", "--build-arg", "COLOUR=green")
+    assert image_files(tmp_path / "b")["colour"] == b"green\n"
+
+
+def test_dockerignored_files_do_not_reach_the_build(tmp_path: Path, base_image: str) -> None:
+    d = recipe(
+        tmp_path,
+        f"FROM {base_image}\nCOPY . /ctx/\n"
+        "RUN --mount=type=bind,target=/m find /m | sort > /seen\n",
+        files={
+            ".dockerignore": "secret.txt\nlogs/\n*.tmp\n!keep.tmp\n",
+            "secret.txt": "do not send",
+            "logs/a.log": "x",
+            "junk.tmp": "x",
+            "keep.tmp": "kept",
+            "src/main.sh": "echo hi",
+        },
+    )
+    build_json(d, tmp_path / "o")
+    files = image_files(tmp_path / "o")
+    seen = files["seen"].decode().split()
+    assert "ctx/keep.tmp" in files and "ctx/src/main.sh" in files
+    for gone in ("secret.txt", "logs/a.log", "junk.tmp"):
+        assert f"ctx/{gone}" not in files
+        assert f"/m/{gone}" not in seen
+    assert b"do not send" not in all_blob_bytes(tmp_path / "o")
+
+
+def test_secret_reaches_run_but_not_the_image(tmp_path: Path, base_image: str) -> None:
+    token = "s3cr3t-" + os.urandom(8).hex()
+    (tmp_path / "token").write_text(token)
+    d = recipe(
+        tmp_path,
+        f"FROM {base_image}\n"
+        "RUN --mount=type=secret,id=tok,required=true "
+        "sha256sum /run/secrets/tok | cut -d' ' -f1 > /tok.sha256\n",
+    )
+    r = repro(
+        "build",
+        str(d),
+        "-o",
+        f"oci:{tmp_path / 'o'}",
+        "--progress",
+        "plain",
+        "--secret",
+        f"id=tok,src={tmp_path / 'token'}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    import hashlib
+
+    files = image_files(tmp_path / "o")
+    assert files["tok.sha256"].decode().strip() == hashlib.sha256(token.encode()).hexdigest()
+    assert token.encode() not in all_blob_bytes(tmp_path / "o")
+    assert token not in r.stdout and token not in r.stderr
+    # from the environment too
+    r2 = repro(
+        "build",
+        str(d),
+        "-o",
+        f"oci:{tmp_path / 'o2'}",
+        "--progress",
+        "quiet",
+        "--secret",
+        "id=tok,env=REPRO_TEST_TOKEN",
+        env={"REPRO_TEST_TOKEN": token},
+    )
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    # a missing secret source is bad input, found before building
+    r3 = repro(
+        "build",
+        str(d),
+        "-o",
+        f"oci:{tmp_path / 'o3'}",
+        "--secret",
+        f"id=tok,src={tmp_path / 'nope'}",
+    )
+    assert r3.returncode == 2 and "does not exist" in r3.stderr
+    assert not (tmp_path / "o3").exists()
+
+
+def test_failing_run_gives_exit_1_and_the_step_output(tmp_path: Path, base_image: str) -> None:
+    d = recipe(tmp_path, f"FROM {base_image}\nRUN echo marker-before-failure && exit 3\n")
+    out = tmp_path / "o"
+    r = repro("build", str(d), "-o", f"oci:{out}", "--progress", "plain")
+    assert r.returncode == 1
+    assert "marker-before-failure" in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("repro: error:") and "exit code: 3" in last
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")], "staging left behind"
+
+
+def test_dockerfile_syntax_error_names_the_line(tmp_path: Path) -> None:
+    d = recipe(tmp_path, "FROM scratch\nCOPY a /a\nFROOM nothing\n", files={"a": "a"})
+    r = repro("build", str(d), "-o", f"oci:{tmp_path / 'o'}")
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert f"{d / 'Dockerfile'}:3:" in line and "unknown instruction" in line.lower()
+    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_missing_recipe_and_dockerfile(tmp_path: Path) -> None:
+    r = repro("build", "no-such-recipe")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no-such-recipe" in r.stderr
+    d = recipe(tmp_path, "FROM scratch\n")
+    (d / "Dockerfile").unlink()
+    r = repro("build", str(d))
+    assert r.returncode == 2 and "Dockerfile" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unreachable_builder(tmp_path: Path) -> None:
+    d = recipe(tmp_path, "FROM scratch\n")
+    for addr in (
+        "unix:///nonexistent/buildkitd.sock",
+        "docker://unix:///nonexistent/d.sock",
+        "tcp://127.0.0.1:1",
+    ):
+        r = repro("build", str(d), "--builder", addr, "-o", f"oci:{tmp_path / 'o'}", timeout=60)
+        assert r.returncode == 2, (addr, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_oci_archive_output(tmp_path: Path) -> None:
+    out = tmp_path / "img.tar"
+    r = repro("build", "hello", "-o", f"oci-archive:{out}", "--json", "--progress", "quiet")
+    assert r.returncode == 0, r.stderr
+    digest = json.loads(r.stdout)[0]["digest"]
+    with tarfile.open(out) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    assert index["manifests"][0]["digest"] == digest
+    assert not [p for p in tmp_path.iterdir() if p.name != "img.tar"]
+
+
+def test_large_context(tmp_path: Path, base_image: str) -> None:
+    """10,000 small files and one 200 MB file reach the build intact."""
+    d = tmp_path / "big"
+    d.mkdir()
+    for i in range(100):
+        sub = d / "files" / f"d{i:02d}"
+        sub.mkdir(parents=True)
+        for j in range(100):
+            (sub / f"f{j:03d}.txt").write_text(f"{i}-{j}\n")
+    chunk = os.urandom(1 << 20)
+    with open(d / "big.bin", "wb") as fh:
+        for k in range(200):
+            fh.write(chunk[k:] + chunk[:k])
+    (d / "Dockerfile").write_text(
+        f"FROM {base_image}\n"
+        "RUN --mount=type=bind,target=/ctx "
+        "find /ctx/files -type f | wc -l > /count "
+        "&& cat /ctx/files/d42/f042.txt > /sample "
+        "&& sha256sum /ctx/big.bin | cut -d' ' -f1 > /big.sha256\n"
+    )
+    (d / "recipe.toml").write_text('source_date_epoch = 1700000000\nnetwork = "none"\n')
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(d / "big.bin", "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    build_json(d, tmp_path / "o")
+    files = image_files(tmp_path / "o")
+    assert files["count"].strip() == b"10000"
+    assert files["sample"] == b"42-42\n"
+    assert files["big.sha256"].decode().strip() == h.hexdigest()
+
+
+def test_same_digest_as_buildx(tmp_path: Path, buildx: list[str]) -> None:
+    """repro and `docker buildx build` give the same image for the same options."""
+    for name in ("hello", "wordcount"):
+        ours = build_json(ROOT / "recipes" / name, tmp_path / f"{name}-ours", "--no-cache")
+        from repro.recipe import load_recipe
+
+        rec = load_recipe(ROOT / "recipes" / name)
+        dest = tmp_path / f"{name}-buildx.tar"
+        cmd = [
+            *buildx,
+            "build",
+            "--no-cache",
+            "--provenance=false",
+            "--sbom=false",
+            "--progress=plain",
+            "--network",
+            rec.network if rec.network != "default" else "default",
+            "--build-arg",
+            f"SOURCE_DATE_EPOCH={rec.source_date_epoch}",
+            "--output",
+            f"type=oci,dest={dest},rewrite-timestamp=true",
+        ]
+        for k, v in rec.args.items():
+            cmd += ["--build-arg", f"{k}={v}"]
+        for k, v in rec.labels.items():
+            cmd += ["--label", f"{k}={v}"]
+        if rec.target:
+            cmd += ["--target", rec.target]
+        cmd += ["-f", str(rec.dockerfile), str(rec.context)]
+        env = {**os.environ}
+        env.pop("BUILDKIT_HOST", None)
+        if os.environ.get("REPRO_DEV_ENV"):  # keep buildx's state out of ~/.docker
+            env["DOCKER_CONFIG"] = os.path.join(os.environ["REPRO_DEV_ENV"], "docker-config")
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        with tarfile.open(dest) as tar:
+            index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        assert index["manifests"][0]["digest"] == ours["digest"], name
+
+
+def test_ctrl_c_cancels_and_leaves_nothing(tmp_path: Path, base_image: str) -> None:
+    d = recipe(tmp_path, f"FROM {base_image}\nRUN echo started-long-step && sleep 60\n")
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "repro",
+            "build",
+            str(d),
+            "-o",
+            f"oci:{out}",
+            "--no-cache",
+            "--progress",
+            "plain",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:
+        seen.append(line)
+        if "started-long-step" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 15
+    assert proc.returncode == 130, "".join(seen) + err
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
+
+
+class _Proxy:
+    """A unix-socket proxy to the Docker socket that can 'kill the daemon' on demand."""
+
+    def __init__(self, target: str, path: str):
+        self.target = target
+        self.path = path
+        self.conns: list[socket.socket] = []
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(path)
+        self.listener.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        from repro.buildkit._connect import splice
+
+        while True:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            u = socket.socket(socket.AF_UNIX)
+            u.connect(self.target)
+            self.conns += [c, u]
+            splice(c, u)
+
+    def kill(self) -> None:
+        self.listener.close()
+        for s in self.conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def test_daemon_dying_mid_build_fails_fast(tmp_path: Path, base_image: str) -> None:
+    docker = os.environ.get("DOCKER_HOST", "")
+    if not docker.startswith("unix://"):
+        pytest.skip("needs the dev engine's Docker socket")
+    proxy = _Proxy(docker[len("unix://") :], str(tmp_path / "d.sock"))
+    d = recipe(tmp_path, f"FROM {base_image}\nRUN echo started-long-step && sleep 60\n")
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "repro",
+            "build",
+            str(d),
+            "-o",
+            f"oci:{out}",
+            "--no-cache",
+            "--progress",
+            "plain",
+            "--builder",
+            f"docker://unix://{tmp_path / 'd.sock'}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:
+        if "started-long-step" in line or time.monotonic() > deadline:
+            break
+    proxy.kill()
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 10, "no error within 10 s of the daemon going away"
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("repro: error:")
+    assert not out.exists()
+
+
+def test_doctor_reports_the_dev_engine() -> None:
+    r = repro("doctor", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"]
+    assert report["facts"]["containerd_store"] is True
+    assert report["facts"]["engine_version"].startswith("26.")
