@@ -107,7 +107,8 @@ def build_recipe(
     build_args: dict[str, str] | None = None,
 ) -> RecipeResult:
     """Build one recipe with BuildKit and write its OCI image."""
-    from repro.buildkit import BuildRequest, Output, Progress, build, connect
+    from repro.buildkit import BuildRequest, Output, build, connect
+    from repro.buildkit._progress import Progress
 
     out = Output.parse(output or default_output(recipe))
     args = dict(recipe.args)

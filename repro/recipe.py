@@ -124,7 +124,13 @@ class _Reader:
             raise self.error(f"unknown key {key!r}", key)
 
 
-_TYPE_NAMES = {"int": "integer", "str": "string", "list": "list", "dict": "table", "bool": "boolean"}
+_TYPE_NAMES = {
+    "int": "integer",
+    "str": "string",
+    "list": "list",
+    "dict": "table",
+    "bool": "boolean",
+}
 
 
 def _article(name: str) -> str:

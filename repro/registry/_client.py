@@ -1,0 +1,924 @@
+"""A small OCI distribution (registry v2 API) client on httpx.
+
+repro pushes and pulls images itself, so that every byte is checked against its
+digest on the way in and out: manifests and blobs read from a registry are
+verified, and blobs pushed are hashed while they stream.
+
+One `Registry` object holds one pooled `httpx.Client` and may talk to several
+registries. Plain HTTP is used only for loopback hosts and hosts the user marked
+insecure; everything else is HTTPS. Authentication follows the registry's
+`WWW-Authenticate` challenge (Bearer token or Basic) with credentials from the
+user's Docker config. Transient failures (connection errors, 429, 5xx) are
+retried a bounded number of times with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.utils
+import ipaddress
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import IO
+
+import httpx
+
+from repro import __version__
+from repro.dockerconfig import Credentials, get_credentials
+from repro.errors import DigestMismatch, InputError, RegistryError
+from repro.oci import (
+    CHUNK_SIZE,
+    MANIFEST_MEDIA_TYPES,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_MANIFEST,
+    Descriptor,
+    Hasher,
+    OCILayout,
+    atomic_writer,
+    is_digest,
+    parse_json_document,
+)
+
+log = logging.getLogger(__name__)
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API_HOST = "registry-1.docker.io"
+_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+
+INSECURE_ENV = "REPRO_INSECURE_REGISTRIES"
+
+# Index types first: when a registry holds a multi-platform image, ask for all of it.
+MANIFEST_ACCEPT = ", ".join(
+    [
+        MEDIA_TYPE_OCI_INDEX,
+        MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+        MEDIA_TYPE_OCI_MANIFEST,
+        MEDIA_TYPE_DOCKER_MANIFEST,
+    ]
+)
+# Registries must accept manifests of at least 4 MiB; refuse to load anything far bigger.
+MAX_MANIFEST_SIZE = 8 * 1024 * 1024
+
+DEFAULT_TRIES = 5
+DEFAULT_BACKOFF = 0.5
+MAX_BACKOFF = 8.0
+# A Retry-After longer than this is not waited for: the call fails instead.
+MAX_RETRY_AFTER = 30.0
+# 501 and 505 say "never", not "later".
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
+# Tokens without `expires_in` live 60 s (distribution spec); renew a little early.
+_TOKEN_MIN_LIFETIME = 60
+_TOKEN_MARGIN = 10
+
+# --- references --------------------------------------------------------------
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST_RE = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An image reference: `host/repository[:tag][@digest]`."""
+
+    host: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+    @property
+    def name(self) -> str:
+        """`host/repository`, without tag or digest."""
+        return f"{self.host}/{self.repository}"
+
+    @property
+    def reference(self) -> str:
+        """What goes after /manifests/: the digest if any, else the tag, else `latest`."""
+        return self.digest or self.tag or "latest"
+
+    def with_tag(self, tag: str | None) -> Reference:
+        return replace(self, tag=tag)
+
+    def with_digest(self, digest: str | None) -> Reference:
+        return replace(self, digest=digest)
+
+
+def _looks_like_host(component: str) -> bool:
+    # Docker's rule: the first component is a registry if it has a dot or a
+    # port, or is localhost; otherwise it is part of a Docker Hub repository.
+    return "." in component or ":" in component or component == "localhost"
+
+
+def parse_reference(text: str) -> Reference:
+    """Parse `[host[:port]/]repo[:tag][@sha256:…]`; Docker Hub names get `library/`."""
+    name, at, digest = text.strip().partition("@")
+    if at and not is_digest(digest):
+        raise InputError(f"invalid image reference {text!r}: bad digest {digest!r}")
+    first, slash, rest = name.partition("/")
+    host, path = (first, rest) if slash and _looks_like_host(first) else (DOCKER_HUB, name)
+    tag = None
+    colon = path.rfind(":")
+    if colon > path.rfind("/"):
+        path, tag = path[:colon], path[colon + 1 :]
+        if not _TAG_RE.match(tag):
+            raise InputError(f"invalid image reference {text!r}: bad tag {tag!r}")
+    if not _HOST_RE.match(host):
+        raise InputError(f"invalid image reference {text!r}: bad registry host {host!r}")
+    if host.lower() in _DOCKER_HUB_ALIASES:
+        host = DOCKER_HUB
+        if "/" not in path:
+            path = f"library/{path}"
+    if not _REPOSITORY_RE.match(path):
+        raise InputError(
+            f"invalid image reference {text!r}: repository {path!r} must be lowercase "
+            "letters and digits separated by '/', '.', '_' or '-'"
+        )
+    return Reference(host, path, tag, digest or None)
+
+
+def _as_reference(value: Reference | str) -> Reference:
+    return value if isinstance(value, Reference) else parse_reference(value)
+
+
+def is_valid_tag(tag: str) -> bool:
+    return bool(_TAG_RE.match(tag))
+
+
+# --- hosts and schemes -------------------------------------------------------
+
+
+def _bare_host(host: str) -> str:
+    """A host without its port (and without IPv6 brackets)."""
+    if host.startswith("["):
+        return host[1 : host.find("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host[:port]` is this machine: localhost, 127.0.0.0/8 or ::1."""
+    bare = _bare_host(host).lower()
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_hosts_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Hosts listed in $REPRO_INSECURE_REGISTRIES (comma separated)."""
+    env = os.environ if environ is None else environ
+    return [h.strip().lower() for h in env.get(INSECURE_ENV, "").split(",") if h.strip()]
+
+
+def api_host(host: str) -> str:
+    """The host that serves the API for a reference's registry."""
+    return DOCKER_HUB_API_HOST if host == DOCKER_HUB else host
+
+
+# --- small helpers -----------------------------------------------------------
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+    def valid(self) -> bool:
+        return time.monotonic() < self.expires_at
+
+
+class _Unreachable(RegistryError):
+    """A request failed below HTTP (connection refused, reset, timeout)."""
+
+
+class _RetryUpload(RegistryError):
+    """An upload's PUT failed in a way that a fresh upload session may fix."""
+
+
+def _describe_transport_error(error: httpx.TransportError) -> str:
+    """A short, one-line, lowercase reason: `connection refused`, `timed out`."""
+    if isinstance(error, httpx.TimeoutException):
+        return "timed out"
+    text = str(error).strip() or type(error).__name__
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text.splitlines()[0]).rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+_CHALLENGE_ITEM = re.compile(
+    r"""\s*([A-Za-z0-9_.!#$%&'*+^`|~-]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*))?\s*,?"""
+)
+
+
+def _parse_challenges(headers: Iterable[str]) -> list[tuple[str, dict[str, str]]]:
+    """Parse WWW-Authenticate values into (scheme, params) pairs, scheme lowercased.
+
+    A bare token starts a new challenge; `key=value` items are its parameters.
+    """
+    challenges: list[tuple[str, dict[str, str]]] = []
+    for header in headers:
+        for match in _CHALLENGE_ITEM.finditer(header):
+            key, value = match.group(1), match.group(2)
+            if value is None:
+                challenges.append((key.lower(), {}))
+            elif challenges:
+                if value.startswith('"'):
+                    value = re.sub(r"\\(.)", r"\1", value[1:-1])
+                challenges[-1][1][key.lower()] = value
+    return challenges
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait, if it said (seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The registry's own error message (distribution error JSON) on one line."""
+    detail = ""
+    try:
+        errors = response.json().get("errors")
+        parts = []
+        for error in errors if isinstance(errors, list) else []:
+            message, code = error.get("message") or "", error.get("code") or ""
+            parts.append(f"{message} ({code})" if code and message else message or code)
+        detail = "; ".join(p for p in parts if p)
+    except (ValueError, AttributeError, httpx.ResponseNotRead):
+        pass
+    detail = detail or response.reason_phrase or "error"
+    return " ".join(detail.split())[:300]
+
+
+def _media_type(response: httpx.Response) -> str:
+    return response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+
+
+def _basic_header(credentials: Credentials) -> str:
+    raw = f"{credentials.username}:{credentials.secret}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _upload_body(stream: IO[bytes], digest: str, size: int, what: str) -> Iterator[bytes]:
+    """Yield exactly `size` bytes of `stream`, failing (and so aborting the upload)
+    if they do not hash to `digest`. The registry then never commits bad bytes."""
+    hasher = Hasher.for_digest(digest)
+    remaining = size
+    while remaining > 0:
+        chunk = stream.read(min(CHUNK_SIZE, remaining))
+        if not chunk:
+            break
+        hasher.update(chunk)
+        remaining -= len(chunk)
+        yield chunk
+    hasher.check(digest, size, what)
+
+
+def _replayable_body(stream: IO[bytes], digest: str, size: int, what: str) -> Content:
+    """A body factory that starts from the same place each time it is called.
+
+    The PUT may be sent twice (a 401 answered with a fresh token); a stream that
+    cannot seek can only be sent once.
+    """
+    start = stream.tell() if stream.seekable() else None
+    calls = 0
+
+    def body() -> Iterator[bytes]:
+        nonlocal calls
+        calls += 1
+        if start is not None:
+            stream.seek(start)
+        elif calls > 1:
+            raise RegistryError(f"{what}: the upload cannot be resent from a stream")
+        return _upload_body(stream, digest, size, what)
+
+    return body
+
+
+Content = Callable[[], bytes | Iterator[bytes]]
+
+
+# --- the client --------------------------------------------------------------
+
+
+class Registry:
+    """A client for OCI distribution registries; one pooled HTTP client per object."""
+
+    def __init__(
+        self,
+        *,
+        insecure: Iterable[str] = (),
+        credentials: Callable[[str], Credentials | None] = get_credentials,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 60.0,
+        tries: int = DEFAULT_TRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        sleep: Callable[[float], None] = time.sleep,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self._insecure = {h.lower() for h in insecure} | set(insecure_hosts_from_env(environ))
+        self._get_credentials = credentials
+        self._tries = max(1, tries)
+        self._backoff = backoff
+        self._sleep = sleep
+        self._tokens: dict[tuple[str, str], _Token] = {}
+        self._basic: dict[str, Credentials] = {}
+        self._credentials: dict[str, Credentials | None] = {}
+        self._client = httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            follow_redirects=True,
+            # Blobs must arrive as stored; a transfer encoding would only cost CPU.
+            headers={"User-Agent": f"repro/{__version__}", "Accept-Encoding": "identity"},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- URLs and schemes --
+
+    def plain_http(self, host: str) -> bool:
+        """Whether `host` is spoken to over plain HTTP (loopback or marked insecure)."""
+        host = host.lower()
+        return is_loopback(host) or host in self._insecure or _bare_host(host) in self._insecure
+
+    def base_url(self, host: str) -> str:
+        scheme = "http" if self.plain_http(host) else "https"
+        return f"{scheme}://{api_host(host)}/v2"
+
+    def _url(self, ref: Reference, kind: str, name: str) -> str:
+        return f"{self.base_url(ref.host)}/{ref.repository}/{kind}/{name}"
+
+    # -- sending, retrying, authenticating --
+
+    def _pause(self, attempt: int, delay: float | None) -> None:
+        if delay is None:
+            delay = min(MAX_BACKOFF, self._backoff * 2 ** (attempt - 1))
+        self._sleep(delay)
+
+    def _send(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        host: str,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+        content: Content | None = None,
+        data: Mapping[str, str] | None = None,
+        params: Mapping[str, str | list[str]] | None = None,
+        stream: bool = False,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """Send a request, retrying transport errors, 429 and 5xx with backoff."""
+        tries = self._tries if retry else 1
+        for attempt in range(1, tries + 1):
+            request = self._client.build_request(
+                method,
+                url,
+                headers=headers,
+                content=content() if content else None,
+                data=data,
+                params=params,
+            )
+            try:
+                response = self._client.send(request, stream=stream)
+            except httpx.TransportError as e:
+                reason = _describe_transport_error(e)
+                log.debug("%s: %s (try %d of %d)", what, reason, attempt, tries)
+                if attempt == tries:
+                    if isinstance(e, httpx.ConnectError | httpx.ConnectTimeout):
+                        raise _Unreachable(f"registry {host} unreachable: {reason}") from None
+                    raise _Unreachable(f"registry {host}: {what} failed: {reason}") from None
+                self._pause(attempt, None)
+                continue
+            if response.status_code not in _RETRY_STATUSES or attempt == tries:
+                return response
+            delay = _retry_after(response)
+            response.close()
+            if delay is not None and delay > MAX_RETRY_AFTER:
+                raise RegistryError(
+                    f"registry {host}: {what} failed: asked to retry after {delay:.0f} s "
+                    f"(HTTP {response.status_code})"
+                )
+            log.debug("%s: HTTP %d (try %d of %d)", what, response.status_code, attempt, tries)
+            self._pause(attempt, delay)
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _credentials_for(self, host: str) -> Credentials | None:
+        if host not in self._credentials:
+            self._credentials[host] = self._get_credentials(host)
+        return self._credentials[host]
+
+    def _auth_header(self, host: str, scope: str) -> dict[str, str]:
+        token = self._tokens.get((host, scope))
+        if token is not None and token.valid():
+            return {"Authorization": f"Bearer {token.value}"}
+        basic = self._basic.get(host)
+        return {"Authorization": _basic_header(basic)} if basic else {}
+
+    def _request(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        ref: Reference,
+        *,
+        scope: str,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+        content: Content | None = None,
+        stream: bool = False,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """Send a request to `ref`'s registry, answering one authentication challenge."""
+        target = httpx.URL(url)
+        # Credentials go only to the registry itself, never to a storage backend
+        # an upload Location might point at.
+        same_host = target.netloc.decode("ascii").lower() == api_host(ref.host).lower()
+        answered = False
+        while True:
+            merged = dict(headers or {})
+            if same_host:
+                merged.update(self._auth_header(ref.host, scope))
+            response = self._send(
+                method,
+                target,
+                host=ref.host,
+                what=what,
+                headers=merged,
+                content=content,
+                stream=stream,
+                retry=retry,
+            )
+            if response.status_code != 401 or answered or not same_host:
+                return response
+            challenges = response.headers.get_list("WWW-Authenticate")
+            response.close()
+            self._authenticate(ref.host, scope, challenges, what)
+            answered = True
+
+    def _authenticate(self, host: str, scope: str, challenges: list[str], what: str) -> None:
+        parsed = _parse_challenges(challenges)
+        bearer = next((params for scheme, params in parsed if scheme == "bearer"), None)
+        if bearer is not None:
+            self._tokens[(host, scope)] = self._fetch_token(host, bearer, scope)
+            return
+        if any(scheme == "basic" for scheme, _ in parsed):
+            credentials = self._credentials_for(host)
+            if credentials is None:
+                raise RegistryError(
+                    f"registry {host} requires a login for {what}; run `docker login {host}`"
+                )
+            self._basic[host] = credentials
+            return
+        raise RegistryError(f"registry {host} refused {what} (HTTP 401) without a usable challenge")
+
+    def _fetch_token(self, host: str, challenge: Mapping[str, str], scope: str) -> _Token:
+        realm = challenge.get("realm")
+        if not realm:
+            raise RegistryError(f"registry {host} sent a Bearer challenge without a realm")
+        realm_url = httpx.URL(realm)
+        realm_host = realm_url.netloc.decode("ascii")
+        if realm_url.scheme not in ("https", "http") or (
+            realm_url.scheme == "http" and not self.plain_http(realm_host)
+        ):
+            raise RegistryError(f"registry {host} sent an unsafe token service URL {realm}")
+        scopes = [scope]
+        if challenge.get("scope") and challenge["scope"] != scope:
+            scopes.append(challenge["scope"])
+        credentials = self._credentials_for(host)
+        what = f"get a token for {scope}"
+        if credentials is not None and credentials.identity_token:
+            # OAuth2 refresh-token grant, as `docker login` with an identity token does.
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": credentials.identity_token,
+                "service": challenge.get("service", ""),
+                "scope": " ".join(scopes),
+                "client_id": "repro",
+            }
+            response = self._send("POST", realm_url, host=realm_host, what=what, data=form)
+        else:
+            params: dict[str, str | list[str]] = {"scope": scopes}
+            if challenge.get("service"):
+                params["service"] = challenge["service"]
+            headers = {"Authorization": _basic_header(credentials)} if credentials else {}
+            response = self._send(
+                "GET", realm_url, host=realm_host, what=what, headers=headers, params=params
+            )
+        return self._parse_token(host, response, credentials is not None)
+
+    def _parse_token(self, host: str, response: httpx.Response, with_login: bool) -> _Token:
+        if response.status_code in (401, 403):
+            hint = (
+                "the credentials in your Docker config were rejected"
+                if with_login
+                else f"a login is needed; run `docker login {host}`"
+            )
+            raise RegistryError(
+                f"registry {host} refused a token: {hint} (HTTP {response.status_code})"
+            )
+        self._check(response, host, "get a token", (200,))
+        try:
+            doc = response.json()
+            value = doc.get("token") or doc.get("access_token")
+            lifetime = int(doc.get("expires_in") or _TOKEN_MIN_LIFETIME)
+        except (ValueError, AttributeError, TypeError):
+            value = None
+            lifetime = 0
+        if not isinstance(value, str) or not value:
+            raise RegistryError(f"registry {host}'s token service sent no token")
+        lifetime = max(lifetime, _TOKEN_MIN_LIFETIME) - _TOKEN_MARGIN
+        return _Token(value, time.monotonic() + lifetime)
+
+    def _check(self, response: httpx.Response, host: str, what: str, ok: Container[int]) -> None:
+        """Raise a one-line RegistryError unless the status is one of `ok`."""
+        status = response.status_code
+        if status in ok:
+            return
+        if not response.is_closed:
+            response.read()
+        response.close()
+        detail = _error_detail(response)
+        if status == 401:
+            raise RegistryError(
+                f"registry {host} refused {what}: not authorized ({detail}, HTTP 401)"
+            )
+        if status == 403:
+            raise RegistryError(
+                f"registry {host} refused {what}: access denied ({detail}, HTTP 403)"
+            )
+        raise RegistryError(f"registry {host}: {what} failed: {detail} (HTTP {status})")
+
+    # -- manifests --
+
+    def resolve(self, ref: Reference | str) -> Descriptor:
+        """The descriptor (media type, digest, size) of the manifest `ref` names."""
+        ref = _as_reference(ref)
+        what = f"resolve {ref}"
+        response = self._request(
+            "HEAD",
+            self._url(ref, "manifests", ref.reference),
+            ref,
+            scope=f"repository:{ref.repository}:pull",
+            what=what,
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        if response.status_code == 404:
+            raise RegistryError(f"image {ref} not found")
+        self._check(response, ref.host, what, (200,))
+        digest = response.headers.get("Docker-Content-Digest", "")
+        media_type = _media_type(response)
+        length = response.headers.get("Content-Length", "")
+        if is_digest(digest) and media_type in MANIFEST_MEDIA_TYPES and length.isdigit():
+            if ref.digest and digest != ref.digest:
+                raise DigestMismatch(
+                    f"registry {ref.host} answered {ref} with a different digest: "
+                    f"expected {ref.digest}, got {digest}"
+                )
+            return Descriptor(media_type=media_type, digest=digest, size=int(length))
+        # Some registries do not say on HEAD; fetch the manifest and hash it.
+        data, media_type, digest = self.get_manifest(ref)
+        return Descriptor(media_type=media_type, digest=digest, size=len(data))
+
+    def get_manifest(self, ref: Reference | str) -> tuple[bytes, str, str]:
+        """The manifest `ref` names: (bytes, media type, digest), digest verified."""
+        ref = _as_reference(ref)
+        what = f"get manifest {ref}"
+        response = self._request(
+            "GET",
+            self._url(ref, "manifests", ref.reference),
+            ref,
+            scope=f"repository:{ref.repository}:pull",
+            what=what,
+            headers={"Accept": MANIFEST_ACCEPT},
+            stream=True,
+        )
+        with contextlib.closing(response):
+            if response.status_code == 404:
+                raise RegistryError(f"image {ref} not found")
+            self._check(response, ref.host, what, (200,))
+            data = self._read_limited(response, ref.host, what, MAX_MANIFEST_SIZE)
+        expected = self._expected_manifest_digest(ref, response)
+        hasher = Hasher.for_digest(expected) if expected else Hasher()
+        hasher.update(data)
+        if expected:
+            hasher.check(expected, None, f"manifest {ref} from registry {ref.host}")
+        media_type = _media_type(response)
+        if media_type not in MANIFEST_MEDIA_TYPES:
+            declared = parse_json_document(data, f"manifest {ref}").get("mediaType")
+            if declared not in MANIFEST_MEDIA_TYPES:
+                raise RegistryError(
+                    f"registry {ref.host} sent {ref} as {media_type or 'no media type'}, "
+                    "which is not an image manifest or index"
+                )
+            media_type = str(declared)
+        return data, media_type, hasher.digest()
+
+    def _expected_manifest_digest(self, ref: Reference, response: httpx.Response) -> str | None:
+        header = response.headers.get("Docker-Content-Digest")
+        if header is not None and not is_digest(header):
+            raise RegistryError(f"registry {ref.host} sent an invalid digest {header[:80]!r}")
+        if ref.digest and header and header != ref.digest:
+            raise DigestMismatch(
+                f"registry {ref.host} answered {ref} with a different digest: "
+                f"expected {ref.digest}, got {header}"
+            )
+        return ref.digest or header
+
+    def _read_limited(self, response: httpx.Response, host: str, what: str, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            for chunk in response.iter_bytes():
+                total += len(chunk)
+                if total > limit:
+                    raise RegistryError(f"registry {host}: {what}: more than {limit} bytes")
+                chunks.append(chunk)
+        except httpx.TransportError as e:
+            reason = _describe_transport_error(e)
+            raise RegistryError(f"registry {host}: {what} failed: {reason}") from None
+        return b"".join(chunks)
+
+    def put_manifest(
+        self, repo: Reference | str, tag_or_digest: str, data: bytes, media_type: str
+    ) -> str:
+        """Store a manifest under a tag or its digest; returns the (verified) digest."""
+        ref = _as_reference(repo)
+        if is_digest(tag_or_digest):
+            hasher = Hasher.for_digest(tag_or_digest)
+            hasher.update(data)
+            hasher.check(tag_or_digest, None, f"manifest pushed as {tag_or_digest}")
+        elif not is_valid_tag(tag_or_digest):
+            raise InputError(f"invalid tag {tag_or_digest!r}")
+        else:
+            hasher = Hasher()
+            hasher.update(data)
+        digest = hasher.digest()
+        what = f"push manifest {ref.name}{'@' if is_digest(tag_or_digest) else ':'}{tag_or_digest}"
+        response = self._request(
+            "PUT",
+            self._url(ref, "manifests", tag_or_digest),
+            ref,
+            scope=f"repository:{ref.repository}:pull,push",
+            what=what,
+            headers={"Content-Type": media_type},
+            content=lambda: data,
+        )
+        with contextlib.closing(response):
+            self._check(response, ref.host, what, (200, 201))
+            stored = response.headers.get("Docker-Content-Digest")
+        if stored and stored != digest:
+            raise DigestMismatch(
+                f"registry {ref.host} stored manifest {ref.name}:{tag_or_digest} under a "
+                f"different digest: expected {digest}, got {stored}"
+            )
+        return digest
+
+    # -- blobs --
+
+    def _blob_exists(self, ref: Reference, digest: str, scope: str) -> bool:
+        what = f"check blob {digest} in {ref.name}"
+        response = self._request(
+            "HEAD", self._url(ref, "blobs", digest), ref, scope=scope, what=what
+        )
+        with contextlib.closing(response):
+            if response.status_code == 404:
+                return False
+            self._check(response, ref.host, what, (200,))
+            return True
+
+    def blob_exists(self, repo: Reference | str, digest: str) -> bool:
+        """Whether the repository already has the blob."""
+        ref = _as_reference(repo)
+        return self._blob_exists(ref, digest, f"repository:{ref.repository}:pull")
+
+    def get_blob(
+        self,
+        repo: Reference | str,
+        digest: str,
+        dest: str | os.PathLike[str] | IO[bytes],
+        size: int | None = None,
+    ) -> int:
+        """Download a blob into a file (path: written atomically), verifying digest and size.
+
+        Returns the number of bytes written. A connection lost mid-download is
+        retried from the start when the destination can be rewound.
+        """
+        ref = _as_reference(repo)
+        if not is_digest(digest):
+            raise InputError(f"invalid digest {digest!r}")
+        if isinstance(dest, str | os.PathLike):
+            with atomic_writer(dest) as out:
+                return self._download(ref, digest, out, size)
+        return self._download(ref, digest, dest, size)
+
+    def _download(self, ref: Reference, digest: str, out: IO[bytes], size: int | None) -> int:
+        what = f"get blob {digest} from {ref.name}"
+        start = out.tell() if out.seekable() else None
+        for attempt in range(1, self._tries + 1):
+            response = self._request(
+                "GET",
+                self._url(ref, "blobs", digest),
+                ref,
+                scope=f"repository:{ref.repository}:pull",
+                what=what,
+                stream=True,
+            )
+            with contextlib.closing(response):
+                if response.status_code == 404:
+                    raise RegistryError(f"blob {digest} not found in {ref.name}")
+                self._check(response, ref.host, what, (200,))
+                try:
+                    return self._stream_blob(response, out, ref, digest, size)
+                except httpx.TransportError as e:
+                    reason = _describe_transport_error(e)
+                    if attempt == self._tries or start is None:
+                        raise RegistryError(
+                            f"registry {ref.host}: {what} failed: {reason}"
+                        ) from None
+            out.seek(start)
+            out.truncate()
+            self._pause(attempt, None)
+        raise AssertionError("unreachable")
+
+    def _stream_blob(
+        self,
+        response: httpx.Response,
+        out: IO[bytes],
+        ref: Reference,
+        digest: str,
+        size: int | None,
+    ) -> int:
+        hasher = Hasher.for_digest(digest)
+        what = f"blob {digest} from registry {ref.host}"
+        for chunk in response.iter_bytes(CHUNK_SIZE):
+            hasher.update(chunk)
+            if size is not None and hasher.size > size:
+                raise DigestMismatch(f"{what} is longer than the expected {size} bytes")
+            out.write(chunk)
+        hasher.check(digest, size, what)
+        return hasher.size
+
+    def push_blob(self, repo: Reference | str, digest: str, size: int, stream: IO[bytes]) -> bool:
+        """Upload a blob from a stream unless the repository has it; True if uploaded.
+
+        A monolithic upload (POST, then PUT ?digest=) streamed from `stream`;
+        the bytes are hashed as they go and the upload is aborted if they do
+        not match `digest`.
+        """
+        ref = _as_reference(repo)
+        if not is_digest(digest):
+            raise InputError(f"invalid digest {digest!r}")
+        scope = f"repository:{ref.repository}:pull,push"
+        if self._blob_exists(ref, digest, scope):
+            log.debug("blob %s already in %s", digest, ref.name)
+            return False
+        what = f"push blob {digest} to {ref.name}"
+        start = stream.tell() if stream.seekable() else None
+        for attempt in range(1, self._tries + 1):
+            location = self._start_upload(ref, scope, what)
+            try:
+                self._finish_upload(ref, location, digest, size, stream, scope, what)
+                return True
+            except _Unreachable:
+                if attempt == self._tries or start is None:
+                    raise
+            except _RetryUpload as e:
+                if attempt == self._tries or start is None:
+                    raise RegistryError(e.message) from None
+            # A failed PUT may have ended the upload session: start a new one.
+            stream.seek(start)
+            self._pause(attempt, None)
+        raise AssertionError("unreachable")
+
+    def _start_upload(self, ref: Reference, scope: str, what: str) -> httpx.URL:
+        url = f"{self.base_url(ref.host)}/{ref.repository}/blobs/uploads/"
+        response = self._request(
+            "POST", url, ref, scope=scope, what=what, headers={"Content-Length": "0"}
+        )
+        with contextlib.closing(response):
+            self._check(response, ref.host, what, (202,))
+            location = response.headers.get("Location")
+            if not location:
+                raise RegistryError(f"registry {ref.host}: {what} failed: no upload Location")
+            # Location may be relative to the request URL.
+            return response.url.join(location)
+
+    def _finish_upload(
+        self,
+        ref: Reference,
+        location: httpx.URL,
+        digest: str,
+        size: int,
+        stream: IO[bytes],
+        scope: str,
+        what: str,
+    ) -> None:
+        url = location.copy_merge_params({"digest": digest})
+        body = f"blob {digest} pushed to {ref.name}"
+        response = self._request(
+            "PUT",
+            url,
+            ref,
+            scope=scope,
+            what=what,
+            # An explicit length: some registries refuse chunked uploads.
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            content=_replayable_body(stream, digest, size, body),
+            retry=False,
+        )
+        with contextlib.closing(response):
+            if response.status_code in _RETRY_STATUSES:
+                response.read()
+                raise _RetryUpload(
+                    f"registry {ref.host}: {what} failed: {_error_detail(response)} "
+                    f"(HTTP {response.status_code})"
+                )
+            self._check(response, ref.host, what, (201,))
+            stored = response.headers.get("Docker-Content-Digest")
+        if stored and stored != digest:
+            raise DigestMismatch(
+                f"registry {ref.host} stored blob under a different digest: "
+                f"expected {digest}, got {stored}"
+            )
+
+    # -- layouts --
+
+    def push_layout(
+        self, layout: OCILayout, ref: Reference | str, *, top: Descriptor | None = None
+    ) -> str:
+        """Push an OCI layout's image and return its digest.
+
+        Every blob reachable from `top` (default: the one image `index.json`
+        names) is pushed first, then the manifests, children before the index
+        that lists them. The top manifest is stored under `ref`'s tag if it has
+        one, else by digest only.
+        """
+        ref = _as_reference(ref)
+        layout.check_layout_file()
+        top = top or layout.top_descriptor()
+        if not top.is_manifest:
+            raise InputError(f"{top.digest} in {layout.path} is a {top.media_type}, not an image")
+        if ref.digest and ref.digest != top.digest:
+            raise InputError(f"{ref} does not name the layout's image {top.digest}")
+        pushed = 0
+        for descriptor in layout.walk([top]):
+            if descriptor.is_manifest:
+                data = layout.read_blob(descriptor.digest, descriptor.size, MAX_MANIFEST_SIZE)
+                is_top = descriptor.digest == top.digest
+                target = ref.tag if is_top and ref.tag else descriptor.digest
+                self.put_manifest(ref, target, data, descriptor.media_type)
+            elif self._push_layout_blob(layout, ref, descriptor):
+                pushed += 1
+        log.info("pushed %s@%s (%d new blobs)", ref.name, top.digest, pushed)
+        return top.digest
+
+    def _push_layout_blob(self, layout: OCILayout, ref: Reference, descriptor: Descriptor) -> bool:
+        path = layout.blob_path(descriptor.digest)
+        try:
+            stream = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            raise InputError(
+                f"blob {descriptor.digest} is missing from OCI layout {layout.path}"
+            ) from None
+        with stream:
+            actual = os.fstat(stream.fileno()).st_size
+            if actual != descriptor.size:
+                raise DigestMismatch(
+                    f"blob {descriptor.digest} in OCI layout {layout.path} has {actual} bytes, "
+                    f"expected {descriptor.size}"
+                )
+            return self.push_blob(ref, descriptor.digest, descriptor.size, stream)
