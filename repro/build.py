@@ -68,6 +68,7 @@ class RecipeResult:
     output: str
     seconds: float
     builder: str
+    builder_version: str
     source_date_epoch: int
 
     def to_json(self) -> dict[str, Any]:
@@ -148,5 +149,6 @@ def build_recipe(
         output=str(out),
         seconds=round(result.seconds, 3),
         builder=str(conn.address),
+        builder_version=conn.engine_version,
         source_date_epoch=recipe.source_date_epoch,
     )

@@ -194,6 +194,7 @@ def test_secret_reaches_run_but_not_the_image(tmp_path: Path, base_image: str) -
         "plain",
         "--secret",
         f"id=tok,src={tmp_path / 'token'}",
+        "--no-cache",  # secrets are not part of BuildKit's cache key
     )
     assert r.returncode == 0, r.stderr[-3000:]
     import hashlib
@@ -479,3 +480,18 @@ def test_doctor_reports_the_dev_engine() -> None:
     assert report["ok"]
     assert report["facts"]["containerd_store"] is True
     assert report["facts"]["engine_version"].startswith("26.")
+
+
+def test_unreachable_registry_is_an_environment_error(tmp_path: Path) -> None:
+    d = recipe(tmp_path, "FROM 127.0.0.1:1/nothing@sha256:" + "0" * 64 + "\nRUN true\n")
+    r = repro("build", str(d), "-o", f"oci:{tmp_path / 'o'}", "--progress", "quiet")
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("repro: error: registry unreachable") and "127.0.0.1:1" in last
+    assert not (tmp_path / "o").exists()
+
+
+def test_json_result_names_the_engine(tmp_path: Path) -> None:
+    result = build_json(ROOT / "recipes" / "hello", tmp_path / "o")
+    assert result["builder_version"].startswith("Docker Engine 26.")
+    assert result["source_date_epoch"] == 1735689600

@@ -28,7 +28,14 @@ from repro.buildkit._connect import Connection
 from repro.buildkit._control import Control, describe_rpc_error
 from repro.buildkit._session import Session, SessionServer
 from repro.buildkit.proto import buildkit_pb2 as pb
-from repro.errors import BuilderError, BuildFailed, Cancelled, ContextError, InputError
+from repro.errors import (
+    BuilderError,
+    BuildFailed,
+    Cancelled,
+    ContextError,
+    InputError,
+    RegistryError,
+)
 
 NETWORK_MODES = ("default", "none", "host")
 
@@ -238,6 +245,13 @@ def classify_solve_error(details: str, dockerfile: Path) -> Exception:
             "this BuildKit does not support rewrite-timestamp; BuildKit v0.13 or newer "
             "(Docker Engine 26 or newer) is needed"
         )
+    if ("failed to resolve source metadata" in lowered or "failed to do request" in lowered) and (
+        "connection refused" in lowered
+        or "no such host" in lowered
+        or "i/o timeout" in lowered
+        or "server gave http response to https client" in lowered
+    ):
+        return RegistryError(f"registry unreachable: {msg}")
     if "exporter" in lowered and "not supported" in lowered:
         return BuilderError(
             f"{msg}: the OCI exporter needs the containerd image store "

@@ -358,6 +358,7 @@ class Connection:
         self.address = address
         self._bridge: DockerGrpcBridge | None = None
         self._checked = False
+        self.engine_version = ""  # known after preflight(), for results and provenance
         options = list(CHANNEL_OPTIONS)
         if address.kind == "docker":
             if not os.path.exists(address.target):
@@ -406,6 +407,7 @@ class Connection:
 
             status, body = docker_request(self.address.target, "GET", "/version")
             version = json.loads(body).get("Version", "") if status == 200 else ""
+            self.engine_version = f"Docker Engine {version}" if version else ""
             if version and _major(version) < 26:
                 raise BuilderError(
                     f"Docker Engine {version} at {self.address.target} embeds a BuildKit older "
@@ -428,6 +430,7 @@ class Connection:
             from repro.buildkit._control import Control
 
             version = Control(self.channel, self.address).info(timeout=10).version
+            self.engine_version = f"BuildKit {version}" if version else ""
             if (
                 version.startswith("v")
                 and not version.startswith("v0.0.0")

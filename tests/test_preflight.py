@@ -1,0 +1,94 @@
+"""Builders that cannot make reproducible OCI images are refused before building.
+
+A small fake of the Docker API on a unix socket answers /_ping, /version and /info
+the way an old engine, or one with the classic image store, would.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from repro.buildkit import Connection, parse_address
+from repro.errors import BuilderError
+
+
+def fake_docker(path: Path, version: str, driver_status: list[list[str]]) -> socket.socket:
+    answers = {
+        "/_ping": b"OK",
+        "/version": json.dumps({"Version": version, "ApiVersion": "1.41"}).encode(),
+        "/info": json.dumps({"Driver": "overlay2", "DriverStatus": driver_status}).encode(),
+    }
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                url = data.split(b" ")[1].decode() if data else ""
+                body = answers.get(url, b"")
+                status = b"200 OK" if url in answers else b"404 Not Found"
+                conn.sendall(
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener
+
+
+def test_old_engine_is_refused_with_the_version_needed(tmp_path: Path) -> None:
+    sock = tmp_path / "docker.sock"
+    listener = fake_docker(sock, "25.0.3", [["driver-type", "io.containerd.snapshotter.v1"]])
+    try:
+        address = parse_address(f"unix://{sock}", "test")
+        assert address.kind == "docker"
+        conn = Connection(address)
+        with pytest.raises(BuilderError, match=r"25\.0\.3.*older than v0\.13.*Engine 26"):
+            conn.preflight()
+        conn.close()
+    finally:
+        listener.close()
+
+
+def test_classic_image_store_is_refused_with_the_fix(tmp_path: Path) -> None:
+    sock = tmp_path / "docker.sock"
+    listener = fake_docker(sock, "26.1.5", [["Backing Filesystem", "extfs"]])
+    try:
+        conn = Connection(parse_address(f"docker://unix://{sock}", "test"))
+        with pytest.raises(BuilderError, match="classic image store.*containerd-snapshotter"):
+            conn.preflight()
+        conn.close()
+    finally:
+        listener.close()
+
+
+def test_good_engine_passes(tmp_path: Path) -> None:
+    sock = tmp_path / "docker.sock"
+    listener = fake_docker(sock, "26.1.5", [["driver-type", "io.containerd.snapshotter.v1"]])
+    try:
+        conn = Connection(parse_address(f"docker://unix://{sock}", "test"))
+        conn.preflight()
+        assert conn.engine_version == "Docker Engine 26.1.5"
+        conn.close()
+    finally:
+        listener.close()
