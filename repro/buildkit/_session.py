@@ -75,11 +75,17 @@ class FileSyncError(Exception):
     pass
 
 
+def stat_is_device(st: os.stat_result) -> bool:
+    import stat as _stat
+
+    return _stat.S_ISCHR(st.st_mode) or _stat.S_ISBLK(st.st_mode)
+
+
 def diffcopy_send(
     root: Path, requests: Iterator[pb.Packet], md: Mapping[str, list[str]]
 ) -> Iterator[pb.Packet]:
     """Send one local dir with the fsutil protocol (we send, the daemon receives)."""
-    from repro.buildkit._walk import go_file_mode, walk
+    from repro.buildkit._walk import fsutil_stat_mode, walk
 
     reqs: queue.Queue[int | None | str] = queue.Queue()
 
@@ -99,12 +105,15 @@ def diffcopy_send(
 
     threading.Thread(target=read_requests, name="repro-filesync-req", daemon=True).start()
 
-    files: dict[int, Path] = {}
+    files: dict[int, Path | None] = {}  # None: send the file with no content
 
     def serve(file_id: int) -> Iterator[pb.Packet]:
-        path = files.get(file_id)
-        if path is None:
+        if file_id not in files:
             raise FileSyncError(f"daemon asked for unknown file id {file_id}")
+        path = files[file_id]
+        if path is None:
+            yield pb.Packet(type=pb.PACKET_DATA, id=file_id)
+            return
         with open(path, "rb") as fh:
             while True:
                 chunk = fh.read(DATA_CHUNK)
@@ -132,19 +141,25 @@ def diffcopy_send(
     )
     for index, entry in enumerate(entries):
         st = entry.st
-        is_file = entry.is_file
+        try:
+            entry.path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FileSyncError(f"context file name {entry.path!r} is not valid UTF-8") from None
         stat = pb.Stat(
             path=entry.path,
-            mode=go_file_mode(st),
-            size=st.st_size if is_file else (len(entry.linkname) if entry.is_symlink else 0),
+            mode=fsutil_stat_mode(st),
             mod_time=st.st_mtime_ns,
-            linkname=entry.linkname,
+            # a hard link to a path sent earlier in this walk carries no data
+            linkname=entry.linkname or entry.hardlink,
         )
-        if not entry.is_dir and not is_file and not entry.is_symlink:
+        if entry.is_symlink:
+            stat.size = len(os.fsencode(entry.linkname))
+        elif entry.is_file and not entry.hardlink:
+            stat.size = st.st_size
+            files[index] = None if entry.empty_content else root / entry.path
+        elif not entry.is_dir and not entry.hardlink and stat_is_device(st):
             stat.devmajor = os.major(st.st_rdev)
             stat.devminor = os.minor(st.st_rdev)
-        if is_file:
-            files[index] = root / entry.path
         yield pb.Packet(type=pb.PACKET_STAT, stat=stat)
         yield from pending()
     yield pb.Packet(type=pb.PACKET_STAT)  # end of the walk
