@@ -495,3 +495,25 @@ def test_json_result_names_the_engine(tmp_path: Path) -> None:
     result = build_json(ROOT / "recipes" / "hello", tmp_path / "o")
     assert result["builder_version"].startswith("Docker Engine 26.")
     assert result["source_date_epoch"] == 1735689600
+
+
+def test_session_over_control_session_tunnel(tmp_path: Path) -> None:
+    """The buildkitd way (Control.Session bidi stream) gives the same image.
+
+    Docker serves this too; REPRO_SESSION_TRANSPORT=grpc makes repro use it instead
+    of Docker's /session upgrade, so the tunnel code is tested on the same engine.
+    """
+    a = build_json(ROOT / "recipes" / "hello", tmp_path / "a", "--no-cache")
+    r = repro(
+        "build",
+        "hello",
+        "-o",
+        f"oci:{tmp_path / 'b'}",
+        "--json",
+        "--no-cache",
+        "--progress",
+        "quiet",
+        env={"REPRO_SESSION_TRANSPORT": "grpc"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)[0]["digest"] == a["digest"]

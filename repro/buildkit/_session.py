@@ -29,15 +29,23 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import grpc
 
-from repro.buildkit._connect import Connection, splice, upgrade_docker_socket
+from repro.buildkit._connect import Connection, upgrade_docker_socket
 from repro.buildkit._control import Control
+from repro.buildkit._h2grpc import (
+    INTERNAL,
+    NOT_FOUND,
+    UNIMPLEMENTED,
+    GrpcAbort,
+    H2GrpcConnection,
+    Method,
+    serve_in_thread,
+)
 from repro.buildkit.proto import buildkit_pb2 as pb
 
 HEALTH = "/grpc.health.v1.Health/Check"
@@ -58,11 +66,9 @@ def new_session_id() -> str:
     return "".join(_secrets.choice(alphabet) for _ in range(25))
 
 
-def _metadata(context: grpc.ServicerContext) -> dict[str, list[str]]:
-    """Invocation metadata as multi-valued lists, with *-encoded values unescaped."""
-    raw: dict[str, list[str]] = {}
-    for key, value in context.invocation_metadata():
-        raw.setdefault(key.lower(), []).append(value if isinstance(value, str) else "")
+def _decode_metadata(md: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """Multi-valued metadata with ``<key>-encoded`` values query-unescaped."""
+    raw = {k: list(v) for k, v in md.items()}
     for key in list(raw):
         if key.endswith("-encoded"):
             base = key[: -len("-encoded")]
@@ -175,7 +181,12 @@ def diffcopy_send(
 
 
 class SessionServer:
-    """A grpcio server on a private unix socket serving one session's callbacks."""
+    """Serves one session's callbacks (see the module docstring) over HTTP/2.
+
+    Connections come either from a private unix socket (``path``: the Control.Session
+    tunnel and tests) or from a socket handed over with ``serve_socket`` (Docker's
+    upgraded ``/session`` connection, served directly without copying bytes).
+    """
 
     def __init__(
         self,
@@ -189,21 +200,34 @@ class SessionServer:
         self.secrets = dict(secrets or {})
         self.credentials = credentials
         self.errors: list[str] = []
+        self._connections: list[H2GrpcConnection] = []
         self._dir = tempfile.mkdtemp(prefix="repro-session-")
         self.path = os.path.join(self._dir, "session.sock")
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="repro-session"),
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 4 * 1024 * 1024),
-                # the daemon pings the tunnel; do not punish it for that
-                ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-                ("grpc.http2.max_ping_strikes", 0),
-            ],
-        )
-        self._server.add_generic_rpc_handlers(self._handlers())
-        self._server.add_insecure_port("unix:" + self.path)
-        self._server.start()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(4)
+        self._methods = {
+            HEALTH: Method(unary=self._health),
+            FILESYNC: Method(streaming=self._filesync),
+            FILESEND: Method(streaming=self._filesend),
+            AUTH_CREDENTIALS: Method(unary=self._credentials),
+            SECRETS: Method(unary=self._get_secret),
+        }
+        threading.Thread(target=self._accept, name="repro-session-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.serve_socket(conn)
+
+    def serve_socket(self, sock: socket.socket, initial: bytes = b"") -> None:
+        """Serve gRPC on an already connected socket, in a background thread."""
+        connection = H2GrpcConnection(sock, self._methods, initial, on_error=self.errors.append)
+        self._connections.append(connection)
+        serve_in_thread(connection)
 
     # -- what is advertised --------------------------------------------------------
 
@@ -219,108 +243,63 @@ class SessionServer:
             names.append(SECRETS)
         return names
 
-    def _handlers(self) -> list[grpc.GenericRpcHandler]:
-        def handler(service: str, methods: dict[str, grpc.RpcMethodHandler]) -> Any:
-            return grpc.method_handlers_generic_handler(service, methods)
-
-        return [
-            handler(
-                "grpc.health.v1.Health",
-                {
-                    "Check": grpc.unary_unary_rpc_method_handler(
-                        self._health,
-                        request_deserializer=pb.HealthCheckRequest.FromString,
-                        response_serializer=pb.HealthCheckResponse.SerializeToString,
-                    )
-                },
-            ),
-            handler(
-                "moby.filesync.v1.FileSync",
-                {
-                    "DiffCopy": grpc.stream_stream_rpc_method_handler(
-                        self._filesync,
-                        request_deserializer=pb.Packet.FromString,
-                        response_serializer=pb.Packet.SerializeToString,
-                    )
-                },
-            ),
-            handler(
-                "moby.filesync.v1.FileSend",
-                {
-                    "DiffCopy": grpc.stream_stream_rpc_method_handler(
-                        self._filesend,
-                        request_deserializer=pb.BytesMessage.FromString,
-                        response_serializer=pb.BytesMessage.SerializeToString,
-                    )
-                },
-            ),
-            handler(
-                "moby.filesync.v1.Auth",
-                {
-                    "Credentials": grpc.unary_unary_rpc_method_handler(
-                        self._credentials,
-                        request_deserializer=pb.CredentialsRequest.FromString,
-                        response_serializer=pb.CredentialsResponse.SerializeToString,
-                    )
-                },
-            ),
-            handler(
-                "moby.buildkit.secrets.v1.Secrets",
-                {
-                    "GetSecret": grpc.unary_unary_rpc_method_handler(
-                        self._get_secret,
-                        request_deserializer=pb.GetSecretRequest.FromString,
-                        response_serializer=pb.GetSecretResponse.SerializeToString,
-                    )
-                },
-            ),
-        ]
-
     # -- handlers ---------------------------------------------------------------------
 
-    def _health(self, req: pb.HealthCheckRequest, context: grpc.ServicerContext) -> Any:
-        return pb.HealthCheckResponse(status=pb.HealthCheckResponse.SERVING)
+    def _health(self, request: bytes, md: Mapping[str, list[str]]) -> bytes:
+        return pb.HealthCheckResponse(status=pb.HealthCheckResponse.SERVING).SerializeToString()
 
-    def _filesync(self, requests: Iterator[pb.Packet], context: grpc.ServicerContext) -> Any:
-        md = _metadata(context)
+    def _filesync(
+        self, messages: Iterator[bytes], md: Mapping[str, list[str]], send: Callable[[bytes], None]
+    ) -> None:
+        md = _decode_metadata(md)
         name = (md.get("dir-name") or [""])[0]
         root = self.local_dirs.get(name)
         if root is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no access allowed to dir {name!r}")
+            raise GrpcAbort(NOT_FOUND, f"no access allowed to dir {name!r}")
+        requests = (pb.Packet.FromString(m) for m in messages)
         try:
-            yield from diffcopy_send(root, requests, md)  # type: ignore[arg-type]
+            for packet in diffcopy_send(root, requests, md):
+                send(packet.SerializeToString())
         except (OSError, FileSyncError) as exc:
             self.errors.append(f"sending {name}: {exc}")
-            yield pb.Packet(type=pb.PACKET_ERR, data=str(exc).encode())
+            send(pb.Packet(type=pb.PACKET_ERR, data=str(exc).encode()).SerializeToString())
 
-    def _filesend(self, requests: Iterator[pb.BytesMessage], context: grpc.ServicerContext) -> Any:
-        md = {k: v[0] for k, v in _metadata(context).items() if v}
+    def _filesend(
+        self, messages: Iterator[bytes], md: Mapping[str, list[str]], send: Callable[[bytes], None]
+    ) -> None:
         if self.export_sink is None:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this session receives no export")
+            raise GrpcAbort(UNIMPLEMENTED, "this session receives no export")
+        first = {k: v[0] for k, v in md.items() if v}
         try:
-            self.export_sink(md, (m.data for m in requests))  # type: ignore[misc]
+            self.export_sink(first, (pb.BytesMessage.FromString(m).data for m in messages))
         except Exception as exc:  # reported back to the daemon and to the build
             self.errors.append(f"receiving the export: {exc}")
-            context.abort(grpc.StatusCode.INTERNAL, str(exc))
-        return iter(())
+            raise GrpcAbort(INTERNAL, str(exc)) from None
 
-    def _credentials(self, req: pb.CredentialsRequest, context: grpc.ServicerContext) -> Any:
-        creds = self.credentials(req.host) if self.credentials else None
+    def _credentials(self, request: bytes, md: Mapping[str, list[str]]) -> bytes:
+        host = pb.CredentialsRequest.FromString(request).host
+        creds = self.credentials(host) if self.credentials else None
         if not creds:
-            return pb.CredentialsResponse()
-        return pb.CredentialsResponse(username=creds[0], secret=creds[1])
+            return pb.CredentialsResponse().SerializeToString()
+        return pb.CredentialsResponse(username=creds[0], secret=creds[1]).SerializeToString()
 
-    def _get_secret(self, req: pb.GetSecretRequest, context: grpc.ServicerContext) -> Any:
-        source = self.secrets.get(req.id)
+    def _get_secret(self, request: bytes, md: Mapping[str, list[str]]) -> bytes:
+        secret_id = pb.GetSecretRequest.FromString(request).id
+        source = self.secrets.get(secret_id)
         if source is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"secret {req.id} not found")
+            raise GrpcAbort(NOT_FOUND, f"secret {secret_id} not found")
         try:
-            return pb.GetSecretResponse(data=source())  # type: ignore[misc]
+            return pb.GetSecretResponse(data=source()).SerializeToString()
         except OSError as exc:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"secret {req.id}: {exc.strerror}")
+            raise GrpcAbort(NOT_FOUND, f"secret {secret_id}: {exc.strerror}") from None
 
     def close(self) -> None:
-        self._server.stop(grace=None)
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        for connection in self._connections:
+            connection.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -362,7 +341,7 @@ class Session:
     def _attach_docker(self, headers: list[tuple[str, str]]) -> None:
         upstream, rest = upgrade_docker_socket(self.conn.address.target, "/session", headers)
         self._sockets.append(upstream)
-        splice(upstream, self._local(), rest)
+        self.server.serve_socket(upstream, rest)
 
     def _attach_grpc(self, metadata: list[tuple[str, str]]) -> None:
         local = self._local()
