@@ -91,3 +91,20 @@ def test_session_ids() -> None:
     ids = {new_session_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(len(i) == 25 and i.isalnum() and i.islower() or i.isdigit() for i in ids)
+
+
+def test_chunk_reader_small_and_large_reads() -> None:
+    import os
+    import random
+
+    from repro.buildkit._build import _ChunkReader
+
+    data = os.urandom(100_000)
+    chunks = [data[i : i + 7000] for i in range(0, len(data), 7000)] + [b""]
+    reader = _ChunkReader(iter(chunks))
+    out = []
+    rng = random.Random(1)
+    while block := reader.read(rng.choice([1, 512, 10240, 99999])):
+        out.append(block)
+    assert b"".join(out) == data and reader.count == len(data)
+    assert _ChunkReader(iter(chunks)).read() == data

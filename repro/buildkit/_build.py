@@ -202,26 +202,36 @@ def verify_oci_archive(path: Path) -> None:
 
 
 class _ChunkReader:
-    """A file-like reader over an iterator of byte chunks (for streaming tar reads)."""
+    """A file-like reader over an iterator of byte chunks (for streaming tar reads).
+
+    Keeps the current chunk and an offset into it, so small reads (tar reads 10 KiB
+    at a time from 3 MiB chunks) cost only what they return.
+    """
 
     def __init__(self, chunks: Iterator[bytes]):
         self._chunks = chunks
-        self._buf = b""
+        self._chunk = b""
+        self._pos = 0
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                break
-            self.count += len(chunk)
-            self._buf += chunk
-        if n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        return out
+        parts: list[bytes] = []
+        wanted = n
+        while wanted != 0:
+            if self._pos >= len(self._chunk):
+                try:
+                    self._chunk = next(self._chunks)
+                except StopIteration:
+                    break
+                self._pos = 0
+                self.count += len(self._chunk)
+                continue
+            end = len(self._chunk) if wanted < 0 else min(len(self._chunk), self._pos + wanted)
+            parts.append(self._chunk[self._pos : end])
+            if wanted > 0:
+                wanted -= end - self._pos
+            self._pos = end
+        return b"".join(parts)
 
 
 _PARSE_ERROR = re.compile(r"dockerfile parse error on line (\d+): (.*)", re.IGNORECASE)
