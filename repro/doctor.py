@@ -175,7 +175,11 @@ def check_diffoscope() -> tuple[Check, dict[str, Any]]:
         version = metadata.version("diffoscope")
     except metadata.PackageNotFoundError:
         return Check("diffoscope", False, "not installed", "pip install diffoscope"), {}
-    exe = shutil.which("diffoscope")
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).with_name("diffoscope")
+    exe = str(beside) if beside.exists() else shutil.which("diffoscope")
     detail = f"diffoscope {version}" + (f" ({exe})" if exe else " (module only; not on PATH)")
     return Check("diffoscope", True, detail), {"diffoscope_version": version}
 
