@@ -1,0 +1,356 @@
+"""Normalising a whole OCI layout: layers (concurrently), configs, manifests, the index.
+
+`normalise_layout(src, dest, options)` is a pure transform: it reads `src`, never
+changes it, and writes a new layout at `dest` (staged beside it and renamed into
+place, so a failure leaves no output). Manifests, configs and indexes are
+re-serialised as canonical JSON (sorted keys, compact).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro.errors import EnvironmentError_, InputError
+from repro.normalise._layer import (
+    LayerOutcome,
+    clean_annotations,
+    layer_paths,
+    normalise_layer,
+)
+from repro.normalise._rules import Change, ContentRules, NormaliseOptions
+from repro.oci import (
+    ANNOTATION_CREATED,
+    IMAGE_MANIFEST_MEDIA_TYPES,
+    INDEX_MEDIA_TYPES,
+    MEDIA_TYPE_DOCKER_LAYER_GZIP,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_OCI_LAYER_GZIP,
+    Descriptor,
+    OCILayout,
+    canonical_json,
+    manifest_children,
+    read_config,
+    read_manifest,
+    short_digest,
+)
+
+# Config labels that say which builder made an image rather than what it is.
+BUILDER_LABEL_PREFIXES = ("moby.buildkit.", "com.docker.buildx.", "io.buildah.")
+
+
+def rfc3339(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+@dataclass
+class NormaliseResult:
+    """The normalised image: its digests, what happened to each layer, what rules changed."""
+
+    digest: str
+    config_digest: str
+    layers: list[LayerOutcome]
+    changes: list[Change]
+    seconds: float
+    options: NormaliseOptions
+    zlib_version: str = field(default_factory=lambda: zlib.ZLIB_RUNTIME_VERSION)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        drop, truncate, shadow = self.options.effective()
+        return {
+            "digest": self.digest,
+            "config_digest": self.config_digest,
+            "compression": f"{self.options.compression}-{self.options.compression_level}",
+            "zlib": self.zlib_version,
+            "rules": {
+                "presets": list(self.options.presets),
+                "drop": list(drop),
+                "truncate": list(truncate),
+                "shadow": shadow,
+            },
+            "layers": [layer.to_json() for layer in self.layers],
+            "changes": [c.to_json() for c in self.changes],
+            "warnings": list(self.warnings),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class _Normaliser:
+    def __init__(
+        self, src: OCILayout, dest: OCILayout, options: NormaliseOptions, jobs: int
+    ) -> None:
+        self.src = src
+        self.dest = dest
+        self.options = options
+        self.rules = ContentRules.from_options(options)
+        self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="normalise")
+        self.layers: dict[tuple[str, int], Future[LayerOutcome]] = {}
+        self.lock = threading.Lock()
+        self.outcomes: list[LayerOutcome] = []
+        self.created = rfc3339(options.created_time)
+        self.warnings: list[str] = []
+
+    def layer(self, layer: Descriptor, diff_id: str, index: int) -> Future[LayerOutcome]:
+        keep = index < self.options.keep_layers
+        bases = self.options.base_layers
+        restore = bases[index] if keep and index < len(bases) else None
+        key = (layer.digest, index if keep else -1)
+        with self.lock:
+            if key not in self.layers:
+                self.layers[key] = self.pool.submit(
+                    normalise_layer,
+                    self.src,
+                    self.dest,
+                    layer,
+                    diff_id,
+                    index,
+                    self.options,
+                    self.rules,
+                    keep=keep,
+                    restore=restore,
+                )
+            return self.layers[key]
+
+    def descriptor(self, descriptor: Descriptor) -> Descriptor | None:
+        """Normalise what a descriptor names; None for what is dropped (attestations)."""
+        if descriptor.is_attestation:
+            return None  # it names the un-normalised image; a new one is made at publish
+        if descriptor.media_type in INDEX_MEDIA_TYPES:
+            return self.index(descriptor)
+        if descriptor.media_type in IMAGE_MANIFEST_MEDIA_TYPES:
+            return self.image(descriptor)
+        raise InputError(
+            f"OCI layout {self.src.path}: cannot normalise a {descriptor.media_type} "
+            f"({descriptor.digest})"
+        )
+
+    def annotations(self, annotations: dict[str, str]) -> dict[str, str]:
+        out = clean_annotations(annotations)
+        if ANNOTATION_CREATED in out:
+            out[ANNOTATION_CREATED] = self.created
+        return out
+
+    def _write_json(self, doc: dict[str, Any], source: Descriptor) -> Descriptor:
+        written = self.dest.write_blob(canonical_json(doc), source.media_type)
+        return Descriptor(
+            media_type=source.media_type,
+            digest=written.digest,
+            size=written.size,
+            annotations=self.annotations(source.annotations),
+            platform=source.platform,
+            extra=dict(source.extra),
+        )
+
+    def index(self, descriptor: Descriptor) -> Descriptor:
+        doc = self.src.read_json(descriptor)
+        children = manifest_children(doc, descriptor.media_type, f"index {descriptor.digest}")
+        kept = [d for d in (self.descriptor(c) for c in children) if d is not None]
+        new = dict(doc)
+        new["manifests"] = [d.to_json() for d in kept]
+        if isinstance(doc.get("annotations"), dict):
+            new["annotations"] = self.annotations(doc["annotations"])
+        return self._write_json(new, descriptor)
+
+    def whiteout_warnings(
+        self, layers: list[Descriptor], outcomes: list[LayerOutcome]
+    ) -> list[str]:
+        """A warning for each whiteout that removes a path no lower layer has.
+
+        Lower layers are read (headers only) just when a layer has whiteouts.
+        """
+        targets: dict[str, list[tuple[int, str]]] = {}
+        for outcome in outcomes:
+            for entry in outcome.whiteouts:
+                head, _, tail = entry.rpartition("/")
+                target = (head + "/" if head else "") + tail[len(".wh.") :]
+                targets.setdefault(target, []).append((outcome.index, entry))
+        if not targets:
+            return []
+        resolved: set[tuple[int, str]] = set()
+        last = max(i for pending in targets.values() for i, _ in pending)
+        for j in range(last):
+            what = f"layer {j} ({short_digest(layers[j].digest)})"
+            for name in layer_paths(self.src, layers[j], what):
+                parts = name.split("/")
+                for k in range(len(parts), 0, -1):
+                    for i, entry in targets.get("/".join(parts[:k]), ()):
+                        if i > j:
+                            resolved.add((i, entry))
+        return [
+            f"layer {i} ({short_digest(layers[i].digest)}): whiteout {entry!r} removes "
+            f"/{target}, which no lower layer has"
+            for target, pending in sorted(targets.items())
+            for i, entry in pending
+            if (i, entry) not in resolved
+        ]
+
+    def image(self, descriptor: Descriptor) -> Descriptor:
+        manifest = read_manifest(self.src, descriptor)
+        config_descriptor, config = read_config(self.src, manifest)
+        layers = manifest_children(
+            manifest, descriptor.media_type, f"manifest {descriptor.digest}"
+        )[1:]
+        rootfs = config.get("rootfs")
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+            raise InputError(
+                f"image {descriptor.digest}: its config lists "
+                f"{len(diff_ids) if isinstance(diff_ids, list) else 'no'} diff_ids "
+                f"for {len(layers)} layers"
+            )
+        futures = [
+            self.layer(layer, str(d), i)
+            for i, (layer, d) in enumerate(zip(layers, diff_ids, strict=True))
+        ]
+        outcomes = [f.result() for f in futures]
+        with self.lock:
+            self.outcomes.extend(outcomes)
+        warnings = self.whiteout_warnings(layers, outcomes)
+        with self.lock:
+            self.warnings.extend(w for w in warnings if w not in self.warnings)
+
+        new_config = dict(config)
+        if "created" in new_config:
+            new_config["created"] = self.created
+        history = config.get("history")
+        if isinstance(history, list):
+            new_config["history"] = [
+                {**h, "created": self.created} if isinstance(h, dict) and "created" in h else h
+                for h in history
+            ]
+        new_config["rootfs"] = {**(rootfs or {}), "diff_ids": [o.diff_id for o in outcomes]}
+        inner = config.get("config")
+        if isinstance(inner, dict) and isinstance(inner.get("Labels"), dict):
+            labels = {
+                k: v for k, v in inner["Labels"].items() if not k.startswith(BUILDER_LABEL_PREFIXES)
+            }
+            new_config["config"] = {**inner, "Labels": labels}
+        new_config_descriptor = self._write_json(new_config, config_descriptor)
+
+        new_manifest = dict(manifest)
+        new_manifest["config"] = new_config_descriptor.to_json()
+        layer_descriptors = [o.descriptor for o in outcomes]
+        if descriptor.media_type == MEDIA_TYPE_DOCKER_MANIFEST:
+            # a Docker manifest names its gzip layers with Docker's media type
+            for d in layer_descriptors:
+                if d.media_type == MEDIA_TYPE_OCI_LAYER_GZIP:
+                    d.media_type = MEDIA_TYPE_DOCKER_LAYER_GZIP
+        new_manifest["layers"] = [d.to_json() for d in layer_descriptors]
+        if isinstance(manifest.get("annotations"), dict):
+            new_manifest["annotations"] = self.annotations(manifest["annotations"])
+        self.config_digest = new_config_descriptor.digest
+        return self._write_json(new_manifest, descriptor)
+
+
+def _staging_dir(dest: Path) -> Path:
+    parent = dest.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.normalise-", dir=parent))
+    except OSError as e:
+        raise EnvironmentError_(f"cannot write next to {dest}: {e.strerror}") from e
+
+
+def normalise_layout(
+    src: str | os.PathLike[str] | OCILayout,
+    dest: str | os.PathLike[str],
+    options: NormaliseOptions,
+    *,
+    jobs: int | None = None,
+    replace: bool = False,
+) -> NormaliseResult:
+    """Write the normalised form of the layout `src` as a new layout at `dest`.
+
+    `dest` must not exist (or, with `replace`, is replaced atomically at the end).
+    Layers are normalised on up to `jobs` threads (default: one per CPU); zlib,
+    zstd and hashing release the GIL, so they run in parallel.
+    """
+    started = time.monotonic()
+    source = src if isinstance(src, OCILayout) else OCILayout(src)
+    source.check_layout_file()
+    target = Path(dest)
+    if target.exists() and not replace:
+        raise InputError(f"output {target} already exists")
+    staging = _staging_dir(target)
+    ok = False
+    try:
+        out = OCILayout.create(staging)
+        worker = _Normaliser(source, out, options, jobs or os.cpu_count() or 1)
+        try:
+            index = source.read_index()
+            entries = source.index_manifests()
+            new_entries = [d for d in (worker.descriptor(e) for e in entries) if d is not None]
+        finally:
+            worker.pool.shutdown(wait=True, cancel_futures=True)
+        if not new_entries:
+            raise InputError(f"OCI layout {source.path} has no image to normalise")
+        annotations = index.get("annotations")
+        out.write_index(
+            new_entries, worker.annotations(annotations) if isinstance(annotations, dict) else None
+        )
+        if target.exists():
+            old = staging.with_name(staging.name + "-old")
+            os.rename(target, old)
+            os.rename(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, target)
+        ok = True
+    finally:
+        if not ok:
+            shutil.rmtree(staging, ignore_errors=True)
+    outcomes = sorted(worker.outcomes, key=lambda o: o.index)
+    changes = [c for o in outcomes for c in o.changes]
+    return NormaliseResult(
+        digest=new_entries[0].digest,
+        config_digest=getattr(worker, "config_digest", ""),
+        layers=outcomes,
+        changes=changes,
+        seconds=time.monotonic() - started,
+        options=options,
+        warnings=worker.warnings,
+    )
+
+
+BUILDKIT_HISTORY_COMMENT = "buildkit.dockerfile.v0"
+
+
+def base_layer_count(config: dict[str, Any], epoch: int | None = None) -> int:
+    """How many leading layers of a BuildKit-built image came from its base image.
+
+    BuildKit marks the history entries of the steps it ran with the comment
+    `buildkit.dockerfile.v0` and, given SOURCE_DATE_EPOCH, dates them at the epoch.
+    Entries copied from the base image's config keep their own comment and date.
+    The base's layers are those before the first entry of this build that made a
+    layer. (A base built by BuildKit with the same epoch looks like this build: its
+    layers are then normalised too, which leaves them as they are when it was
+    normalised with the same options. The lock's pinned base diff_ids are the exact
+    answer once it records them.)
+    """
+    history = config.get("history")
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    layers = len(diff_ids) if isinstance(diff_ids, list) else 0
+    if not isinstance(history, list):
+        return 0
+    created = rfc3339(epoch) if epoch is not None else None
+    count = 0
+    for entry in history:
+        if not isinstance(entry, dict) or entry.get("empty_layer"):
+            continue
+        ours = entry.get("comment") == BUILDKIT_HISTORY_COMMENT and (
+            created is None or entry.get("created") == created
+        )
+        if ours:
+            break
+        count += 1
+    return min(count, layers)
