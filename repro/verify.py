@@ -1,0 +1,386 @@
+"""``repro verify``: build a recipe twice, independently, and compare the results.
+
+The two builds share nothing BuildKit could reuse:
+- both run with no cache;
+- each gets its own copy of the recipe directory, at different paths (so the
+  session's shared key, which BuildKit keys its context cache on, differs too);
+- each gets its own sandbox hostname (build arg ``BUILDKIT_SANDBOX_HOSTNAME``).
+  This matters most: BuildKit merges identical vertices of concurrent solves even
+  with no-cache, so two concurrent builds of a RUN that writes random bytes would
+  otherwise come out byte-identical. A different hostname changes every ExecOp's
+  digest, so no step of one build can be shared with the other;
+- the second build starts `stagger` seconds after the first build's first RUN step
+  has started, so a clock read during the build differs between the two (a time
+  gap from thread start alone is not enough: BuildKit lets a build that started
+  later catch up, e.g. on a shared image resolve).
+The builds run concurrently, so verify costs about one build plus the stagger.
+Each build is what ``repro build`` makes (normalised); ``raw`` compares BuildKit's
+own exports instead, to see what normalisation is hiding.
+
+Variations (``vary``), in the spirit of reprotest, applied to the second build only:
+- ``umask``: the context copies get permissions as under umask 022 (first) and 002
+  (second: group-writable wherever the owner can write);
+- ``mtime``: the second copy's files get modification times far from the first's;
+- ``timezone``: build args TZ=UTC vs TZ=Pacific/Kiritimati (UTC+14), for recipes
+  that forward an ``ARG TZ``;
+- ``locale``: build args LANG/LC_ALL=C.UTF-8 vs fr_FR.UTF-8, likewise.
+With ``bisect``, a difference under variations is followed by one double build per
+variation (and one with none), naming the variations that cause it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro.build import RecipeResult, build_recipe
+from repro.diff import (
+    DIFFERENT,
+    IDENTICAL,
+    SAME_CONTENT,
+    DiffReport,
+    Hints,
+    Options,
+    PlatformVerdict,
+    compare,
+    open_source,
+)
+from repro.diff._causes import VERIFY_HOSTNAME_PREFIX
+from repro.errors import InputError, ReproError
+from repro.recipe import Recipe
+
+VARIATIONS: dict[str, str] = {
+    "umask": "context file permissions as under umask 022 vs 002",
+    "mtime": "context file modification times moved in the second copy",
+    "timezone": "build args TZ=UTC vs TZ=Pacific/Kiritimati",
+    "locale": "build args LANG/LC_ALL=C.UTF-8 vs fr_FR.UTF-8",
+}
+ACCEPT_LEVELS = (IDENTICAL, SAME_CONTENT)
+DEFAULT_STAGGER = 1.1  # seconds; `date` prints whole seconds
+MAX_GATE_WAIT = 120.0  # longest wait for the first build's first RUN step
+
+
+def _is_run_step(name: str) -> bool:
+    """Vertex names of Dockerfile RUN steps look like "[2/3] RUN make"."""
+    return name.startswith("RUN ") or ("] RUN " in name and name.startswith("["))
+
+
+def parse_vary(values: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name == "all":
+                out.extend(v for v in VARIATIONS if v not in out)
+                continue
+            if name not in VARIATIONS:
+                raise InputError(f"--vary {name!r}: expected one of {', '.join(VARIATIONS)} or all")
+            if name not in out:
+                out.append(name)
+    return out
+
+
+@dataclass
+class Side:
+    """One of the two builds."""
+
+    label: str
+    directory: Path
+    hostname: str
+    builder: str | None
+    build_args: dict[str, str]
+    result: RecipeResult | None = None
+    started: float = 0.0  # seconds since verify began, for showing the builds overlap
+    finished: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "directory": str(self.directory),
+            "hostname": self.hostname,
+            "builder": self.result.builder if self.result else self.builder,
+            "builder_version": self.result.builder_version if self.result else "",
+            "digest": self.result.digest if self.result else None,
+            "seconds": self.result.seconds if self.result else None,
+            "started": round(self.started, 3),
+            "finished": round(self.finished, 3),
+        }
+
+
+@dataclass
+class VerifyResult:
+    recipe: str
+    verdict: str  # identical | same-content | different
+    digest1: str
+    digest2: str
+    platforms: list[PlatformVerdict]
+    seconds: float
+    sides: list[Side]
+    variations: list[str] = field(default_factory=list)
+    report: DiffReport | None = None
+    bisect: dict[str, str] | None = None  # "none" and each variation -> verdict
+
+    def reproducible(self, accept: str = IDENTICAL) -> bool:
+        if accept == SAME_CONTENT:
+            return self.verdict in (IDENTICAL, SAME_CONTENT)
+        return self.verdict == IDENTICAL
+
+    def culprits(self) -> list[str]:
+        """Variations that alone make the builds differ, when the plain builds agree."""
+        if not self.bisect or self.bisect.get("none") != IDENTICAL:
+            return []
+        return [v for v, verdict in self.bisect.items() if v != "none" and verdict != IDENTICAL]
+
+    def to_json(self, accept: str = IDENTICAL) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "verdict": self.verdict,
+            "reproducible": self.reproducible(accept),
+            "digest1": self.digest1,
+            "digest2": self.digest2,
+            "seconds": round(self.seconds, 3),
+            "platforms": [p.to_json() for p in self.platforms],
+            "variations": list(self.variations),
+            "builds": [s.to_json() for s in self.sides],
+            "bisect": self.bisect,
+            "culprits": self.culprits(),
+            "findings": [f.to_json() for f in self.report.findings] if self.report else [],
+            "causes": [c.to_json() for c in self.report.causes()] if self.report else [],
+        }
+
+
+def _relocate(recipe: Recipe, directory: Path) -> Recipe:
+    """The same recipe, read from a copy of its directory."""
+    root = recipe.directory.resolve()
+    return dataclasses.replace(
+        recipe,
+        directory=directory,
+        dockerfile=directory / recipe.dockerfile.resolve().relative_to(root),
+        context=directory / recipe.context.resolve().relative_to(root),
+    )
+
+
+def _walk_tree(root: Path) -> list[Path]:
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        paths.append(Path(dirpath))
+        paths.extend(Path(dirpath) / n for n in dirnames + filenames)
+    return paths
+
+
+def _apply_umask(root: Path, group_writable: bool) -> None:
+    for path in _walk_tree(root):
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o7777 & ~0o022
+        if group_writable:
+            mode |= (mode & 0o200) >> 3
+        os.chmod(path, mode)
+
+
+def _move_mtimes(root: Path, offset: float) -> None:
+    for path in _walk_tree(root):
+        if path.is_symlink():
+            continue
+        st = path.stat()
+        os.utime(path, (st.st_atime + offset, st.st_mtime + offset))
+
+
+def _prepare(
+    recipe: Recipe, base: Path, label: str, vary: Sequence[str], builder: str | None
+) -> tuple[Side, Recipe]:
+    second = label == "b"
+    # Different depths as well as names: paths that end up in files differ in length.
+    parent = base / label / ("x" * 7 if second else "")
+    parent.mkdir(parents=True, exist_ok=True)
+    directory = parent / recipe.directory.resolve().name
+    shutil.copytree(recipe.directory, directory, symlinks=True)
+    args: dict[str, str] = {}
+    if "umask" in vary:
+        _apply_umask(directory, group_writable=second)
+    if "mtime" in vary and second:
+        _move_mtimes(directory, 86_400 * 1234 + 4321)
+    if "timezone" in vary:
+        args["TZ"] = "Pacific/Kiritimati" if second else "UTC"
+    if "locale" in vary:
+        args["LANG"] = args["LC_ALL"] = "fr_FR.UTF-8" if second else "C.UTF-8"
+    hostname = f"{VERIFY_HOSTNAME_PREFIX}{label}-{secrets.token_hex(4)}"
+    args["BUILDKIT_SANDBOX_HOSTNAME"] = hostname
+    side = Side(label, directory, hostname, builder, args)
+    return side, _relocate(recipe, directory)
+
+
+def _double_build(
+    recipe: Recipe,
+    base: Path,
+    vary: Sequence[str],
+    builders: Sequence[str | None],
+    stagger: float,
+    progress: str,
+    raw: bool = False,
+) -> list[Side]:
+    sides = []
+    recipes = []
+    for label, builder in zip(("a", "b"), builders, strict=True):
+        side, copy = _prepare(recipe, base, label, vary, builder)
+        sides.append(side)
+        recipes.append(copy)
+    errors: list[BaseException] = []
+    t0 = time.monotonic()
+
+    def run(side: Side, copy: Recipe, on_status: Callable[[Any], None] | None) -> None:
+        side.started = time.monotonic() - t0
+        # Only asked for with --raw, so verify does not depend on the option otherwise.
+        extra: dict[str, Any] = {"normalise": False} if raw else {}
+        try:
+            side.result = build_recipe(
+                copy,
+                builder=side.builder,
+                output=f"oci:{base / ('image-' + side.label)}",
+                no_cache=True,
+                progress=progress,
+                build_args=side.build_args,
+                on_status=on_status,
+                **extra,
+            )
+        except BaseException as e:  # re-raised in the calling thread
+            errors.append(e)
+        side.finished = time.monotonic() - t0
+
+    # The second build starts `stagger` seconds after the first one's first RUN step
+    # has started (or after the first build ends, when it has none): a clock read in
+    # a RUN step then differs, and neither build can wait on a step of the other.
+    first_run = threading.Event()
+
+    def watch(status: Any) -> None:
+        for vertex in status.vertexes:
+            if vertex.HasField("started") and _is_run_step(vertex.name):
+                first_run.set()
+
+    threads: list[threading.Thread] = []
+    for n, (side, copy) in enumerate(zip(sides, recipes, strict=True)):
+        if n:
+            while not first_run.wait(0.05) and threads[0].is_alive():
+                if time.monotonic() - t0 > MAX_GATE_WAIT:
+                    break
+            if stagger > 0:
+                time.sleep(stagger)
+        t = threading.Thread(
+            target=run,
+            args=(side, copy, watch if n == 0 else None),
+            name=f"verify-{side.label}",
+            daemon=True,  # Ctrl-C ends the process; closing the channel cancels the solve
+        )
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    if errors:
+        raise next((e for e in errors if isinstance(e, ReproError)), errors[0])
+    return sides
+
+
+def verify_recipe(
+    recipe: Recipe,
+    *,
+    builders: Sequence[str | None] = (None,),
+    vary: Sequence[str] = (),
+    bisect: bool = False,
+    stagger: float = DEFAULT_STAGGER,
+    progress: str = "quiet",
+    keep: Path | None = None,
+    raw: bool = False,
+    diff_options: Options | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> VerifyResult:
+    """Build `recipe` twice, independently, compare, and diff on a mismatch."""
+    if not builders or len(builders) > 2:
+        raise InputError("give one or two builders")
+    pair = [builders[0], builders[-1]]
+    started = time.monotonic()
+    base = Path(tempfile.mkdtemp(prefix="repro-verify-"))
+    try:
+        if on_step:
+            on_step(
+                f"{recipe.name}: two independent builds"
+                + (f", varying {', '.join(vary)}" if vary else "")
+            )
+        sides = _double_build(recipe, base, vary, pair, stagger, progress, raw)
+        r1, r2 = sides[0].result, sides[1].result
+        assert r1 is not None and r2 is not None
+        report: DiffReport | None = None
+        options = diff_options or Options()
+        options = dataclasses.replace(
+            options,
+            hints=Hints(
+                hostnames=tuple(s.hostname for s in sides),
+                build_paths=tuple(str(s.directory) for s in sides),
+            ),
+        )
+        if on_step and r1.digest != r2.digest:
+            on_step(f"{recipe.name}: digests differ; comparing")
+        with (
+            open_source(f"oci:{base / 'image-a'}") as a,
+            open_source(f"oci:{base / 'image-b'}") as b,
+        ):
+            report = compare(a, b, options)
+        verdict = report.verdict
+        result = VerifyResult(
+            recipe=recipe.name,
+            verdict=verdict,
+            digest1=r1.digest,
+            digest2=r2.digest,
+            platforms=report.platforms,
+            seconds=0.0,
+            sides=sides,
+            variations=list(vary),
+            report=None if report.identical else report,
+        )
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for side in sides:
+                dest = keep / f"{recipe.name}-{side.label}"
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.move(str(base / f"image-{side.label}"), dest)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    if bisect and vary and verdict != IDENTICAL:
+        result.bisect = {}
+        for name in ["none", *vary]:
+            if on_step:
+                on_step(f"{recipe.name}: bisect: " + ("no variation" if name == "none" else name))
+            sub = verify_recipe(
+                recipe,
+                builders=builders,
+                vary=[] if name == "none" else [name],
+                stagger=stagger,
+                progress=progress,
+                raw=raw,
+                diff_options=diff_options,
+            )
+            result.bisect[name] = sub.verdict
+    result.seconds = time.monotonic() - started
+    return result
+
+
+__all__ = [
+    "ACCEPT_LEVELS",
+    "DIFFERENT",
+    "IDENTICAL",
+    "SAME_CONTENT",
+    "VARIATIONS",
+    "VerifyResult",
+    "parse_vary",
+    "verify_recipe",
+]

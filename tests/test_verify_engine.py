@@ -1,0 +1,287 @@
+"""repro verify (and repro diff on real builds) against the real BuildKit and diffoscope.
+
+Each non-reproducible Dockerfile here is built twice by `repro verify`; the report
+must name the file and its cause. A `.pyc` case is missing: the busybox base image
+has no Python, and no other base image is available offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parent.parent
+TOML = 'source_date_epoch = 1700000000\nnetwork = "none"\n'
+
+
+def repro(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "repro", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def recipe(tmp_path: Path, name: str, dockerfile: str, files: dict[str, str] | None = None) -> Path:
+    d = tmp_path / name
+    d.mkdir(parents=True)
+    (d / "Dockerfile").write_text(dockerfile)
+    (d / "recipe.toml").write_text(TOML)
+    for rel, content in (files or {}).items():
+        (d / rel).write_text(content)
+    return d
+
+
+def verify_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[dict]]:  # type: ignore[type-arg]
+    r = repro("verify", "--json", *args, env=env)
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_example_recipes_verify_identical() -> None:
+    rc, results = verify_json("hello", "wordcount")
+    assert rc == 0
+    assert [(r["recipe"], r["verdict"], r["reproducible"]) for r in results] == [
+        ("hello", "identical", True),
+        ("wordcount", "identical", True),
+    ]
+    for r in results:
+        assert r["digest1"] == r["digest2"]
+        a, b = r["builds"]
+        # Independent: different copies of the context, different sandbox hostnames.
+        assert a["directory"] != b["directory"] and a["hostname"] != b["hostname"]
+
+
+def test_concurrent_builds_of_random_bytes_are_not_merged(tmp_path: Path, base_image: str) -> None:
+    """BuildKit merges identical steps of concurrent solves even with no-cache; verify's
+    per-build sandbox hostname must keep them apart, so random bytes are caught even
+    when both builds start at the same instant."""
+    d = recipe(tmp_path, "rnd", f"FROM {base_image}\nRUN head -c 64 /dev/urandom > /random.bin\n")
+    rc, [result] = verify_json(str(d), "--stagger", "0")
+    assert rc == 1
+    assert result["verdict"] == "different"
+    a, b = result["builds"]
+    assert a["started"] < b["finished"] and b["started"] < a["finished"]  # they overlapped
+    assert [(f["path"], [c["id"] for c in f["causes"]]) for f in result["findings"]] == [
+        ("/random.bin", ["random-data"])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("run", "path", "cause"),
+    [
+        ("date > /etc/built-at", "/etc/built-at", "timestamp-in-content"),
+        ("hostname > /etc/built-on", "/etc/built-on", "hostname"),
+        (
+            "mkdir -p /var/log && date > /var/log/setup.log",
+            "/var/log/setup.log",
+            "var-log",
+        ),
+        ("head -c 4096 /dev/urandom > /opt.key", "/opt.key", "random-data"),
+        ("echo $$ > /pid && echo $RANDOM-$RANDOM > /seed", "/seed", "random-data"),
+        # Not compiled: busybox has no Python. A file shaped like one (3.11 magic,
+        # flags, then the source mtime, as py_compile writes it) with the build time.
+        (
+            "mkdir -p /app/__pycache__ && cd /app/__pycache__ && "
+            "printf '\\247\\015\\015\\012\\0\\0\\0\\0' > m.cpython-311.pyc && "
+            "date +%s%N >> m.cpython-311.pyc",
+            "/app/__pycache__/m.cpython-311.pyc",
+            "pyc",
+        ),
+    ],
+)
+def test_non_reproducible_dockerfiles_are_named_with_their_cause(
+    tmp_path: Path, base_image: str, run: str, path: str, cause: str
+) -> None:
+    # Logs are what normalisation empties, so the log case compares the raw exports.
+    raw = ["--raw"] if "/var/log" in path else []
+    d = recipe(tmp_path, "nr", f"FROM {base_image}\nRUN {run}\n")
+    report = tmp_path / "report"
+    r = repro("verify", str(d), "--report-dir", str(report), *raw)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "NOT reproducible" in r.stdout
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith(path + ":"))
+    assert cause in line, r.stdout
+    assert "diffoscope:" in r.stdout
+    doc = json.loads((report / "report.json").read_text())
+    found = {f["path"]: [c["id"] for c in f["causes"]] for f in doc["findings"]}
+    assert cause in found[path]
+    assert path in (report / "report.html").read_text()
+    assert path in (report / "summary.md").read_text()
+
+
+def test_umask_variation_is_detected_and_bisected(tmp_path: Path, base_image: str) -> None:
+    d = recipe(tmp_path, "um", f"FROM {base_image}\nCOPY data.txt /data.txt\n", {"data.txt": "x\n"})
+    rc, [result] = verify_json(str(d), "--vary", "umask,timezone", "--bisect")
+    assert rc == 1
+    found = {f["path"]: [c["id"] for c in f["causes"]] for f in result["findings"]}
+    assert found["/data.txt"] == ["umask-mode"]
+    assert result["bisect"] == {"none": "identical", "umask": "different", "timezone": "identical"}
+    assert result["culprits"] == ["umask"]
+
+
+def test_mtime_variation_is_told_apart_from_umask(tmp_path: Path, base_image: str) -> None:
+    """A RUN step records the context file's mtime; --chmod makes the mode fixed, so
+    bisect must blame mtime and not umask."""
+    d = recipe(
+        tmp_path,
+        "mt",
+        f"FROM {base_image}\nCOPY --chmod=0644 data.txt /data.txt\n"
+        "RUN stat -c %Y /data.txt > /data.mtime\n",
+        {"data.txt": "x\n"},
+    )
+    rc, [result] = verify_json(str(d), "--vary", "umask,mtime", "--bisect")
+    assert rc == 1
+    assert [f["path"] for f in result["findings"]] == ["/data.mtime"]
+    assert result["culprits"] == ["mtime"]
+
+
+def test_github_actions_annotations_and_step_summary(tmp_path: Path, base_image: str) -> None:
+    d = recipe(tmp_path, "gh", f"FROM {base_image}\nRUN date > /etc/built-at\n")
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    r = repro("verify", str(d), env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)})
+    assert r.returncode == 1, r.stderr[-3000:]
+    errors = [x for x in r.stdout.splitlines() if x.startswith("::error ")]
+    assert errors == [
+        "::error title=repro verify gh::gh is not reproducible: "
+        "/etc/built-at (timestamp-in-content)"
+    ]
+    text = summary.read_text()
+    assert text.startswith("earlier step\n")
+    assert "| gh | different | **no** |" in text
+    assert "| `/etc/built-at` | 1 | content | timestamp-in-content |" in text
+
+
+def test_verify_bad_input_exits_2(tmp_path: Path) -> None:
+    for args in (["no-such-recipe"], ["hello", "--vary", "bogus"], ["hello", "--bisect"]):
+        r = repro("verify", *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.strip().startswith("repro: error: ") and "Traceback" not in r.stderr
+
+
+def test_diff_of_two_verify_builds(tmp_path: Path, base_image: str) -> None:
+    """repro diff on the images verify kept: the same file and cause, oci and archive."""
+    d = recipe(tmp_path, "kd", f"FROM {base_image}\nRUN date > /stamp && echo same > /same\n")
+    keep = tmp_path / "keep"
+    r = repro("verify", str(d), "--keep", str(keep))
+    assert r.returncode == 1, r.stderr[-2000:]
+    r = repro("diff", f"oci:{keep / 'kd-a'}", f"oci:{keep / 'kd-b'}", "--json")
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert [f["path"] for f in doc["findings"]] == ["/stamp"]
+    r = repro("diff", f"oci:{keep / 'kd-a'}", f"oci:{keep / 'kd-a'}")
+    assert r.returncode == 0 and "identical" in r.stdout
+
+
+def test_diff_pulls_registry_images(tmp_path: Path, base_image: str) -> None:
+    r = repro("diff", f"docker://{base_image}", f"registry:{base_image}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].endswith(": identical")
+    r = repro("diff", f"docker://{base_image.split('@')[0]}-missing:nope", f"docker://{base_image}")
+    assert r.returncode == 2 and r.stderr.startswith("repro: error: ")
+
+
+def test_two_builder_arguments_build_one_side_each() -> None:
+    """The plumbing for two builders (here both name the one dev engine: starting a
+    second engine with its own data root is not done by this suite yet)."""
+    host = os.environ.get("BUILDKIT_HOST") or "docker://" + os.environ["DOCKER_HOST"]
+    rc, [result] = verify_json("hello", "--builder", host, "--builder", host)
+    assert rc == 0 and result["verdict"] == "identical"
+    assert [b["builder"] for b in result["builds"]] == [host, host]
+
+
+@pytest.fixture
+def second_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second Docker Engine, from the dev-env packages, with its own data root,
+    sockets and bridge, and no iptables or forwarding changes, so it cannot disturb
+    the first. Stopped (by its pid) when the test ends.
+
+    Not `--bridge=none`: with it, dockerd deletes the host's docker0 at start-up,
+    which takes the first engine's default network away."""
+    root = Path(os.environ.get("REPRO_DEV_ENV", ROOT / ".cache" / "dev-env")) / "root"
+    dockerd = root / "usr" / "sbin" / "dockerd"
+    if not dockerd.exists() or os.geteuid() != 0:
+        pytest.skip("no dev-env dockerd to start a second engine with (or not root)")
+    # Short paths: containerd's sockets live under the exec root (108-byte limit).
+    d = Path(tempfile.mkdtemp(prefix="r2-", dir="/tmp"))
+    (d / "daemon.json").write_text('{"features": {"containerd-snapshotter": true}}\n')
+    sock = d / "d.sock"
+    env = {
+        **os.environ,
+        "PATH": f"{root}/usr/bin:{root}/usr/sbin:/usr/local/sbin:/usr/local/bin:"
+        "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    bridge = f"r2br{os.getpid() % 10000}"
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", "172.31.254.1/24", "dev", bridge], check=True)
+    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+    with open(d / "log", "wb") as log:
+        proc = subprocess.Popen(
+            [str(dockerd), "--config-file", str(d / "daemon.json"), "--data-root", str(d / "data"),
+             "--exec-root", str(d / "x"), "-H", f"unix://{sock}", "--pidfile", str(d / "d.pid"),
+             f"--bridge={bridge}", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+             "--ip-forward=false", "--userland-proxy=false"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _ping(sock):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("second dockerd did not start: " + (d / "log").read_text()[-2000:])
+            time.sleep(0.2)
+        yield f"docker://unix://{sock}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["umount", "-R", str(d / "data")], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _ping(sock: Path) -> bool:
+    if not sock.exists():
+        return False
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.settimeout(2)
+        s.connect(str(sock))
+        s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+        return b"OK" in s.recv(4096)
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def test_verify_on_two_engines(second_engine: str) -> None:
+    """Each side on its own engine (separate data roots): the examples still agree,
+    and the first engine's docker0 is still there afterwards."""
+    first = os.environ.get("BUILDKIT_HOST") or "docker://" + os.environ["DOCKER_HOST"]
+    rc, results = verify_json("hello", "wordcount", "--builder", first, "--builder", second_engine)
+    assert rc == 0, results
+    for result in results:
+        assert result["verdict"] == "identical"
+        assert [b["builder"] for b in result["builds"]] == [first, second_engine]
+    assert subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0

@@ -1,0 +1,82 @@
+"""repro verify's pure parts: variations, verdict levels, context copies."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from repro.errors import InputError
+from repro.recipe import load_recipe
+from repro.verify import (
+    VerifyResult,
+    _apply_umask,
+    _is_run_step,
+    _move_mtimes,
+    _prepare,
+    parse_vary,
+)
+
+
+def test_parse_vary() -> None:
+    assert parse_vary(["umask,mtime", "umask"]) == ["umask", "mtime"]
+    assert parse_vary(["all"]) == ["umask", "mtime", "timezone", "locale"]
+    with pytest.raises(InputError, match="--vary 'cpu'"):
+        parse_vary(["cpu"])
+
+
+@pytest.mark.parametrize(
+    ("verdict", "accept", "ok"),
+    [
+        ("identical", "identical", True),
+        ("same-content", "identical", False),
+        ("same-content", "same-content", True),
+        ("different", "same-content", False),
+    ],
+)
+def test_accept_levels(verdict: str, accept: str, ok: bool) -> None:
+    result = VerifyResult("r", verdict, "sha256:a", "sha256:b", [], 1.0, [])
+    assert result.reproducible(accept) is ok
+
+
+def test_culprits_only_when_plain_builds_agree() -> None:
+    result = VerifyResult("r", "different", "a", "b", [], 1.0, [])
+    result.bisect = {"none": "identical", "umask": "different", "mtime": "identical"}
+    assert result.culprits() == ["umask"]
+    result.bisect["none"] = "different"
+    assert result.culprits() == []
+
+
+def test_run_step_names() -> None:
+    assert _is_run_step("[2/3] RUN make")
+    assert not _is_run_step("[1/3] FROM busybox")
+    assert not _is_run_step("[internal] load build context")
+
+
+def test_umask_and_mtime_variations(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "f").chmod(0o644)
+    _apply_umask(tmp_path, group_writable=True)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o664
+    _apply_umask(tmp_path, group_writable=False)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o644
+    before = (tmp_path / "f").stat().st_mtime
+    _move_mtimes(tmp_path, 1000)
+    assert (tmp_path / "f").stat().st_mtime == before + 1000
+
+
+def test_two_sides_are_independent_copies(tmp_path: Path) -> None:
+    src = tmp_path / "src" / "rcp"
+    src.mkdir(parents=True)
+    (src / "Dockerfile").write_text("FROM scratch\n")
+    (src / "recipe.toml").write_text("source_date_epoch = 0\n")
+    recipe = load_recipe(src)
+    side_a, copy_a = _prepare(recipe, tmp_path / "work", "a", ["timezone"], None)
+    side_b, copy_b = _prepare(recipe, tmp_path / "work", "b", ["timezone"], None)
+    assert copy_a.context != copy_b.context and copy_a.context.is_dir()
+    assert len(str(copy_a.context)) != len(str(copy_b.context))
+    assert copy_a.dockerfile.read_text() == "FROM scratch\n"
+    assert side_a.hostname != side_b.hostname
+    assert side_a.build_args["TZ"] != side_b.build_args["TZ"]
+    assert side_a.build_args["BUILDKIT_SANDBOX_HOSTNAME"] == side_a.hostname
