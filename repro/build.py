@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import shutil
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from repro.errors import ContextError, InputError
 from repro.recipe import Recipe
+
+if TYPE_CHECKING:
+    from repro.buildkit import Output
+    from repro.normalise import NormaliseResult
 
 
 @dataclass
@@ -70,6 +78,10 @@ class RecipeResult:
     builder: str
     builder_version: str
     source_date_epoch: int
+    # With normalisation on (the default), `digest`/`config_digest` are the
+    # normalised image's and `raw_digest` is what BuildKit exported.
+    raw_digest: str = ""
+    normalised: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,49 +118,160 @@ def build_recipe(
     progress: str = "auto",
     stream: TextIO | None = None,
     build_args: dict[str, str] | None = None,
+    normalise: bool = True,
+    rewrite_timestamp: bool = True,
+    exporter_attrs: dict[str, str] | None = None,
+    built: dict[str, str] | None = None,
+    on_status: Callable[[Any], None] | None = None,
 ) -> RecipeResult:
-    """Build one recipe with BuildKit and write its OCI image."""
+    """Build one recipe with BuildKit and write its OCI image (normalised unless told not).
+
+    `rewrite_timestamp` and `exporter_attrs` (e.g. ``compression=zstd``) pass through
+    to BuildKit's OCI exporter; normalisation makes the result independent of them.
+    """
     from repro.buildkit import BuildRequest, Output, build, connect
+    from repro.buildkit._build import check_inputs
     from repro.buildkit._progress import Progress
 
     out = Output.parse(output or default_output(recipe))
-    args = dict(recipe.args)
-    args.update(build_args or {})
+    # The lock makes the pins binding (repro.lock.apply_lock): a stale or missing lock
+    # is refused, bases are rewritten to their locked digests in a rendered
+    # Dockerfile, closures/checksums/commits arrive as build args.
+    from repro.lock import apply_lock
+
+    pinned = apply_lock(recipe, build_args or {}, built)
+    args = pinned.build_args
     request = BuildRequest(
         context=recipe.context,
-        dockerfile=recipe.dockerfile,
+        dockerfile=pinned.dockerfile,
+        source_dockerfile=recipe.dockerfile,
+        source_policy=pinned.source_policy,
         output=out,
         build_args=args,
         labels=dict(recipe.labels),
         target=recipe.target,
         platforms=list(recipe.platforms),
-        source_date_epoch=recipe.source_date_epoch,
+        source_date_epoch=pinned.source_date_epoch,
         no_cache=no_cache,
         network=recipe.network,
         secrets={s.id: s.loader() for s in secrets or []},
         shared_key=shared_key(recipe),
         session_name=recipe.name,
+        rewrite_timestamp=rewrite_timestamp,
+        exporter_attrs=dict(exporter_attrs or {}),
     )
+    staging: Path | None = None
+    if normalise:
+        # BuildKit's export is staged beside the output and normalised into place.
+        check_inputs(request)
+        staging = _normalise_staging(out.path)
+        request.output = Output("oci", staging / "raw")
     display = Progress(mode=progress, stream=stream or sys.stderr, title=recipe.name)  # type: ignore[arg-type]
     success = False
-    with connect(builder) as conn:
-        conn.preflight()
-        try:
-            result = build(conn, request, on_status=display.update, credentials=_credentials)
-            success = True
-        finally:
-            display.close(success)
-            if not success:
-                report = display.failure_report()
-                if report:
-                    print(report, file=stream or sys.stderr)
+    try:
+        with connect(builder) as conn:
+            conn.preflight()
+            try:
+                result = build(
+                    conn,
+                    request,
+                    on_status=_tee(display.update, on_status),
+                    credentials=_credentials,
+                )
+                success = True
+            finally:
+                display.close(success)
+                if not success:
+                    report = display.failure_report()
+                    if report:
+                        print(report, file=stream or sys.stderr)
+        digest, config_digest, normalised = result.digest, result.config_digest, None
+        if staging is not None:
+            norm = normalise_output(
+                recipe, staging / "raw", out, request.source_date_epoch, pinned.lock
+            )
+            digest, config_digest, normalised = norm.digest, norm.config_digest, norm.to_json()
+            for warning in norm.warnings:
+                print(f"repro: warning: {warning}", file=stream or sys.stderr)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return RecipeResult(
         recipe=recipe.name,
-        digest=result.digest,
-        config_digest=result.config_digest,
+        digest=digest,
+        config_digest=config_digest,
+        raw_digest=result.digest,
+        normalised=normalised,
         output=str(out),
         seconds=round(result.seconds, 3),
         builder=str(conn.address),
         builder_version=conn.engine_version,
-        source_date_epoch=recipe.source_date_epoch,
+        source_date_epoch=pinned.source_date_epoch,
     )
+
+
+def _tee(
+    first: Callable[[Any], None], second: Callable[[Any], None] | None
+) -> Callable[[Any], None]:
+    """One status callback that feeds the display and, if given, the caller's (verify's)."""
+    if second is None:
+        return first
+
+    def both(status: Any) -> None:
+        first(status)
+        second(status)
+
+    return both
+
+
+def _normalise_staging(dest: Path) -> Path:
+    parent = dest.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.raw-", dir=parent))
+
+
+def normalise_output(
+    recipe: Recipe,
+    raw: Path,
+    out: Output,
+    epoch: int | None,
+    lock: dict[str, Any] | None = None,
+) -> NormaliseResult:
+    """Normalise the raw export at `raw` into `out` (a layout or an archive).
+
+    The base image's layers keep their bytes: with a lock, exactly the locked base's
+    layers, restored from the registry where BuildKit exported other bytes; without
+    one (or if the registry cannot say), those the image's history says are the base's.
+    """
+    from repro import oci
+    from repro.errors import ReproError
+    from repro.normalise import base_layer_count, normalise_layout
+    from repro.normalise._bases import fetch_missing_blobs, locked_base_layers
+
+    layout = oci.OCILayout(raw)
+    images = [d for d in layout.image_manifests() if not d.is_attestation]
+    configs = [oci.read_config(layout, oci.read_manifest(layout, d))[1] for d in images]
+    if epoch is None:  # no epoch given to BuildKit: its `created` is the build's time
+        epoch = int(time.time())
+    keep = min((base_layer_count(c, epoch) for c in configs), default=0)
+    base_layers: tuple[oci.Descriptor, ...] = ()
+    if lock and len(images) == 1:
+        from repro.registry import Registry
+
+        platform = str(images[0].platform) if images[0].platform else ""
+        try:
+            with Registry() as client:
+                base = locked_base_layers(lock, platform, configs[0], client)
+                if base is not None:
+                    fetch_missing_blobs(base, layout, client)
+                    keep, base_layers = len(base.layers), tuple(base.layers)
+        except ReproError:
+            pass  # the history's answer stands
+    options = dataclasses.replace(
+        recipe.normalise.options(epoch, keep_layers=keep), base_layers=base_layers
+    )
+    if out.kind == "oci":
+        return normalise_layout(layout, out.path, options, replace=True)
+    result = normalise_layout(layout, raw.parent / "normalised", options)
+    oci.write_oci_archive(oci.OCILayout(raw.parent / "normalised"), out.path)
+    return result

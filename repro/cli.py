@@ -7,15 +7,20 @@ Heavy modules (grpc, diffoscope) are imported inside the commands that need them
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from repro import __version__
 from repro.errors import ReproError
+
+if TYPE_CHECKING:
+    from repro.recipe import Recipe
 
 app = typer.Typer(
     name="repro",
@@ -45,6 +50,17 @@ Builder = Annotated[
         "Default: $BUILDKIT_HOST, then $DOCKER_HOST, then the usual sockets.",
     ),
 ]
+
+
+def _graph_recipes(recipes_dir: Path, found: list[Recipe]) -> list[Recipe]:
+    """Every recipe of the repository (for the build graph), or just `found` when the
+    recipes were given by path outside it."""
+    from repro.recipe import find_recipes
+
+    root = recipes_dir.resolve()
+    if not recipes_dir.is_dir() or any(r.directory.parent.resolve() != root for r in found):
+        return list(found)
+    return find_recipes(recipes_dir)
 
 
 def _fail(exc: ReproError) -> NoReturn:
@@ -104,8 +120,32 @@ def build(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print results as JSON on stdout.")
     ] = False,
-    builder: Builder = None,
+    builders: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--builder",
+            help="BuildKit address (unix://, tcp://, docker://). Give it several times to "
+            "spread independent recipes over several builders. Default: $BUILDKIT_HOST, "
+            "then $DOCKER_HOST, then the usual sockets.",
+        ),
+    ] = None,
+    all_recipes: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Build every recipe in build-graph order; recipes that others build on "
+            "are pushed to their publish repository first.",
+        ),
+    ] = False,
     recipes_dir: RecipesDir = Path("recipes"),
+    normalise: Annotated[
+        str,
+        typer.Option(
+            "--normalise",
+            help="on: canonical layers, times and JSON (the recipe's [normalise] rules); "
+            "off: BuildKit's raw export.",
+        ),
+    ] = "on",
 ) -> None:
     """Build recipes into OCI images and print each image's digest."""
     from repro.build import SecretSpec, build_recipe
@@ -115,9 +155,14 @@ def build(
     try:
         if progress not in ("auto", "tty", "plain", "quiet"):
             raise InputError(f"--progress {progress!r}: expected auto, tty, plain or quiet")
+        if normalise not in ("on", "off"):
+            raise InputError(f"--normalise {normalise!r}: expected on or off")
+        if all_recipes and recipes:
+            raise InputError("give recipe names or --all, not both")
         found = find_recipes(recipes_dir, recipes or None)
         if output and len(found) != 1:
             raise InputError("--output names one image; give exactly one recipe with it")
+        everything = _graph_recipes(recipes_dir, found)
         secrets = [SecretSpec.parse(s) for s in secret or []]
         args: dict[str, str] = {}
         for item in build_arg or []:
@@ -125,11 +170,18 @@ def build(
             if not sep or not name:
                 raise InputError(f"--build-arg {item!r}: expected NAME=value")
             args[name] = value
-        results = []
-        for recipe in found:
+        from repro.graph import walk
+        from repro.lock import push_recipe_image
+
+        def build_one(recipe: Recipe, builder: str | None, built: dict[str, str]) -> Any:
+            with _vanished_pins_explained(recipe):
+                return _build_and_print(recipe, builder, built)
+
+        def _build_and_print(recipe: Recipe, builder: str | None, built: dict[str, str]) -> Any:
             result = build_recipe(
                 recipe,
                 builder=builder,
+                built=built,
                 output=output,
                 no_cache=no_cache,
                 secrets=secrets,
@@ -137,12 +189,21 @@ def build(
                 if (as_json and progress == "auto" and not sys.stderr.isatty())
                 else progress,
                 build_args=args,
+                normalise=normalise == "on",
             )
-            results.append(result)
             if not as_json:
                 typer.echo(
                     f"{result.recipe}: {result.digest}  {result.output}  ({result.seconds:.1f}s)"
                 )
+            return result
+
+        results = walk(
+            found,
+            everything,
+            build_one,
+            builders=list(builders) if builders else [None],
+            publish=lambda recipe, result: push_recipe_image(recipe, result.output),
+        )
         if as_json:
             typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     except ReproError as exc:
@@ -150,6 +211,134 @@ def build(
     except KeyboardInterrupt:
         typer.echo("repro: interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def _vanished_pins_explained(recipe: Recipe) -> Iterator[None]:
+    """A failed build whose locked package version is gone says so, not just "failed"."""
+    from repro.errors import BuildFailed
+
+    try:
+        yield
+    except BuildFailed as exc:
+        from repro.lock import read_lock, vanished_pins
+
+        lock = read_lock(recipe)
+        gone = ""
+        if lock and lock.get("packages"):
+            try:
+                gone = vanished_pins(recipe, lock)
+            except ReproError:
+                gone = ""
+        if gone:
+            raise BuildFailed(f"{recipe.name}: {gone} ({exc})") from None
+        raise
+
+
+@app.command()
+def lock(
+    recipes: Annotated[
+        list[str] | None,
+        typer.Argument(help="Recipe names (folders under --recipes-dir) or paths. Default: all."),
+    ] = None,
+    update: Annotated[
+        bool,
+        typer.Option("--update", help="Re-resolve every pin to the newest; print what moved."),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Write nothing; exit 1 if a lock is missing, stale or behind."
+        ),
+    ] = False,
+    all_recipes: Annotated[bool, typer.Option("--all", help="Lock every recipe.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", help="Resolutions at a time.")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print outcomes as JSON.")] = False,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Pin every input of the recipes in repro.lock (bases, packages, downloads, git, epoch).
+
+    Without options: create missing locks and re-lock stale ones, keeping unchanged
+    pins. With --update, the change list reads like a commit message:
+    [hello] base:REF sha256:ab12… -> sha256:cd34…, apt:curl 7.88.1-10 -> 7.88.1-11
+    """
+    from repro.errors import InputError
+    from repro.lock import lock_all, render_change_line
+    from repro.recipe import find_recipes
+
+    try:
+        if update and check:
+            raise InputError("--update and --check: give one of them")
+        if all_recipes and recipes:
+            raise InputError("give recipe names or --all, not both")
+        if jobs < 1:
+            raise InputError("--jobs must be at least 1")
+        found = find_recipes(recipes_dir, recipes or None)
+        everything = {r.name: r for r in _graph_recipes(recipes_dir, found)}
+        outcomes = lock_all(
+            found, everything, update=update, check=check, recipes_dir=recipes_dir, jobs=jobs
+        )
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "recipe": o.recipe,
+                        "status": o.status,
+                        "changes": o.changes,
+                        "written": o.written,
+                    }
+                    for o in outcomes
+                ],
+                indent=2,
+            )
+        )
+    else:
+        for o in outcomes:
+            if o.changes:
+                typer.echo(render_change_line(o))
+            elif o.status != "current" or not (update or check):
+                typer.echo(f"[{o.recipe}] {o.status}")
+        if (update or check) and not any(o.changes or o.status != "current" for o in outcomes):
+            typer.echo("all locks are current")
+    if check and any(o.status != "current" for o in outcomes):
+        if not as_json:
+            bad = [f"{o.recipe} ({o.status})" for o in outcomes if o.status != "current"]
+            typer.echo(f"repro: lock check failed: {', '.join(bad)}: run repro lock", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def graph(
+    dot: Annotated[bool, typer.Option("--dot", help="Print the graph in Graphviz dot.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print levels as JSON.")] = False,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Print the build order: recipes that build on other recipes come after them."""
+    from repro.graph import edges, levels, to_dot
+    from repro.recipe import find_recipes
+
+    try:
+        found = find_recipes(recipes_dir)
+        if dot:
+            typer.echo(to_dot(found), nl=False)
+            return
+        deps = edges(found)
+        order = levels(found)
+    except ReproError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps({"levels": order, "bases": deps}, indent=2))
+        return
+    for number, level in enumerate(order, 1):
+        for name in level:
+            after = f"  <- {', '.join(deps[name])}" if deps[name] else ""
+            typer.echo(f"{number}. {name}{after}")
 
 
 @app.command()
@@ -170,6 +359,253 @@ def doctor(
             if not check.ok and check.fix:
                 typer.echo(f"    fix: {check.fix}")
     raise typer.Exit(0 if report.ok else 2)
+
+
+def _size(value: str, option: str) -> int:
+    """A byte count: 123, 64K, 512M, 2G (powers of 1024)."""
+    from repro.errors import InputError
+
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "")
+    try:
+        n = int(float(number) * units[unit])
+    except ValueError:
+        raise InputError(f"{option} {value!r}: expected a size like 64M or 2G") from None
+    if n <= 0:
+        raise InputError(f"{option} {value!r}: must be positive")
+    return n
+
+
+ReportDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--report-dir",
+        help="Write report.html, report.json, summary.txt and summary.md here.",
+    ),
+]
+MaxFileSize = Annotated[
+    str,
+    typer.Option("--max-file-size", help="Largest single file handed to diffoscope."),
+]
+MaxLayerSize = Annotated[
+    str,
+    typer.Option(
+        "--max-layer-size", help="Refuse layers that unpack to more than this (tar bombs)."
+    ),
+]
+
+
+@app.command()
+def diff(
+    first: Annotated[str, typer.Argument(help="oci:DIR, oci-archive:FILE, or a path.")],
+    second: Annotated[str, typer.Argument(help="oci:DIR, oci-archive:FILE, or a path.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    report_dir: ReportDir = None,
+    platform: Annotated[
+        str | None, typer.Option("--platform", help="Compare only this os/arch[/variant].")
+    ] = None,
+    no_diffoscope: Annotated[
+        bool, typer.Option("--no-diffoscope", help="Stop at file metadata and hashes.")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Differing paths shown in text.")] = 40,
+    max_file_size: MaxFileSize = "64M",
+    max_layer_size: MaxLayerSize = "64G",
+) -> None:
+    """Explain why two images differ: platforms, config, layers, files, diffoscope.
+
+    Exit 0 when identical, 1 when they differ, 2 on bad input.
+    """
+    from repro.diff import Limits, Options, present
+    from repro.diff import diff as run_diff
+
+    try:
+        limits = Limits(
+            max_file_bytes=_size(max_file_size, "--max-file-size"),
+            max_layer_bytes=_size(max_layer_size, "--max-layer-size"),
+        )
+        options = Options(limits=limits, diffoscope=not no_diffoscope, platform=platform)
+        report = run_diff(first, second, options)
+        if report_dir is not None:
+            present.write_report_dir(report, report_dir, f"{first} vs {second}")
+        if as_json:
+            typer.echo(present.to_json(report))
+        else:
+            typer.echo(present.text(report, limit=limit), nl=False)
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    raise typer.Exit(0 if report.identical else 1)
+
+
+@app.command()
+def verify(
+    recipes: Annotated[
+        list[str] | None,
+        typer.Argument(help="Recipe names (folders under --recipes-dir) or paths. Default: all."),
+    ] = None,
+    all_recipes: Annotated[bool, typer.Option("--all", help="Verify every recipe.")] = False,
+    accept: Annotated[
+        str,
+        typer.Option(
+            "--accept",
+            help="identical (default), or same-content: accept images whose layers "
+            "hold the same files (same diffIDs) but whose bytes differ.",
+        ),
+    ] = "identical",
+    vary: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--vary",
+            help="Variations for the second build, comma-separated: umask, mtime, "
+            "timezone, locale, or all.",
+        ),
+    ] = None,
+    bisect: Annotated[
+        bool,
+        typer.Option("--bisect", help="On a difference, re-run one variation at a time."),
+    ] = False,
+    builders: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--builder",
+            help="BuildKit address; give it twice to build the two sides on two builders.",
+        ),
+    ] = None,
+    stagger: Annotated[
+        float, typer.Option("--stagger", help="Seconds between starting the two builds.")
+    ] = 1.1,
+    keep: Annotated[
+        Path | None,
+        typer.Option("--keep", help="Keep both images here as <recipe>-a and <recipe>-b."),
+    ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help="Compare BuildKit's exports as they are, not normalised."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    report_dir: ReportDir = None,
+    limit: Annotated[int, typer.Option("--limit", help="Differing paths shown in text.")] = 40,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Build each recipe twice, independently, and prove the digests match.
+
+    Exit 0 when every recipe is reproducible, 1 when one is not, 2 on bad input.
+    """
+    import os
+
+    from repro.diff import present
+    from repro.errors import InputError
+    from repro.recipe import find_recipes
+    from repro.verify import ACCEPT_LEVELS, parse_vary, verify_recipe
+
+    try:
+        if accept not in ACCEPT_LEVELS:
+            raise InputError(f"--accept {accept!r}: expected {' or '.join(ACCEPT_LEVELS)}")
+        if builders and len(builders) > 2:
+            raise InputError("--builder: give at most two builders")
+        if all_recipes and recipes:
+            raise InputError("give recipe names or --all, not both")
+        variations = parse_vary(vary or [])
+        if bisect and not variations:
+            raise InputError("--bisect needs --vary: it names the variation that breaks the build")
+        found = find_recipes(recipes_dir, recipes or None)
+        results = []
+        for recipe in found:
+            result = verify_recipe(
+                recipe,
+                builders=list(builders) if builders else [None],
+                vary=variations,
+                bisect=bisect,
+                stagger=stagger,
+                keep=keep,
+                raw=raw,
+                on_step=None if as_json else lambda s: typer.echo(f"repro: {s}", err=True),
+            )
+            results.append(result)
+            if report_dir is not None and result.report is not None:
+                target = report_dir / recipe.name if len(found) > 1 else report_dir
+                present.write_report_dir(result.report, target, f"repro verify {recipe.name}")
+            if not as_json:
+                typer.echo(_verify_text(result, accept, limit), nl=False)
+        if as_json:
+            typer.echo(json.dumps([r.to_json(accept) for r in results], indent=2))
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            _github_report(results, accept)
+        ok = all(r.reproducible(accept) for r in results)
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    raise typer.Exit(0 if ok else 1)
+
+
+def _verify_text(result: object, accept: str, limit: int) -> str:
+    from repro.diff import present
+    from repro.verify import VerifyResult
+
+    assert isinstance(result, VerifyResult)
+    mark = "reproducible" if result.reproducible(accept) else "NOT reproducible"
+    lines = [
+        f"{result.recipe}: {mark} ({result.verdict}) {result.digest1}"
+        + ("" if result.digest1 == result.digest2 else f" vs {result.digest2}")
+        + f"  ({result.seconds:.1f}s)"
+    ]
+    if result.variations:
+        lines.append(f"  variations: {', '.join(result.variations)}")
+    if result.bisect:
+        lines.append("  bisect: " + ", ".join(f"{k}: {v}" for k, v in result.bisect.items()))
+        culprits = result.culprits()
+        if culprits:
+            lines.append(f"  caused by: {', '.join(culprits)}")
+    out = "\n".join(lines) + "\n"
+    if result.report is not None:
+        body = present.text(result.report, limit=limit)
+        out += "".join("  " + line + "\n" for line in body.splitlines()[1:])
+    return out
+
+
+def _github_report(results: Sequence[object], accept: str) -> None:
+    """::error annotations and a markdown table in $GITHUB_STEP_SUMMARY."""
+    import os
+
+    from repro.diff import present
+    from repro.verify import VerifyResult
+
+    summary = [
+        "## repro verify",
+        "",
+        "| recipe | verdict | reproducible | first | second | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    details = []
+    for result in results:
+        assert isinstance(result, VerifyResult)
+        ok = result.reproducible(accept)
+        summary.append(
+            f"| {result.recipe} | {result.verdict} | {'yes' if ok else '**no**'} "
+            f"| `{result.digest1}` | `{result.digest2}` | {result.seconds:.1f} |"
+        )
+        if not ok:
+            files = []
+            if result.report is not None:
+                for f in result.report.findings[:5]:
+                    causes = ",".join(c.id for c in f.causes) or "unknown"
+                    files.append(f"{f.path} ({causes})")
+            what = "; ".join(files) or result.verdict
+            # Workflow commands end at the newline; % and newlines must be escaped.
+            message = f"{result.recipe} is not reproducible: {what}"
+            message = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+            typer.echo(f"::error title=repro verify {result.recipe}::{message}")
+            if result.report is not None:
+                details.append(present.markdown(result.report, f"{result.recipe}"))
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write("\n".join(summary) + "\n\n" + "\n".join(details))
 
 
 def main() -> None:

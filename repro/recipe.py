@@ -1,7 +1,8 @@
 """Recipes: a directory under ``recipes/`` with ``recipe.toml``, a Dockerfile and context.
 
-This is the build part of the recipe format; bases, package sets, downloads and git
-inputs join it with the lock. Every error names the file and, where it can, the line.
+Every input a build reads is declared here and pinned by ``repro lock`` in
+``repro.lock`` beside it (see ``repro.lock`` and docs/recipes.md). Every error names the
+file and, where it can, the line.
 
     # recipes/hello/recipe.toml
     description = "A greeting on busybox"
@@ -9,8 +10,24 @@ inputs join it with the lock. Every error names the file and, where it can, the 
     context = "."                      # relative to the recipe directory
     target = ""                        # a stage name, or "" for the last stage
     platforms = ["linux/amd64"]        # empty: the builder's own platform
-    source_date_epoch = 1700000000     # integer seconds; required
+    source_date_epoch = 1700000000     # integer seconds, "git" or "lock"; required
     network = "none"                   # default | none | host, for RUN steps
+    bases = ["127.0.0.1:5000/repro/busybox:1.35.0-4_deb12u1_b1", "recipe:other"]
+
+    [publish]                          # where the image goes (default: repro.toml's
+    repository = "127.0.0.1:5000/repro/hello"   # registry + "/" + the recipe name)
+    tags = ["latest"]
+
+    [packages.apt.tools]               # a Debian package set (apk: [packages.apk.NAME])
+    suite = "bookworm"
+    packages = ["curl"]
+
+    [downloads.src]                    # url = "...", or mirror = "NAME" + path = "..."
+    url = "https://example.org/src.tar.gz"
+
+    [git.lib]
+    url = "https://example.org/lib.git"
+    ref = "v1.0"
 
     [args]                             # build args, --build-arg NAME=value
     GREETING = "hello"
@@ -28,11 +45,73 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.errors import RecipeError
+from repro.errors import InputError, RecipeError
+from repro.normalise._settings import NormaliseSettings
+from repro.normalise._settings import parse_settings as parse_normalise_settings
 
 RECIPE_FILE = "recipe.toml"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
+
+
+EPOCH_POLICIES = ("git", "lock")
+RECIPE_BASE_PREFIX = "recipe:"
+
+
+@dataclass(frozen=True)
+class Base:
+    """An image a FROM names: a registry reference with a tag, or another recipe."""
+
+    ref: str  # as written: "host/repo:tag" or "recipe:NAME"
+    line: int | None = None
+
+    @property
+    def recipe(self) -> str | None:
+        if self.ref.startswith(RECIPE_BASE_PREFIX):
+            return self.ref[len(RECIPE_BASE_PREFIX) :]
+        return None
+
+
+@dataclass(frozen=True)
+class PackageSet:
+    """A named set of distribution packages to resolve into a full closure."""
+
+    kind: str  # "apt" or "apk"
+    name: str
+    packages: tuple[str, ...]
+    suites: tuple[str, ...]  # apt: suites; apk: branches (e.g. v3.20)
+    components: tuple[str, ...]  # apt: components; apk: repositories (main, community)
+    architecture: str
+    mirror: str  # a mirror name, or "apt" for the machine's apt sources
+    assume_installed: tuple[str, ...] = ()
+    line: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Download:
+    name: str
+    url: str = ""
+    mirror: str = ""
+    path: str = ""
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class GitInput:
+    name: str
+    url: str
+    ref: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Publish:
+    repository: str = ""  # "" = the repo-wide registry + "/" + the recipe name
+    tags: tuple[str, ...] = ("latest",)
 
 
 @dataclass(frozen=True)
@@ -41,17 +120,41 @@ class Recipe:
     directory: Path
     dockerfile: Path
     context: Path
-    source_date_epoch: int
+    # The fixed epoch; None when the policy is "git" or "lock" (the lock holds it).
+    source_date_epoch: int | None
     description: str = ""
     target: str = ""
     platforms: tuple[str, ...] = ()
     network: str = "default"
     args: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    epoch_policy: str = "fixed"  # "fixed", "git" or "lock"
+    bases: tuple[Base, ...] = ()
+    packages: tuple[PackageSet, ...] = ()
+    downloads: tuple[Download, ...] = ()
+    git: tuple[GitInput, ...] = ()
+    publish: Publish = field(default_factory=Publish)
+    normalise: NormaliseSettings = field(default_factory=NormaliseSettings)
 
     @property
     def file(self) -> Path:
         return self.directory / RECIPE_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.directory / "repro.lock"
+
+    @property
+    def recipe_bases(self) -> tuple[str, ...]:
+        """Names of the recipes this one builds on (edges of the build graph)."""
+        return tuple(b.recipe for b in self.bases if b.recipe)
+
+    @property
+    def needs_lock(self) -> bool:
+        """Whether anything here is resolved by `repro lock` (then a build needs the lock)."""
+        return bool(
+            self.bases or self.packages or self.downloads or self.git
+        ) or self.epoch_policy != "fixed"
 
 
 def _line_of(text: str, table: str | None, key: str | None) -> int | None:
@@ -174,14 +277,36 @@ def load_recipe(directory: Path) -> Recipe:
     for p in platforms:
         if not isinstance(p, str) or not PLATFORM_RE.match(p):
             raise r.error(f"platform {p!r} must look like os/arch or os/arch/variant", "platforms")
-    epoch = r.take("source_date_epoch", int, what=" (integer seconds since 1970)")
-    if epoch < 0:
-        raise r.error("source_date_epoch must not be negative", "source_date_epoch")
+    epoch_value = r.take(
+        "source_date_epoch", (int, str), what=' (integer seconds since 1970, "git" or "lock")'
+    )
+    epoch: int | None
+    if isinstance(epoch_value, str):
+        if epoch_value not in EPOCH_POLICIES:
+            raise r.error(
+                f'source_date_epoch {epoch_value!r} must be an integer, "git" or "lock"',
+                "source_date_epoch",
+            )
+        epoch, policy = None, epoch_value
+    else:
+        if isinstance(epoch_value, bool):
+            raise r.error(
+                "'source_date_epoch' must be an integer, not a boolean", "source_date_epoch"
+            )
+        if epoch_value < 0:
+            raise r.error("source_date_epoch must not be negative", "source_date_epoch")
+        epoch, policy = epoch_value, "fixed"
     network = r.take("network", str, "default")
     if network not in ("default", "none", "host"):
         raise r.error(f"network {network!r} must be default, none or host", "network")
     args = r.string_table("args")
     labels = r.string_table("labels")
+    bases = _bases(r)
+    packages = _package_sets(r)
+    downloads = _downloads(r)
+    git = _git_inputs(r)
+    publish = _publish(r)
+    normalise = _normalise(r)
     r.finish()
 
     context = _inside(directory, context_rel, "context", r)
@@ -202,7 +327,163 @@ def load_recipe(directory: Path) -> Recipe:
         network=network,
         args=args,
         labels=labels,
+        epoch_policy=policy,
+        bases=bases,
+        packages=packages,
+        downloads=downloads,
+        git=git,
+        publish=publish,
+        normalise=normalise,
     )
+
+
+def _normalise(r: _Reader) -> NormaliseSettings:
+    """The ``[normalise]`` table (see repro.normalise._settings); rules off by default."""
+    table = r.take("normalise", dict, {})
+
+    def error(message: str, key: str | None) -> RecipeError:
+        line = _line_of(r.text, "normalise", key) or _line_of(r.text, "normalise", None)
+        return RecipeError(message, file=str(r.file), line=line)
+
+    return parse_normalise_settings(table, error)
+
+
+def _strings(r: _Reader, key: str, default: list[str] | None = None) -> list[str]:
+    value = r.take(key, list, ... if default is None else default)
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise r.error(f"{key!r} must be a list of non-empty strings", key)
+    return list(value)
+
+
+def _subtable(r: _Reader, key: str) -> dict[str, _Reader]:
+    """The tables under `key` (e.g. [downloads.NAME]), each as its own reader."""
+    table = r.take(key, dict, {})
+    prefix = f"{r.table}.{key}" if r.table else key
+    out: dict[str, _Reader] = {}
+    for name, value in table.items():
+        if not isinstance(value, dict):
+            line = _line_of(r.text, prefix, name)
+            raise RecipeError(f"[{prefix}] {name!r} must be a table", file=str(r.file), line=line)
+        if not NAME_RE.match(name):
+            line = _line_of(r.text, f"{prefix}.{name}", None)
+            raise RecipeError(
+                f"[{prefix}.{name}]: names must be lower-case letters, digits, '.', '_' or '-'",
+                file=str(r.file),
+                line=line,
+            )
+        out[name] = _Reader(value, r.text, r.file, f"{prefix}.{name}")
+    return out
+
+
+def _bases(r: _Reader) -> tuple[Base, ...]:
+    line = _line_of(r.text, None, "bases")
+    out: list[Base] = []
+    for ref in _strings(r, "bases", []):
+        if ref.startswith(RECIPE_BASE_PREFIX):
+            if not NAME_RE.match(ref[len(RECIPE_BASE_PREFIX) :]):
+                raise r.error(f"base {ref!r}: expected recipe:NAME", "bases")
+        else:
+            from repro.registry import parse_reference
+
+            try:
+                parsed = parse_reference(ref)
+            except InputError as exc:
+                raise r.error(f"base {ref!r}: {exc}", "bases") from None
+            if parsed.digest or not parsed.tag:
+                raise r.error(
+                    f"base {ref!r} must name a tag (host/repo:tag); the lock holds the digest",
+                    "bases",
+                )
+        if any(b.ref == ref for b in out):
+            raise r.error(f"base {ref!r} is listed twice", "bases")
+        out.append(Base(ref, line))
+    return tuple(out)
+
+
+def _package_sets(r: _Reader) -> tuple[PackageSet, ...]:
+    kinds = _subtable_of_kinds(r)
+    out: list[PackageSet] = []
+    for kind, sets in kinds.items():
+        for name, s in sets.items():
+            line = _line_of(s.text, s.table, None)
+            names = _strings(s, "packages")
+            if not names:
+                raise s.error("'packages' must name at least one package", "packages")
+            if kind == "apt":
+                suites = [s.take("suite", str)] if "suite" in s.data else _strings(s, "suites")
+                components = _strings(s, "components", ["main"])
+                arch = s.take("architecture", str, "amd64")
+            else:
+                suites = [s.take("branch", str)]
+                components = _strings(s, "repositories", ["main"])
+                arch = s.take("architecture", str, "x86_64")
+            mirror = s.take("mirror", str, "apt" if kind == "apt" else "alpine")
+            assume = _strings(s, "assume_installed", [])
+            s.finish()
+            out.append(
+                PackageSet(
+                    kind=kind,
+                    name=name,
+                    packages=tuple(names),
+                    suites=tuple(suites),
+                    components=tuple(components),
+                    architecture=arch,
+                    mirror=mirror,
+                    assume_installed=tuple(assume),
+                    line=line,
+                )
+            )
+    return tuple(out)
+
+
+def _subtable_of_kinds(r: _Reader) -> dict[str, dict[str, _Reader]]:
+    table = r.take("packages", dict, {})
+    holder = _Reader(table, r.text, r.file, "packages")
+    out = {kind: _subtable(holder, kind) for kind in ("apt", "apk")}
+    holder.finish()
+    return out
+
+
+def _downloads(r: _Reader) -> tuple[Download, ...]:
+    out = []
+    for name, d in _subtable(r, "downloads").items():
+        url = d.take("url", str, "")
+        mirror = d.take("mirror", str, "")
+        path = d.take("path", str, "")
+        if bool(url) == bool(mirror and path):
+            raise d.error(f"[{d.table}] needs either url, or mirror and path")
+        d.finish()
+        out.append(Download(name, url, mirror, path, _line_of(d.text, d.table, None)))
+    return tuple(out)
+
+
+def _git_inputs(r: _Reader) -> tuple[GitInput, ...]:
+    out = []
+    for name, g in _subtable(r, "git").items():
+        url = g.take("url", str)
+        ref = g.take("ref", str)
+        g.finish()
+        out.append(GitInput(name, url, ref, _line_of(g.text, g.table, None)))
+    return tuple(out)
+
+
+def _publish(r: _Reader) -> Publish:
+    table = r.take("publish", dict, {})
+    p = _Reader(table, r.text, r.file, "publish")
+    repository = p.take("repository", str, "")
+    tags = _strings(p, "tags", ["latest"])
+    p.finish()
+    if repository:
+        from repro.registry import parse_reference
+
+        try:
+            parsed = parse_reference(repository)
+        except InputError as exc:
+            raise p.error(f"repository {repository!r}: {exc}", "repository") from None
+        if parsed.tag or parsed.digest:
+            raise p.error(f"repository {repository!r} must not have a tag or digest", "repository")
+    return Publish(repository, tuple(tags))
 
 
 def _inside(directory: Path, rel: str, key: str, r: _Reader) -> Path:

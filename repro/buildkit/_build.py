@@ -75,6 +75,14 @@ class BuildRequest:
     session_name: str = "repro"
     rewrite_timestamp: bool = True
     extra_frontend_attrs: dict[str, str] = field(default_factory=dict)
+    # Extra attributes for the OCI exporter, e.g. {"compression": "zstd"}.
+    exporter_attrs: dict[str, str] = field(default_factory=dict)
+    # The user's Dockerfile when `dockerfile` is a rendered copy (errors name this one).
+    source_dockerfile: Path | None = None
+    # BuildKit source policy rules, in order: (action, selector, match type, new
+    # identifier), e.g. ("CONVERT", "docker-image://h/r:t", "EXACT", "docker-image://h/r:t@sha256:…")
+    # or ("DENY", "docker-image://*", "WILDCARD", ""). See repro.lock.source_policy.
+    source_policy: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -110,8 +118,25 @@ def solve_request(req: BuildRequest, session_id: str, ref: str) -> pb.SolveReque
     exporter_attrs: dict[str, str] = {}
     if req.rewrite_timestamp:
         exporter_attrs["rewrite-timestamp"] = "true"
+    exporter_attrs.update(req.exporter_attrs)
     entitlements = ["network.host"] if req.network == "host" else []
+    policy = None
+    if req.source_policy:
+        policy = pb.SourcePolicy(
+            version=1,
+            rules=[
+                pb.SourcePolicyRule(
+                    action=pb.SourcePolicyAction.Value(action),
+                    selector=pb.SourcePolicySelector(
+                        identifier=selector, match_type=pb.SourcePolicyMatchType.Value(match)
+                    ),
+                    updates=pb.SourcePolicyUpdate(identifier=update) if update else None,
+                )
+                for action, selector, match, update in req.source_policy
+            ],
+        )
     return pb.SolveRequest(
+        source_policy=policy,
         ref=ref,
         session=session_id,
         frontend="dockerfile.v0",
@@ -363,7 +388,7 @@ def _wait(future: grpc.Future, conn: Connection, req: BuildRequest) -> pb.SolveR
             ) from None
         if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.DEADLINE_EXCEEDED):
             raise BuilderError(describe_rpc_error(exc, conn.address)) from None
-        raise classify_solve_error(details, req.dockerfile) from None
+        raise classify_solve_error(details, req.source_dockerfile or req.dockerfile) from None
 
 
 def _follow_status(

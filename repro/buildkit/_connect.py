@@ -43,6 +43,10 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 0),
+    # BuildKit's errors carry their stack in grpc-status-details-bin (often > 8 KiB):
+    # without room for it the real message is lost behind "Stream removed".
+    ("grpc.max_metadata_size", 1024 * 1024),
+    ("grpc.absolute_max_metadata_size", 1024 * 1024),
 ]
 
 

@@ -10,6 +10,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SourcePolicyAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALLOW: _ClassVar[SourcePolicyAction]
+    DENY: _ClassVar[SourcePolicyAction]
+    CONVERT: _ClassVar[SourcePolicyAction]
+
+class SourcePolicyMatchType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WILDCARD: _ClassVar[SourcePolicyMatchType]
+    EXACT: _ClassVar[SourcePolicyMatchType]
+    REGEX: _ClassVar[SourcePolicyMatchType]
+
 class PacketType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PACKET_STAT: _ClassVar[PacketType]
@@ -17,6 +29,12 @@ class PacketType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PACKET_DATA: _ClassVar[PacketType]
     PACKET_FIN: _ClassVar[PacketType]
     PACKET_ERR: _ClassVar[PacketType]
+ALLOW: SourcePolicyAction
+DENY: SourcePolicyAction
+CONVERT: SourcePolicyAction
+WILDCARD: SourcePolicyMatchType
+EXACT: SourcePolicyMatchType
+REGEX: SourcePolicyMatchType
 PACKET_STAT: PacketType
 PACKET_REQ: PacketType
 PACKET_DATA: PacketType
@@ -68,7 +86,7 @@ class CacheOptions(_message.Message):
     def __init__(self, exports: _Optional[_Iterable[_Union[CacheOptionsEntry, _Mapping]]] = ..., imports: _Optional[_Iterable[_Union[CacheOptionsEntry, _Mapping]]] = ...) -> None: ...
 
 class SolveRequest(_message.Message):
-    __slots__ = ("ref", "exporter_deprecated", "exporter_attrs_deprecated", "session", "frontend", "frontend_attrs", "cache", "entitlements", "internal", "exporters")
+    __slots__ = ("ref", "exporter_deprecated", "exporter_attrs_deprecated", "session", "frontend", "frontend_attrs", "cache", "entitlements", "internal", "source_policy", "exporters")
     class ExporterAttrsDeprecatedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +110,7 @@ class SolveRequest(_message.Message):
     CACHE_FIELD_NUMBER: _ClassVar[int]
     ENTITLEMENTS_FIELD_NUMBER: _ClassVar[int]
     INTERNAL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_POLICY_FIELD_NUMBER: _ClassVar[int]
     EXPORTERS_FIELD_NUMBER: _ClassVar[int]
     ref: str
     exporter_deprecated: str
@@ -102,8 +121,50 @@ class SolveRequest(_message.Message):
     cache: CacheOptions
     entitlements: _containers.RepeatedScalarFieldContainer[str]
     internal: bool
+    source_policy: SourcePolicy
     exporters: _containers.RepeatedCompositeFieldContainer[Exporter]
-    def __init__(self, ref: _Optional[str] = ..., exporter_deprecated: _Optional[str] = ..., exporter_attrs_deprecated: _Optional[_Mapping[str, str]] = ..., session: _Optional[str] = ..., frontend: _Optional[str] = ..., frontend_attrs: _Optional[_Mapping[str, str]] = ..., cache: _Optional[_Union[CacheOptions, _Mapping]] = ..., entitlements: _Optional[_Iterable[str]] = ..., internal: _Optional[bool] = ..., exporters: _Optional[_Iterable[_Union[Exporter, _Mapping]]] = ...) -> None: ...
+    def __init__(self, ref: _Optional[str] = ..., exporter_deprecated: _Optional[str] = ..., exporter_attrs_deprecated: _Optional[_Mapping[str, str]] = ..., session: _Optional[str] = ..., frontend: _Optional[str] = ..., frontend_attrs: _Optional[_Mapping[str, str]] = ..., cache: _Optional[_Union[CacheOptions, _Mapping]] = ..., entitlements: _Optional[_Iterable[str]] = ..., internal: _Optional[bool] = ..., source_policy: _Optional[_Union[SourcePolicy, _Mapping]] = ..., exporters: _Optional[_Iterable[_Union[Exporter, _Mapping]]] = ...) -> None: ...
+
+class SourcePolicy(_message.Message):
+    __slots__ = ("version", "rules")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    rules: _containers.RepeatedCompositeFieldContainer[SourcePolicyRule]
+    def __init__(self, version: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[SourcePolicyRule, _Mapping]]] = ...) -> None: ...
+
+class SourcePolicyRule(_message.Message):
+    __slots__ = ("action", "selector", "updates")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    action: SourcePolicyAction
+    selector: SourcePolicySelector
+    updates: SourcePolicyUpdate
+    def __init__(self, action: _Optional[_Union[SourcePolicyAction, str]] = ..., selector: _Optional[_Union[SourcePolicySelector, _Mapping]] = ..., updates: _Optional[_Union[SourcePolicyUpdate, _Mapping]] = ...) -> None: ...
+
+class SourcePolicySelector(_message.Message):
+    __slots__ = ("identifier", "match_type")
+    IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    MATCH_TYPE_FIELD_NUMBER: _ClassVar[int]
+    identifier: str
+    match_type: SourcePolicyMatchType
+    def __init__(self, identifier: _Optional[str] = ..., match_type: _Optional[_Union[SourcePolicyMatchType, str]] = ...) -> None: ...
+
+class SourcePolicyUpdate(_message.Message):
+    __slots__ = ("identifier", "attrs")
+    class AttrsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
+    ATTRS_FIELD_NUMBER: _ClassVar[int]
+    identifier: str
+    attrs: _containers.ScalarMap[str, str]
+    def __init__(self, identifier: _Optional[str] = ..., attrs: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SolveResponse(_message.Message):
     __slots__ = ("exporter_response",)
