@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from repro.errors import EnvironmentError_, InputError
+from repro.normalise._cache import normalise_layer_cached
 from repro.normalise._layer import (
     LayerOutcome,
     clean_annotations,
     layer_paths,
-    normalise_layer,
 )
 from repro.normalise._rules import Change, ContentRules, NormaliseOptions
 from repro.oci import (
@@ -107,7 +107,7 @@ class _Normaliser:
         with self.lock:
             if key not in self.layers:
                 self.layers[key] = self.pool.submit(
-                    normalise_layer,
+                    normalise_layer_cached,
                     self.src,
                     self.dest,
                     layer,

@@ -1,0 +1,155 @@
+"""A local cache of rewritten layers: (BuildKit's blob, options) -> repro's blob.
+
+BuildKit exports the same layer bytes on every build of a reproducible recipe, cached
+or not, but in its own compression, and re-encoding a layer costs about as much as
+compressing it again (most of a small build's normalisation time). The cache keeps the
+outcome of each rewrite, so the next build of the same layer only hashes the cached
+blob, checks it against its digest, and links it into the output.
+
+The key covers the source blob digest, its diffID, every normalisation option, and a
+hash of the normaliser's own source files, so a change to the code or the options
+can never be answered from an older result. ``REPRO_NORMALISE_CACHE=off`` turns it off;
+``REPRO_CACHE_DIR`` moves it (default ``$XDG_CACHE_HOME/repro`` or ``~/.cache/repro``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from repro.normalise._layer import LayerOutcome, normalise_layer
+from repro.normalise._rules import Change, ContentRules, NormaliseOptions
+from repro.oci import Descriptor, Hasher, OCILayout
+
+_FORMAT = 1
+
+
+def cache_root() -> Path | None:
+    if os.environ.get("REPRO_NORMALISE_CACHE", "").lower() in ("off", "0", "no"):
+        return None
+    base = os.environ.get("REPRO_CACHE_DIR")
+    if base:
+        return Path(base) / "normalised"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "repro" / "normalised"
+
+
+@lru_cache(maxsize=1)
+def _code_fingerprint() -> str:
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in sorted(p.name for p in here.glob("*.py")):
+        h.update(name.encode() + b"\0" + (here / name).read_bytes())
+    return h.hexdigest()
+
+
+def _key(layer: Descriptor, diff_id: str, options: NormaliseOptions) -> str:
+    material = json.dumps(
+        [_FORMAT, _code_fingerprint(), layer.digest, layer.size, diff_id, repr(options)]
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        return
+    tmp = dst.with_name(f".tmp-{os.getpid()}-{dst.name}")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _verified(path: Path, digest: str, size: int) -> bool:
+    hasher = Hasher.for_digest(digest)
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                hasher.update(chunk)
+    except OSError:
+        return False
+    return hasher.size == size and hasher.digest() == digest
+
+
+def _lookup(
+    root: Path, key: str, dest: OCILayout, layer: Descriptor, index: int
+) -> LayerOutcome | None:
+    entry = root / f"{key}.json"
+    try:
+        data: dict[str, Any] = json.loads(entry.read_text())
+        descriptor = Descriptor.from_json(data["descriptor"])
+        blob = root / "blobs" / descriptor.digest.replace(":", "-")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not _verified(blob, descriptor.digest, descriptor.size):
+        entry.unlink(missing_ok=True)
+        return None
+    blob_dir = dest.path / "blobs" / "sha256"
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    _link_or_copy(blob, dest.blob_path(descriptor.digest))
+    changes = [Change(index, c["path"], c["rule"]) for c in data.get("changes", [])]
+    return LayerOutcome(
+        index,
+        layer,
+        descriptor,
+        data["diff_id"],
+        "rewritten",
+        changes,
+        list(data.get("whiteouts", [])),
+    )
+
+
+def _store(root: Path, key: str, dest: OCILayout, outcome: LayerOutcome) -> None:
+    blobs = root / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    digest = outcome.descriptor.digest
+    _link_or_copy(dest.blob_path(digest), blobs / digest.replace(":", "-"))
+    record = {
+        "descriptor": outcome.descriptor.to_json(),
+        "diff_id": outcome.diff_id,
+        "changes": [{"path": c.path, "rule": c.rule} for c in outcome.changes],
+        "whiteouts": outcome.whiteouts,
+    }
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(record, fh)
+    os.replace(tmp, root / f"{key}.json")
+
+
+def normalise_layer_cached(
+    src: OCILayout,
+    dest: OCILayout,
+    layer: Descriptor,
+    diff_id: str,
+    index: int,
+    options: NormaliseOptions,
+    rules: ContentRules,
+    *,
+    keep: bool = False,
+    restore: Descriptor | None = None,
+) -> LayerOutcome:
+    """normalise_layer, answered from the local cache when this exact rewrite was done."""
+    root = cache_root()
+    if keep or root is None:
+        return normalise_layer(
+            src, dest, layer, diff_id, index, options, rules, keep=keep, restore=restore
+        )
+    key = _key(layer, diff_id, options)
+    hit = _lookup(root, key, dest, layer, index)
+    if hit is not None:
+        return hit
+    outcome = normalise_layer(src, dest, layer, diff_id, index, options, rules)
+    if outcome.action == "rewritten":
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            _store(root, key, dest, outcome)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+    return outcome
