@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -350,16 +351,35 @@ class Registry:
         self._tokens: dict[tuple[str, str], _Token] = {}
         self._basic: dict[str, Credentials] = {}
         self._credentials: dict[str, Credentials | None] = {}
-        self._client = httpx.Client(
+        self._client_args: dict[str, object] = dict(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             follow_redirects=True,
             # Blobs must arrive as stored; a transfer encoding would only cost CPU.
             headers={"User-Agent": f"repro/{__version__}", "Accept-Encoding": "identity"},
         )
+        # Made on first use, one for https and one for plain http: loading the CA
+        # bundle for an SSL context costs 0.1-0.2 s, which a build that only talks to a
+        # loopback registry (or to none at all) should not pay.
+        self._clients: dict[bool, httpx.Client] = {}
+        self._clients_lock = threading.Lock()
+
+    def _client_for(self, url: str) -> httpx.Client:
+        https = not url.startswith("http://")
+        with self._clients_lock:
+            client = self._clients.get(https)
+            if client is None:
+                args = dict(self._client_args)
+                if not https:
+                    args["verify"] = False  # never used for http:// URLs; skips the CA bundle
+                client = self._clients[https] = httpx.Client(**args)  # type: ignore[arg-type]
+            return client
 
     def close(self) -> None:
-        self._client.close()
+        with self._clients_lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def __enter__(self) -> Registry:
         return self
@@ -405,7 +425,8 @@ class Registry:
         """Send a request, retrying transport errors, 429 and 5xx with backoff."""
         tries = self._tries if retry else 1
         for attempt in range(1, tries + 1):
-            request = self._client.build_request(
+            client = self._client_for(str(url))
+            request = client.build_request(
                 method,
                 url,
                 headers=headers,
@@ -414,7 +435,7 @@ class Registry:
                 params=params,
             )
             try:
-                response = self._client.send(request, stream=stream)
+                response = client.send(request, stream=stream)
             except httpx.TransportError as e:
                 reason = _describe_transport_error(e)
                 log.debug("%s: %s (try %d of %d)", what, reason, attempt, tries)
