@@ -20,11 +20,13 @@ numbers that matter are the ratios repro / buildx, not the absolute times. Cases
 - ``startup``: ``repro --version`` and ``repro --help`` wall time, with
   ``python -c pass`` on the same interpreter for context. Target: <= 0.3 s.
 
-Each measured build runs as a direct child process (no shell); wall time is taken
-around it and peak RSS comes from ``os.wait4`` of that very process. Tools alternate
-their order between repetitions; medians are reported. Timings are never asserted:
-the exit status is non-zero only when a build fails. ``--quick`` (one repetition, a
-2,000-file + 20 MB context, no heavy case) is CI's smoke run.
+Each measured command runs as the direct child of a small measuring interpreter (no
+shell): wall time is taken around it and peak RSS comes from ``os.wait4`` of that very
+process (see ``_MEASURE`` for why not from this process). Tools alternate their order
+between repetitions; medians are reported. Timings are never asserted: the exit status
+is non-zero only when a build fails. ``--quick`` (one repetition, a 2,000-file + 20 MB
+context, no heavy case) is CI's smoke run. ``--repro-arg '--normalise off'`` passes
+extra arguments to every ``repro build``, to take a feature out of the comparison.
 
 The environment comes from ``scripts/dev-env env`` when BUILDKIT_HOST / DOCKER_HOST /
 REPRO_BASE_IMAGE / REPRO_BUILDX are not already set. Build-cache records that the
