@@ -107,7 +107,13 @@ class H2GrpcConnection:
         )
         self.conn = h2.connection.H2Connection(config=config)
         self._state = threading.Condition()  # guards self.conn and the calls
-        self._write = threading.Lock()  # keeps socket writes in order
+        # All socket writes happen in one writer thread: callers only frame messages
+        # into h2's buffer and wake it, so messages that pile up while it writes go out
+        # together in one sendall instead of one system call (and lock hand-off) each.
+        self._pending = threading.Event()
+        self._writer = threading.Thread(
+            target=self._write_loop, name="repro-h2-writer", daemon=True
+        )
         self._calls: dict[int, _Call] = {}
         self._closed = False
 
@@ -125,14 +131,18 @@ class H2GrpcConnection:
                     }
                 )
                 self.conn.increment_flow_control_window(RECEIVE_WINDOW)
+            self._writer.start()
             self._flush()
+            buffer = bytearray(256 * 1024)
+            view = memoryview(buffer)
             data = self._initial
             while True:
                 if data:
                     self._receive(data)
-                data = self.sock.recv(1 << 20)
-                if not data:
+                n = self.sock.recv_into(buffer)
+                if not n:
                     break
+                data = bytes(view[:n])
         except (OSError, ConnectionClosed, h2.exceptions.ProtocolError):
             pass
         finally:
@@ -147,6 +157,7 @@ class H2GrpcConnection:
                 call.closed = True
                 call.inbox.put(None)
             self._state.notify_all()
+        self._pending.set()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -154,14 +165,23 @@ class H2GrpcConnection:
         self.sock.close()
 
     def _flush(self) -> None:
-        with self._write:
-            with self._state:
-                out = self.conn.data_to_send()
-            if out:
-                try:
+        """Ask the writer thread to send what h2 has buffered."""
+        self._pending.set()
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                self._pending.wait()
+                self._pending.clear()
+                with self._state:
+                    out = self.conn.data_to_send()
+                    closed = self._closed
+                if out:
                     self.sock.sendall(out)
-                except OSError as exc:
-                    raise ConnectionClosed(str(exc)) from None
+                if closed:
+                    return
+        except OSError:
+            self.close()
 
     # -- incoming ------------------------------------------------------------------
 
