@@ -123,13 +123,20 @@ class H2GrpcConnection:
         """Read and dispatch until the connection ends (call in a thread)."""
         try:
             with self._state:
-                self.conn.initiate_connection()
-                self.conn.update_settings(
-                    {
+                # Our settings go in the very first SETTINGS frame and count from the
+                # start: h2 applies a changed max frame size only from the next
+                # receive_data call after the peer's ACK, so a later update_settings
+                # fails when the ACK and a larger frame arrive in one read.
+                self.conn.local_settings = h2.settings.Settings(
+                    client=False,
+                    initial_values={
                         h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
                         h2.settings.SettingCodes.MAX_FRAME_SIZE: 1 << 20,
-                    }
+                        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000,
+                    },
                 )
+                self.conn.max_inbound_frame_size = 1 << 20
+                self.conn.initiate_connection()
                 self.conn.increment_flow_control_window(RECEIVE_WINDOW)
             self._writer.start()
             self._flush()
