@@ -362,21 +362,24 @@ def test_same_digest_as_buildx(tmp_path: Path, buildx: list[str]) -> None:
         assert index["manifests"][0]["digest"] == ours["digest"], name
 
 
-def test_ctrl_c_cancels_and_leaves_nothing(tmp_path: Path, base_image: str) -> None:
-    d = recipe(tmp_path, f"FROM {base_image}\nRUN echo started-long-step && sleep 60\n")
-    out = tmp_path / "o"
+def start_long_build(
+    recipe_dir: Path, out: Path, *extra: str
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start `repro build` of a recipe whose RUN prints a marker and then sleeps;
+    return once the marker is in the output (or after 60 s), with the lines seen."""
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "repro",
             "build",
-            str(d),
+            str(recipe_dir),
             "-o",
             f"oci:{out}",
             "--no-cache",
             "--progress",
             "plain",
+            *extra,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -390,6 +393,13 @@ def test_ctrl_c_cancels_and_leaves_nothing(tmp_path: Path, base_image: str) -> N
         seen.append(line)
         if "started-long-step" in line or time.monotonic() > deadline:
             break
+    return proc, seen
+
+
+def test_ctrl_c_cancels_and_leaves_nothing(tmp_path: Path, base_image: str) -> None:
+    d = recipe(tmp_path, f"FROM {base_image}\nRUN echo started-long-step && sleep 60\n")
+    out = tmp_path / "o"
+    proc, seen = start_long_build(d, out)
     proc.send_signal(signal.SIGINT)
     t0 = time.monotonic()
     _, err = proc.communicate(timeout=30)
@@ -441,31 +451,7 @@ def test_daemon_dying_mid_build_fails_fast(tmp_path: Path, base_image: str) -> N
     proxy = _Proxy(docker[len("unix://") :], str(tmp_path / "d.sock"))
     d = recipe(tmp_path, f"FROM {base_image}\nRUN echo started-long-step && sleep 60\n")
     out = tmp_path / "o"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "repro",
-            "build",
-            str(d),
-            "-o",
-            f"oci:{out}",
-            "--no-cache",
-            "--progress",
-            "plain",
-            "--builder",
-            f"docker://unix://{tmp_path / 'd.sock'}",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 60
-    for line in proc.stderr:
-        if "started-long-step" in line or time.monotonic() > deadline:
-            break
+    proc, _ = start_long_build(d, out, "--builder", f"docker://unix://{tmp_path / 'd.sock'}")
     proxy.kill()
     t0 = time.monotonic()
     _, err = proc.communicate(timeout=30)
