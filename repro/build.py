@@ -7,7 +7,6 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -134,6 +133,10 @@ def build_recipe(
     from repro.buildkit._progress import Progress
 
     out = Output.parse(output or default_output(recipe))
+    from repro import oci
+
+    # Refused before anything is built: a sink replaces only an earlier output.
+    oci.check_output_target(out.kind, out.path)
     # The lock makes the pins binding (repro.lock.apply_lock): a stale or missing lock
     # is refused, bases are rewritten to their locked digests in a rendered
     # Dockerfile, closures/checksums/commits arrive as build args.
@@ -225,9 +228,9 @@ def _tee(
 
 
 def _normalise_staging(dest: Path) -> Path:
-    parent = dest.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.raw-", dir=parent))
+    from repro import oci
+
+    return oci.staging_dir_beside(dest, "raw")
 
 
 def normalise_output(
@@ -273,5 +276,6 @@ def normalise_output(
     if out.kind == "oci":
         return normalise_layout(layout, out.path, options, replace=True)
     result = normalise_layout(layout, raw.parent / "normalised", options)
+    oci.check_output_target(out.kind, out.path)
     oci.write_oci_archive(oci.OCILayout(raw.parent / "normalised"), out.path)
     return result

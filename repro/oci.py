@@ -413,6 +413,127 @@ def _copy_hashed(src: Readable, dst: IO[bytes], hasher: Hasher) -> None:
         dst.write(chunk)
 
 
+# --- outputs: what a sink may replace ----------------------------------------------
+
+
+_LAYOUT_ENTRIES = frozenset({"oci-layout", "index.json", "blobs"})
+
+
+def check_output_target(kind: str, path: str | os.PathLike[str]) -> None:
+    """Refuse to write an output of `kind` ("oci" or "oci-archive") at `path` unless
+    nothing is there, or what is there is an earlier output of the same kind.
+
+    A layout directory may replace an empty directory or an OCI layout (only
+    `oci-layout`, `index.json` and `blobs/<algorithm>/<hex>`); an archive may replace
+    an empty file or a tar holding `oci-layout` and `index.json`. Anything else is the
+    user's and is refused with one line (InputError), never renamed or deleted.
+    """
+    target = Path(path)
+    where = f"{kind}:{target}"
+    here = Path.cwd().resolve()
+    try:
+        resolved = target.resolve()
+    except (OSError, RuntimeError) as e:
+        raise InputError(f"--output {where}: cannot resolve the path ({e})") from None
+    if resolved == here or resolved in here.parents or resolved == Path(resolved.anchor):
+        raise InputError(f"--output {where}: that is the current directory or one above it")
+    if target.is_symlink():
+        raise InputError(f"--output {where}: is a symbolic link; give the real path")
+    if not target.exists():
+        parent = target.absolute().parent
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"--output {where}: {parent} is not a directory")
+        return
+    if kind == "oci":
+        if not target.is_dir():
+            raise InputError(
+                f"--output {where}: exists and is not a directory; remove it or choose another"
+            )
+        if not _is_oci_layout_dir(target):
+            raise InputError(
+                f"--output {where}: exists and is not an OCI layout that repro wrote "
+                "(it would be replaced); remove it or choose another"
+            )
+        return
+    if not target.is_file():
+        raise InputError(f"--output {where}: exists and is not a regular file")
+    if target.stat().st_size and not _is_oci_archive_file(target):
+        raise InputError(
+            f"--output {where}: exists and is not an OCI archive (it would be replaced); "
+            "remove it or choose another"
+        )
+
+
+def _is_oci_layout_dir(path: Path) -> bool:
+    try:
+        names = {p.name for p in path.iterdir()}
+        if not names:
+            return True
+        if not names <= _LAYOUT_ENTRIES or not (path / OCI_LAYOUT_FILE).is_file():
+            return False
+        blobs = path / BLOBS_DIR
+        if not blobs.exists():
+            return True
+        if blobs.is_symlink() or not blobs.is_dir():
+            return False
+        for algorithm in blobs.iterdir():
+            if algorithm.is_symlink() or not algorithm.is_dir():
+                return False
+            for blob in algorithm.iterdir():
+                name = blob.name
+                if blob.is_symlink() or not blob.is_file() or not name.isalnum():
+                    return False
+        return True
+    except OSError:
+        return False
+
+
+def _is_oci_archive_file(path: Path) -> bool:
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            names = {m.name.removeprefix("./") for m in tar}
+    except (OSError, tarfile.TarError):
+        return False
+    return {OCI_LAYOUT_FILE, INDEX_FILE} <= names
+
+
+def replace_output(kind: str, staged: Path, dest: Path) -> None:
+    """Move a finished output from `staged` (beside `dest`) to `dest`, atomically for
+    an archive and with one rename each way for a layout; what `dest` held must pass
+    `check_output_target` (checked again here: it may have changed since). The new
+    output keeps the permissions of the one it replaces."""
+    check_output_target(kind, dest)
+    try:
+        if dest.exists():
+            os.chmod(staged, dest.stat().st_mode & 0o7777)
+        if kind == "oci-archive":
+            os.replace(staged, dest)
+            return
+        if not dest.exists():
+            os.rename(staged, dest)
+            return
+        old = staged.with_name(staged.name + "-old")
+        os.rename(dest, old)
+        try:
+            os.rename(staged, dest)
+        except OSError:
+            os.rename(old, dest)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise EnvironmentError_(f"cannot write {kind}:{dest}: {e.strerror or e}") from None
+
+
+def staging_dir_beside(dest: Path, tag: str) -> Path:
+    """A new temporary directory next to `dest` (same file system, so renames work)."""
+    parent = dest.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{tag}-", dir=parent))
+    except OSError as e:
+        raise InputError(f"cannot write next to {dest}: {e.strerror or e}") from None
+
+
 # --- image layouts -----------------------------------------------------------
 
 
@@ -937,8 +1058,12 @@ def write_oci_archive(layout: OCILayout, dest_file: str | os.PathLike[str]) -> N
         algorithm, hex_part = parse_digest(blob.digest)
         entries[f"{BLOBS_DIR}/{algorithm}"] = ("dir", None)
         entries[f"{BLOBS_DIR}/{algorithm}/{hex_part}"] = ("blob", blob)
+    try:
+        mode = Path(dest_file).stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o644
     with (
-        atomic_writer(dest_file) as out,
+        atomic_writer(dest_file, mode) as out,
         tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar,
     ):
         for name in sorted(entries):

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -152,10 +150,11 @@ class _ExportWriter:
     """Receives the exporter's tarball and stages it next to its destination."""
 
     def __init__(self, output: Output):
+        from repro import oci
+
         self.output = output
-        parent = output.path.absolute().parent
-        parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{output.path.name}.", dir=parent))
+        oci.check_output_target(output.kind, output.path)
+        self.staging = oci.staging_dir_beside(output.path, "export")
         self.received = False
         self.bytes = 0
 
@@ -190,18 +189,10 @@ class _ExportWriter:
         """Move the staged export into place atomically."""
         if not self.received:
             raise BuilderError("BuildKit finished without sending the image export")
-        dest = self.output.path
+        from repro import oci
+
         src = self.staging / ("image.tar" if self.output.kind == "oci-archive" else "layout")
-        if self.output.kind == "oci-archive":
-            os.replace(src, dest)
-        else:
-            old = None
-            if dest.exists() or dest.is_symlink():
-                if not dest.is_dir() or dest.is_symlink():
-                    raise InputError(f"output {dest} exists and is not a directory")
-                old = self.staging / "old"
-                os.rename(dest, old)
-            os.rename(src, dest)
+        oci.replace_output(self.output.kind, src, self.output.path)
         self.discard()
 
     def discard(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from repro import oci
 from repro.diff._tree import Cause, Difference, DiffReport
+from repro.errors import InputError
 
 TEXT_DIFF_LINES = 30
 
@@ -212,7 +213,13 @@ def html_report(report: DiffReport) -> str:
 
 def write_report_dir(report: DiffReport, directory: Path, title: str = "") -> list[Path]:
     """report.html, report.json, summary.txt and summary.md, written atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"--report-dir {directory}: exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = e.strerror or e
+        raise InputError(f"--report-dir {directory}: cannot create it ({reason})") from None
     files = {
         "report.html": html_report(report),
         "report.json": to_json(report) + "\n",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import threading
 import time
 import zlib
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.errors import EnvironmentError_, InputError
+from repro.errors import InputError
 from repro.normalise._cache import normalise_layer_cached
 from repro.normalise._layer import (
     LayerOutcome,
@@ -37,10 +36,13 @@ from repro.oci import (
     Descriptor,
     OCILayout,
     canonical_json,
+    check_output_target,
     manifest_children,
     read_config,
     read_manifest,
+    replace_output,
     short_digest,
+    staging_dir_beside,
 )
 
 # Config labels that say which builder made an image rather than what it is.
@@ -251,15 +253,6 @@ class _Normaliser:
         return self._write_json(new_manifest, descriptor)
 
 
-def _staging_dir(dest: Path) -> Path:
-    parent = dest.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.normalise-", dir=parent))
-    except OSError as e:
-        raise EnvironmentError_(f"cannot write next to {dest}: {e.strerror}") from e
-
-
 def normalise_layout(
     src: str | os.PathLike[str] | OCILayout,
     dest: str | os.PathLike[str],
@@ -270,7 +263,8 @@ def normalise_layout(
 ) -> NormaliseResult:
     """Write the normalised form of the layout `src` as a new layout at `dest`.
 
-    `dest` must not exist (or, with `replace`, is replaced atomically at the end).
+    `dest` must not exist (or, with `replace`, may be an earlier OCI layout, which is
+    replaced at the end; anything else there is refused, see `check_output_target`).
     Layers are normalised on up to `jobs` threads (default: one per CPU); zlib,
     zstd and hashing release the GIL, so they run in parallel.
     """
@@ -278,9 +272,11 @@ def normalise_layout(
     source = src if isinstance(src, OCILayout) else OCILayout(src)
     source.check_layout_file()
     target = Path(dest)
-    if target.exists() and not replace:
-        raise InputError(f"output {target} already exists")
-    staging = _staging_dir(target)
+    if target.exists() or target.is_symlink():
+        if not replace:
+            raise InputError(f"output {target} already exists")
+        check_output_target("oci", target)
+    staging = staging_dir_beside(target, "normalise")
     ok = False
     try:
         out = OCILayout.create(staging)
@@ -297,13 +293,7 @@ def normalise_layout(
         out.write_index(
             new_entries, worker.annotations(annotations) if isinstance(annotations, dict) else None
         )
-        if target.exists():
-            old = staging.with_name(staging.name + "-old")
-            os.rename(target, old)
-            os.rename(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, target)
+        replace_output("oci", staging, target)
         ok = True
     finally:
         if not ok:
