@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from repro.packages._common import Closure, Pin, ResolveError
+from repro.packages.installed import InstalledPackage
 
 # --- versions ------------------------------------------------------------------
 
@@ -315,13 +316,33 @@ class _Resolver:
         assume_installed: Iterable[str],
         assume_essential: bool,
         label: str,
+        installed: Mapping[str, InstalledPackage] | None = None,
     ) -> None:
         self.index = index
         self.label = label
         self.chosen: dict[str, DebPackage] = {}
         self.provided: dict[str, list[tuple[DebPackage, str]]] = {}
         self.assumed = set(assume_installed)
-        self.assume_essential = assume_essential
+        # With the base's package database, nothing is assumed by priority: what the
+        # base has (at the version it has) is what satisfies a dependency.
+        self.assume_essential = assume_essential and installed is None
+        arch = index.architecture
+        self.installed = {
+            n: p for n, p in (installed or {}).items() if p.architecture in (arch, "all", "")
+        }
+        self.installed_provides: dict[str, list[tuple[InstalledPackage, str]]] = {}
+        self.installed_breaks: list[tuple[InstalledPackage, Relation]] = []
+        for pkg in self.installed.values():
+            for group in parse_relations(pkg.provides, arch):
+                for rel in group:
+                    self.installed_provides.setdefault(rel.name, []).append((pkg, rel.version))
+            for group in parse_relations(pkg.breaks, arch):
+                self.installed_breaks.extend((pkg, rel) for rel in group)
+        self.upgrades: dict[str, str] = {}  # name -> the base's version it replaces
+
+    def kept(self, name: str) -> InstalledPackage | None:
+        """The base's package `name`, if installed and not replaced by a choice."""
+        return None if name in self.chosen else self.installed.get(name)
 
     def is_assumed(self, name: str) -> bool:
         if name in self.assumed:
@@ -341,16 +362,29 @@ class _Resolver:
         for _provider, pv in self.provided.get(rel.name, []):
             if not rel.op or (pv and satisfies(pv, rel.op, rel.version)):
                 return True
+        have = self.kept(rel.name)
+        if have is not None and (not rel.op or satisfies(have.version, rel.op, rel.version)):
+            return True
+        for provider, pv in self.installed_provides.get(rel.name, []):
+            if provider.name in self.chosen:
+                continue
+            if not rel.op or (pv and satisfies(pv, rel.op, rel.version)):
+                return True
         return False
 
     def candidate(self, rel: Relation) -> DebPackage | None:
         """The package to choose for `rel`, or None if nothing can satisfy it."""
         if rel.name in self.chosen:
             return None  # chosen at a version that does not satisfy rel
+        have = self.kept(rel.name)
         for pkg in self.index.versions(rel.name):
             ok = not rel.op or satisfies(pkg.version, rel.op, rel.version)
+            if have is not None and compare_versions(pkg.version, have.version) <= 0:
+                ok = False  # apt upgrades what the base has; it never downgrades silently
             if ok and not self.conflicts_with_chosen(pkg):
                 return pkg
+        if have is not None:
+            return None
         providers = [
             (pkg, pv)
             for pkg, pv in self.index.providers(rel.name)
@@ -392,13 +426,51 @@ class _Resolver:
                             continue
                         if not rel.op or satisfies(pkg.version, rel.op, rel.version):
                             return f"{_pv(other)} {kind.lower()} with {_pv(pkg)}"
+        if self.installed:
+            for kind in ("Conflicts", "Breaks"):
+                for group in parse_relations(pkg.get(kind), arch):
+                    for rel in group:
+                        have = self.kept(rel.name)
+                        if have is None or have.name == pkg.name:
+                            continue
+                        if not rel.op or satisfies(have.version, rel.op, rel.version):
+                            return (
+                                f"{_pv(pkg)} {kind.lower()} with {have.name} {have.version} "
+                                "in the base"
+                            )
+            for have, rel in self.installed_breaks:
+                if rel.name != pkg.name or have.name in self.chosen or have.name == pkg.name:
+                    continue
+                if not rel.op or satisfies(pkg.version, rel.op, rel.version):
+                    return f"{have.name} {have.version} in the base breaks {_pv(pkg)}"
         return ""
 
-    def choose(self, pkg: DebPackage) -> None:
+    def choose(self, pkg: DebPackage) -> list[tuple[list[list[Relation]], str]]:
+        """Choose `pkg`; for an upgrade of the base's package, the base's packages that
+        the new version leaves unsatisfied, each as (relation to upgrade it, why)."""
+        replaced = self.installed.get(pkg.name)
         self.chosen[pkg.name] = pkg
         for group in parse_relations(pkg.get("Provides"), self.index.architecture):
             for rel in group:
                 self.provided.setdefault(rel.name, []).append((pkg, rel.version))
+        if replaced is None:
+            return []
+        self.upgrades[pkg.name] = replaced.version
+        broken: list[tuple[list[list[Relation]], str]] = []
+        arch = self.index.architecture
+        for other in self.installed.values():
+            if other.name in self.chosen or pkg.name not in other.depends:
+                continue
+            for group in parse_relations(other.depends, arch):
+                if any(rel.name == pkg.name for rel in group) and not any(
+                    self.satisfied(rel) for rel in group
+                ):
+                    why = f"{other.name} {other.version} (in the base) needs " + " | ".join(
+                        str(r) for r in group
+                    )
+                    broken.append(([[Relation(other.name, ">>", other.version)]], why))
+                    break
+        return broken
 
     def missing(self, rel: Relation, chain: list[str]) -> ResolveError:
         where = f"{self.label}: " if self.label else ""
@@ -407,6 +479,22 @@ class _Resolver:
             have = self.chosen[rel.name]
             return ResolveError(
                 f"{where}unsatisfiable: {path}, but {have.name} {have.version} is already chosen"
+            )
+        base = self.kept(rel.name)
+        if base is not None:
+            known = [p.version for p in self.index.versions(rel.name)]
+            fitting = [v for v in known if not rel.op or satisfies(v, rel.op, rel.version)]
+            if fitting:
+                return ResolveError(
+                    f"{where}would downgrade the base: {path}, but the base has "
+                    f"{base.name} {base.version} and the suites offer only {fitting[0]}"
+                    " (add the suite the base's version comes from, such as "
+                    "<release>-updates or <release>-security, or lock against an older base)"
+                )
+            offered = ", ".join(known[:3]) or "none"
+            return ResolveError(
+                f"{where}unsatisfiable: {path}, but the base has {base.name} {base.version} "
+                f"(the suites offer {offered})"
             )
         if self.index.versions(rel.name) or self.index.providers(rel.name):
             versions = ", ".join(p.version for p in self.index.versions(rel.name)[:3])
@@ -449,7 +537,8 @@ class _Resolver:
                     raise ResolveError(
                         f"{where}conflict: {conflict} (via {_fmt_chain([*chain, pkg.name])})"
                     )
-                self.choose(pkg)
+                for broken, why in self.choose(pkg):
+                    queue.append((broken, [*chain, pkg.name, why]))
                 deps = parse_relations(
                     ", ".join(x for x in (pkg.get("Pre-Depends"), pkg.get("Depends")) if x),
                     self.index.architecture,
@@ -476,9 +565,19 @@ def resolve(
     assume_installed: Iterable[str] = (),
     assume_essential: bool = True,
     label: str = "",
+    installed: Mapping[str, InstalledPackage] | None = None,
 ) -> Closure:
-    """The full dependency closure of `requested` (names, ``name=version`` or relations)."""
-    chosen = _Resolver(index, assume_installed, assume_essential, label).resolve(requested)
+    """The full dependency closure of `requested` (names, ``name=version`` or relations).
+
+    With `installed` (the base image's package database), what the base has at a
+    version that satisfies a dependency is not pinned again; a dependency the base's
+    version does not satisfy upgrades it (and the base's packages that the upgrade
+    leaves unsatisfied), and one that would need a downgrade is an error naming the
+    chain and both versions, as apt would refuse it.
+    """
+    chosen = _Resolver(index, assume_installed, assume_essential, label, installed).resolve(
+        requested
+    )
     return Closure([p.pin() for p in chosen])
 
 
