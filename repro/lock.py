@@ -52,7 +52,7 @@ def _sha(data: Any) -> str:
 
 
 def _package_spec(s: PackageSet) -> dict[str, Any]:
-    return {
+    spec: dict[str, Any] = {
         "packages": list(s.packages),
         "suites": list(s.suites),
         "components": list(s.components),
@@ -60,6 +60,82 @@ def _package_spec(s: PackageSet) -> dict[str, Any]:
         "mirror": s.mirror,
         "assume_installed": list(s.assume_installed),
     }
+    # Only when given, so that locks made before these keys existed stay current.
+    if s.release:
+        spec["release"] = s.release
+    if s.base:
+        spec["base"] = s.base
+    return spec
+
+
+# Debian and Alpine architecture names -> OCI platforms.
+_ARCH_PLATFORMS = {
+    "amd64": "linux/amd64",
+    "x86_64": "linux/amd64",
+    "arm64": "linux/arm64",
+    "aarch64": "linux/arm64",
+    "armhf": "linux/arm/v7",
+    "armv7": "linux/arm/v7",
+    "armel": "linux/arm/v5",
+    "i386": "linux/386",
+    "x86": "linux/386",
+    "ppc64el": "linux/ppc64le",
+    "ppc64le": "linux/ppc64le",
+    "s390x": "linux/s390x",
+    "riscv64": "linux/riscv64",
+}
+
+
+def package_set_base(recipe: Recipe, s: PackageSet) -> str:
+    """The declared base a package set installs on ("" when the recipe has none)."""
+    if s.base:
+        return s.base
+    if len(recipe.bases) == 1:
+        return recipe.bases[0].ref
+    if not recipe.bases:
+        return ""
+    raise RecipeError(
+        f"package set {s.kind}.{s.name}: the recipe has {len(recipe.bases)} bases; say which "
+        'one the packages are installed on with base = "…"',
+        file=str(recipe.file),
+        line=s.line,
+    )
+
+
+def base_platform_digest(entry: Mapping[str, Any], architecture: str) -> tuple[str, str]:
+    """(platform, manifest digest) of a locked base for a package architecture."""
+    want = _ARCH_PLATFORMS.get(architecture, f"linux/{architecture}")
+    for platform, digest in sorted(entry.get("platforms", {}).items()):
+        if _platform_match(platform, want):
+            return platform, str(digest)
+    return want, ""
+
+
+def release_suites(s: PackageSet, repo: RepoConfig, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The suites of a package set: as declared, or those of its release that the
+    machine's apt sources configure (release, -updates, -security; never -backports)."""
+    if not s.release:
+        return s.suites
+    from repro.config import machine_apt_sources
+
+    configured = "REPRO_MIRROR_" + s.mirror.upper() in environ or s.mirror in repo.mirrors
+    if s.mirror == "apt" and not configured:
+        found: list[str] = []
+        for source in machine_apt_sources():
+            if all(c in source.components for c in s.components):
+                for suite in source.suites:
+                    if (suite == s.release or suite.startswith(s.release + "-")) and (
+                        not suite.endswith("-backports") and suite not in found
+                    ):
+                        found.append(suite)
+        if s.release not in found:
+            raise InputError(
+                f"package set {s.kind}.{s.name}: no apt source of this machine serves "
+                f"{s.release} {' '.join(s.components)}"
+            )
+        order = {s.release: 0, f"{s.release}-updates": 1, f"{s.release}-security": 2}
+        return tuple(sorted(found, key=lambda x: (order.get(x, 3), x)))
+    return (s.release, f"{s.release}-updates")
 
 
 def _download_spec(d: Download) -> dict[str, Any]:
@@ -227,33 +303,75 @@ class Resolver:
 
     # packages
 
-    def resolve_packages(self, s: PackageSet) -> dict[str, Any]:
+    def installed_db(self, s: PackageSet, ref: str, entry: Mapping[str, Any]) -> Any:
+        """The package database of the base `ref` (locked as `entry`) for the set's
+        architecture: (platform, manifest digest, InstalledDb or None)."""
+        from repro.packages.installed import from_registry
+
+        platform, manifest = base_platform_digest(entry, s.architecture)
+        if not manifest:
+            raise InputError(
+                f"package set {s.kind}.{s.name}: base {ref} has no image for {platform} "
+                f"(architecture {s.architecture})"
+            )
+        image = entry.get("image") or _image_name(ref)
+        db = from_registry(self.client(), image, manifest)
+        return platform, manifest, db
+
+    def resolve_packages(
+        self, s: PackageSet, base: str = "", base_entry: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         label = f"{s.kind}:{s.name}"
+        result: dict[str, Any] = {"spec": _sha(_package_spec(s))}
+        installed = None
+        if base and base_entry is not None:
+            _platform, manifest, db = self.installed_db(s, base, base_entry)
+            want = "dpkg" if s.kind == "apt" else "apk"
+            if db is None or db.kind != want:
+                if not s.assume_installed:
+                    where = "var/lib/dpkg/status" if want == "dpkg" else "lib/apk/db/installed"
+                    raise InputError(
+                        f"package set {s.kind}.{s.name}: base {base} has no {want} package "
+                        f"database ({where}); set assume_installed to resolve without it"
+                    )
+            else:
+                installed = db.packages
+                result["base"] = base
+                result["base_manifest"] = manifest
+                result["base_db"] = db.layer
         if s.kind == "apt":
             from repro.packages.deb import resolve
-            from repro.packages.fetch import load_deb_index
+            from repro.packages.download import mirrors_for_suites
+            from repro.packages.fetch import load_deb_index_from
 
-            mirror = mirror_url(
-                s.mirror,
-                suite=s.suites[0],
-                components=s.components,
-                repo=self.repo,
-                environ=self.environ,
+            suites = release_suites(s, self.repo, self.environ)
+            mirrors = mirrors_for_suites(
+                s.mirror, suites, s.components, repo=self.repo, environ=self.environ
             )
-            index = load_deb_index(mirror, s.suites, s.components, s.architecture)
-            closure = resolve(index, s.packages, assume_installed=s.assume_installed, label=label)
+            index = load_deb_index_from(mirrors, s.components, s.architecture)
+            closure = resolve(
+                index,
+                s.packages,
+                assume_installed=s.assume_installed,
+                label=label,
+                installed=installed,
+            )
+            if s.release:
+                result["suites"] = list(suites)
         else:
             from repro.packages.apk import load_apk_index, resolve_apk
 
             mirror = mirror_url(s.mirror, repo=self.repo, environ=self.environ)
             apk_index = load_apk_index(mirror, s.suites[0], s.components, s.architecture)
-            closure = resolve_apk(
-                apk_index, s.packages, assume_installed=s.assume_installed, label=label
-            )
-        return {
-            "spec": _sha(_package_spec(s)),
-            "package": [p.to_toml() for p in closure.sorted()],
-        }
+            assumed = list(s.assume_installed)
+            if installed is not None:
+                # apk: what the base has (and provides) satisfies a dependency by name.
+                for pkg in installed.values():
+                    assumed.append(pkg.name)
+                    assumed += [p.split("=")[0] for p in pkg.provides.split()]
+            closure = resolve_apk(apk_index, s.packages, assume_installed=assumed, label=label)
+        result["package"] = [p.to_toml() for p in closure.sorted()]
+        return result
 
     # downloads and git
 
@@ -334,12 +452,34 @@ def download_url(d: Download, repo: RepoConfig, environ: Mapping[str, str] | Non
     return mirror_url(d.mirror, repo=repo, environ=environ) + "/" + d.path.lstrip("/")
 
 
+def _image_name(ref: str) -> str:
+    """``host/repo:tag`` or ``host/repo@sha256:…`` -> ``host/repo``."""
+    from repro.registry import parse_reference
+
+    return parse_reference(ref).name
+
+
 def _redact(d: Download) -> str:
     return d.url if d.url else f"mirror {d.mirror}: {d.path}"
 
 
 def _platform_match(have: str, want: str) -> bool:
     return have == want or (want.count("/") == 1 and have.startswith(want + "/"))
+
+
+def _run_tasks(
+    tasks: Sequence[tuple[str, str, Callable[[], dict[str, Any]]]], jobs: int
+) -> dict[tuple[str, str], dict[str, Any]]:
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    if len(tasks) == 1:  # no pool for one resolution (the caller may already run many)
+        section, key, fn = tasks[0]
+        results[(section, key)] = fn()
+    elif tasks:
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(tasks)))) as pool:
+            futures = [(section, key, pool.submit(fn)) for section, key, fn in tasks]
+            for section, key, future in futures:
+                results[(section, key)] = future.result()
+    return results
 
 
 def lock_recipe(
@@ -363,21 +503,42 @@ def lock_recipe(
         "recipe": recipe.name,
         "inputs": inputs_digest(recipe),
     }
-    tasks: list[tuple[str, str, Callable[[], dict[str, Any]]]] = []
     old_bases = old.get("bases", {}) if keep else {}
+    base_tasks: list[tuple[str, str, Callable[[], dict[str, Any]]]] = []
     for base in recipe.bases:
         fresh = base.ref in refresh or (base.recipe and base.recipe in resolver.built)
         if base.ref in old_bases and not fresh:
             continue
-        tasks.append(
+        base_tasks.append(
             ("bases", base.ref, lambda b=base: resolver.resolve_base(b, recipes, recipe.platforms))  # type: ignore[misc]
         )
+    # Bases first: a package set is resolved against its base's package database.
+    results = _run_tasks(base_tasks, jobs)
+    base_entries = {
+        b.ref: results.get(("bases", b.ref), old_bases.get(b.ref)) for b in recipe.bases
+    }
+
+    tasks: list[tuple[str, str, Callable[[], dict[str, Any]]]] = []
     old_sets = old.get("packages", {}) if keep else {}
     for s in recipe.packages:
+        base_ref = package_set_base(recipe, s)
+        base_entry = base_entries.get(base_ref) if base_ref else None
         prev = old_sets.get(s.kind, {}).get(s.name)
         if prev and prev.get("spec") == _sha(_package_spec(s)):
-            continue
-        tasks.append(("packages", s.key, lambda s=s: resolver.resolve_packages(s)))  # type: ignore[misc]
+            moved = (
+                base_entry is not None
+                and "base_manifest" in prev
+                and (base_platform_digest(base_entry, s.architecture)[1] != prev["base_manifest"])
+            )
+            if not moved:
+                continue
+        tasks.append(
+            (
+                "packages",
+                s.key,
+                lambda s=s, r=base_ref, e=base_entry: resolver.resolve_packages(s, r, e),  # type: ignore[misc]
+            )
+        )
     old_downloads = old.get("downloads", {}) if keep else {}
     for d in recipe.downloads:
         prev = old_downloads.get(d.name)
@@ -390,22 +551,13 @@ def lock_recipe(
         if prev and prev.get("spec") == _sha(_git_spec(g)):
             continue
         tasks.append(("git", g.name, lambda g=g: resolver.resolve_git(g)))  # type: ignore[misc]
-
-    results: dict[tuple[str, str], dict[str, Any]] = {}
-    if len(tasks) == 1:  # no pool for one resolution (the caller may already run many)
-        section, key, fn = tasks[0]
-        results[(section, key)] = fn()
-    elif tasks:
-        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(tasks)))) as pool:
-            futures = [(section, key, pool.submit(fn)) for section, key, fn in tasks]
-            for section, key, future in futures:
-                results[(section, key)] = future.result()
+    results.update(_run_tasks(tasks, jobs))
 
     def pick(section: str, key: str, prev: Any) -> Any:
         return results.get((section, key), prev)
 
     if recipe.bases:
-        data["bases"] = {b.ref: pick("bases", b.ref, old_bases.get(b.ref)) for b in recipe.bases}
+        data["bases"] = base_entries
     if recipe.packages:
         packages: dict[str, dict[str, Any]] = {}
         for s in recipe.packages:
@@ -494,6 +646,19 @@ def lock_problem(recipe: Recipe, data: Mapping[str, Any] | None) -> str:
         return f"{recipe.name}: repro.lock is from another version of repro"
     if data.get("inputs") != inputs_digest(recipe):
         return f"{recipe.name}: repro.lock is stale (recipe.toml changed since it was locked)"
+    for s in recipe.packages:
+        entry = data.get("packages", {}).get(s.kind, {}).get(s.name) or {}
+        recorded = entry.get("base_manifest")
+        base = entry.get("base", "")
+        if not recorded or not base:
+            continue
+        base_entry = data.get("bases", {}).get(base)
+        current = base_platform_digest(base_entry, s.architecture)[1] if base_entry else ""
+        if current != recorded:
+            return (
+                f"{recipe.name}: repro.lock is stale (package set {s.kind}.{s.name} was "
+                f"resolved against another image of {base})"
+            )
     return ""
 
 

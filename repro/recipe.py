@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,11 @@ class PackageSet:
     mirror: str  # a mirror name, or "apt" for the machine's apt sources
     assume_installed: tuple[str, ...] = ()
     line: int | None = None
+    # apt: a release ("bookworm") whose suites (bookworm, -updates, -security) are
+    # taken from the machine's apt sources when locking; then `suites` is empty.
+    release: str = ""
+    # The declared base the set is installed on ("" = the recipe's only base).
+    base: str = ""
 
     @property
     def key(self) -> str:
@@ -152,9 +157,10 @@ class Recipe:
     @property
     def needs_lock(self) -> bool:
         """Whether anything here is resolved by `repro lock` (then a build needs the lock)."""
-        return bool(
-            self.bases or self.packages or self.downloads or self.git
-        ) or self.epoch_policy != "fixed"
+        return (
+            bool(self.bases or self.packages or self.downloads or self.git)
+            or self.epoch_policy != "fixed"
+        )
 
 
 def _line_of(text: str, table: str | None, key: str | None) -> int | None:
@@ -302,7 +308,7 @@ def load_recipe(directory: Path) -> Recipe:
     args = r.string_table("args")
     labels = r.string_table("labels")
     bases = _bases(r)
-    packages = _package_sets(r)
+    packages = _package_sets(r, [b.ref for b in bases])
     downloads = _downloads(r)
     git = _git_inputs(r)
     publish = _publish(r)
@@ -401,7 +407,7 @@ def _bases(r: _Reader) -> tuple[Base, ...]:
     return tuple(out)
 
 
-def _package_sets(r: _Reader) -> tuple[PackageSet, ...]:
+def _package_sets(r: _Reader, declared: Sequence[str] = ()) -> tuple[PackageSet, ...]:
     kinds = _subtable_of_kinds(r)
     out: list[PackageSet] = []
     for kind, sets in kinds.items():
@@ -410,8 +416,21 @@ def _package_sets(r: _Reader) -> tuple[PackageSet, ...]:
             names = _strings(s, "packages")
             if not names:
                 raise s.error("'packages' must name at least one package", "packages")
+            release = ""
             if kind == "apt":
-                suites = [s.take("suite", str)] if "suite" in s.data else _strings(s, "suites")
+                given = [k for k in ("suite", "suites", "release") if k in s.data]
+                if len(given) > 1:
+                    raise s.error(f"give one of suite, suites or release, not {given}", given[1])
+                if "release" in s.data:
+                    release, suites = s.take("release", str), []
+                    if not release or "/" in release:
+                        raise s.error(
+                            f"release {release!r} must be a name such as bookworm", "release"
+                        )
+                elif "suite" in s.data:
+                    suites = [s.take("suite", str)]
+                else:
+                    suites = _strings(s, "suites")
                 components = _strings(s, "components", ["main"])
                 arch = s.take("architecture", str, "amd64")
             else:
@@ -420,6 +439,9 @@ def _package_sets(r: _Reader) -> tuple[PackageSet, ...]:
                 arch = s.take("architecture", str, "x86_64")
             mirror = s.take("mirror", str, "apt" if kind == "apt" else "alpine")
             assume = _strings(s, "assume_installed", [])
+            base = s.take("base", str, "")
+            if base and base not in declared:
+                raise s.error(f"base {base!r} is not one of the recipe's bases", "base")
             s.finish()
             out.append(
                 PackageSet(
@@ -432,6 +454,8 @@ def _package_sets(r: _Reader) -> tuple[PackageSet, ...]:
                     mirror=mirror,
                     assume_installed=tuple(assume),
                     line=line,
+                    release=release,
+                    base=base,
                 )
             )
     return tuple(out)

@@ -12,6 +12,7 @@ import hashlib
 import lzma
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -114,6 +115,26 @@ def load_deb_index(
     index = DebIndex(arch)
     with httpx.Client(timeout=120, follow_redirects=True) as client:
         for suite in suites:
+            for component in components:
+                text = fetch_packages_text(client, mirror, suite, component, arch)
+                index.add(text, f"{suite}/{component}")
+    with _LOCK:
+        _PARSED[key] = index
+    return index
+
+
+def load_deb_index_from(
+    mirrors: Mapping[str, str], components: tuple[str, ...], arch: str
+) -> DebIndex:
+    """The merged index of several suites, each from its own mirror (suite -> URL);
+    bookworm-security, for one, usually lives on another path than bookworm."""
+    key = ("multi", *(f"{suite}={url}" for suite, url in mirrors.items()), "|", *components, arch)
+    with _LOCK:
+        if key in _PARSED:
+            return _PARSED[key]
+    index = DebIndex(arch)
+    with httpx.Client(timeout=120, follow_redirects=True) as client:
+        for suite, mirror in mirrors.items():
             for component in components:
                 text = fetch_packages_text(client, mirror, suite, component, arch)
                 index.add(text, f"{suite}/{component}")
