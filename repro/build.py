@@ -81,6 +81,8 @@ class RecipeResult:
     # normalised image's and `raw_digest` is what BuildKit exported.
     raw_digest: str = ""
     normalised: dict[str, Any] | None = None
+    # The image's package database against base + lock (repro.binding), when checked.
+    packages: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +124,7 @@ def build_recipe(
     exporter_attrs: dict[str, str] | None = None,
     built: dict[str, str] | None = None,
     on_status: Callable[[Any], None] | None = None,
+    allow_unpinned: bool = False,
 ) -> RecipeResult:
     """Build one recipe with BuildKit and write its OCI image (normalised unless told not).
 
@@ -164,8 +167,12 @@ def build_recipe(
         exporter_attrs=dict(exporter_attrs or {}),
     )
     staging: Path | None = None
-    if normalise:
-        # BuildKit's export is staged beside the output and normalised into place.
+    from repro.binding import Binding, UnpinnedPackages, _checked_base, check_image
+
+    bind = bool(pinned.lock) and _checked_base(recipe, pinned.lock or {}) is not None
+    if normalise or bind:
+        # BuildKit's export is staged beside the output, checked against the lock
+        # and normalised (or moved) into place.
         check_inputs(request)
         staging = _normalise_staging(out.path)
         request.output = Output("oci", staging / "raw")
@@ -189,7 +196,16 @@ def build_recipe(
                     if report:
                         print(report, file=stream or sys.stderr)
         digest, config_digest, normalised = result.digest, result.config_digest, None
-        if staging is not None:
+        binding = Binding()
+        if staging is not None and bind:
+            binding = check_image(recipe, pinned.lock, staging / "raw")
+            if not binding.ok:
+                if not allow_unpinned:
+                    raise UnpinnedPackages(binding.message(recipe.name))
+                print(f"repro: warning: {binding.message(recipe.name)}", file=stream or sys.stderr)
+        if staging is not None and not normalise:
+            _move_raw(staging / "raw", out)
+        elif staging is not None:
             norm = normalise_output(
                 recipe, staging / "raw", out, request.source_date_epoch, pinned.lock
             )
@@ -210,7 +226,19 @@ def build_recipe(
         builder=str(conn.address),
         builder_version=conn.engine_version,
         source_date_epoch=pinned.source_date_epoch,
+        packages=binding.to_json() if binding.checked else None,
     )
+
+
+def _move_raw(raw: Path, out: Output) -> None:
+    """Put BuildKit's export (a layout, unnormalised) at `out`."""
+    from repro import oci
+
+    if out.kind == "oci":
+        oci.replace_output("oci", raw, out.path)
+    else:
+        oci.check_output_target(out.kind, out.path)
+        oci.write_oci_archive(oci.OCILayout(raw), out.path)
 
 
 def _tee(

@@ -138,6 +138,14 @@ def build(
         ),
     ] = False,
     recipes_dir: RecipesDir = Path("recipes"),
+    allow_unpinned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unpinned",
+            help="Warn instead of failing when the image's package database does not match "
+            "the lock (packages installed that nothing pins, locked packages not installed).",
+        ),
+    ] = False,
     normalise: Annotated[
         str,
         typer.Option(
@@ -190,6 +198,7 @@ def build(
                 else progress,
                 build_args=args,
                 normalise=normalise == "on",
+                allow_unpinned=allow_unpinned,
             )
             if not as_json:
                 typer.echo(
@@ -485,6 +494,14 @@ def verify(
         bool,
         typer.Option("--raw", help="Compare BuildKit's exports as they are, not normalised."),
     ] = False,
+    allow_unpinned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unpinned",
+            help="Warn instead of failing when the image's package database does not match "
+            "the lock (packages installed that nothing pins, locked packages not installed).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
     report_dir: ReportDir = None,
     limit: Annotated[int, typer.Option("--limit", help="Differing paths shown in text.")] = 40,
@@ -522,6 +539,7 @@ def verify(
                 stagger=stagger,
                 keep=keep,
                 raw=raw,
+                allow_unpinned=allow_unpinned,
                 on_step=None if as_json else lambda s: typer.echo(f"repro: {s}", err=True),
             )
             results.append(result)

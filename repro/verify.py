@@ -229,6 +229,7 @@ def _double_build(
     stagger: float,
     progress: str,
     raw: bool = False,
+    allow_unpinned: bool = False,
 ) -> list[Side]:
     sides = []
     recipes = []
@@ -252,6 +253,7 @@ def _double_build(
                 progress=progress,
                 build_args=side.build_args,
                 on_status=on_status,
+                allow_unpinned=allow_unpinned,
                 **extra,
             )
         except BaseException as e:  # re-raised in the calling thread
@@ -303,6 +305,7 @@ def verify_recipe(
     raw: bool = False,
     diff_options: Options | None = None,
     on_step: Callable[[str], None] | None = None,
+    allow_unpinned: bool = False,
 ) -> VerifyResult:
     """Build `recipe` twice, independently, compare, and diff on a mismatch."""
     if not builders or len(builders) > 2:
@@ -316,7 +319,7 @@ def verify_recipe(
                 f"{recipe.name}: two independent builds"
                 + (f", varying {', '.join(vary)}" if vary else "")
             )
-        sides = _double_build(recipe, base, vary, pair, stagger, progress, raw)
+        sides = _double_build(recipe, base, vary, pair, stagger, progress, raw, allow_unpinned)
         r1, r2 = sides[0].result, sides[1].result
         assert r1 is not None and r2 is not None
         report: DiffReport | None = None
@@ -368,6 +371,7 @@ def verify_recipe(
                 progress=progress,
                 raw=raw,
                 diff_options=diff_options,
+                allow_unpinned=allow_unpinned,
             )
             result.bisect[name] = sub.verdict
     result.seconds = time.monotonic() - started
