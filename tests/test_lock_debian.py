@@ -41,7 +41,9 @@ def repro(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     )
 
 
-def push_rootfs(registry: str, tar_path: Path) -> str:
+def push_rootfs(
+    registry: str, tar_path: Path, repo: str = BASE_REPO, tag: str = BASE_TAG
+) -> str:
     raw = tar_path.read_bytes()
     diff_id = oci.sha256_digest(raw)
     layer = gzip.compress(raw, compresslevel=6, mtime=0)
@@ -75,11 +77,11 @@ def push_rootfs(registry: str, tar_path: Path) -> str:
             ],
         }
     )
-    repo = f"{registry}/{BASE_REPO}"
+    target = f"{registry}/{repo}"
     with Registry() as client:
         for blob in (layer, config):
-            client.push_blob(repo, oci.sha256_digest(blob), len(blob), io.BytesIO(blob))
-        return str(client.put_manifest(repo, BASE_TAG, manifest, oci.MEDIA_TYPE_OCI_MANIFEST))
+            client.push_blob(target, oci.sha256_digest(blob), len(blob), io.BytesIO(blob))
+        return str(client.put_manifest(target, tag, manifest, oci.MEDIA_TYPE_OCI_MANIFEST))
 
 
 @pytest.fixture(scope="session")
