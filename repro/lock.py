@@ -963,21 +963,23 @@ def apply_lock(
 
 def vanished_pins(recipe: Recipe, data: Mapping[str, Any], repo: RepoConfig | None = None) -> str:
     """The first locked package no longer in its repository, as a sentence ("" if none)."""
-    from repro.packages.fetch import load_deb_index
+    from repro.packages.download import mirrors_for_suites
+    from repro.packages.fetch import load_deb_index_from
 
     repo = repo or load_repo_config(recipe.directory.parent)
     for s in recipe.packages:
         if s.kind != "apt":
             continue
         entry = data.get("packages", {}).get("apt", {}).get(s.name, {})
-        mirror = mirror_url(s.mirror, suite=s.suites[0], components=s.components, repo=repo)
-        index = load_deb_index(mirror, s.suites, s.components, s.architecture)
+        suites = tuple(entry.get("suites") or release_suites(s, repo, os.environ))
+        mirrors = mirrors_for_suites(s.mirror, suites, s.components, repo=repo)
+        index = load_deb_index_from(mirrors, s.components, s.architecture)
         for pin in entry.get("package", []):
             if not any(p.version == pin["version"] for p in index.packages.get(pin["name"], [])):
-                where = pin.get("origin") or "/".join((s.suites[0], s.components[0]))
+                where = pin.get("origin") or "/".join((suites[0], s.components[0]))
                 return (
                     f"apt:{pin['name']} {pin['version']} is no longer in {where}; "
-                    "run repro lock --update"
+                    "run repro lock --update, or install it from the vault (repro vault push)"
                 )
     return ""
 

@@ -192,3 +192,4 @@ def test_vanished_version_is_reported_as_such(tmp_path: Path, debian_base: str) 
     assert r.returncode == 1, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert "apt:hello 2.10-0.gone is no longer in bookworm/main; run repro lock --update" in last
+    assert "repro vault push" in last
