@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -125,6 +126,7 @@ def build_recipe(
     built: dict[str, str] | None = None,
     on_status: Callable[[Any], None] | None = None,
     allow_unpinned: bool = False,
+    offline: bool = False,
 ) -> RecipeResult:
     """Build one recipe with BuildKit and write its OCI image (normalised unless told not).
 
@@ -168,6 +170,12 @@ def build_recipe(
     )
     staging: Path | None = None
     from repro.binding import Binding, UnpinnedPackages, _checked_base, check_image
+
+    packages_dir = _package_context(recipe, pinned.lock, offline)
+    if packages_dir is not None:
+        from repro.vault import CONTEXT_NAME
+
+        request.named_contexts[CONTEXT_NAME] = packages_dir
 
     bind = bool(pinned.lock) and _checked_base(recipe, pinned.lock or {}) is not None
     if normalise or bind:
@@ -215,6 +223,8 @@ def build_recipe(
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+        if packages_dir is not None:
+            shutil.rmtree(packages_dir, ignore_errors=True)
     return RecipeResult(
         recipe=recipe.name,
         digest=digest,
@@ -228,6 +238,38 @@ def build_recipe(
         source_date_epoch=pinned.source_date_epoch,
         packages=binding.to_json() if binding.checked else None,
     )
+
+
+def _package_context(recipe: Recipe, lock: dict[str, Any] | None, offline: bool) -> Path | None:
+    """The locked packages laid out for the build's ``repro-apt`` context, when the
+    Dockerfile mounts it (from the checked cache, the mirror, or the vault)."""
+    from repro import vault
+
+    if not lock or not lock.get("packages"):
+        return None
+    try:
+        text = recipe.dockerfile.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not vault.uses_package_context(text):
+        if offline:
+            raise InputError(
+                f"{recipe.name}: --offline needs the Dockerfile to install from the "
+                f"{vault.CONTEXT_NAME} context (see docs/recipes.md, the package vault)"
+            )
+        return None
+    from repro.config import load_repo_config
+    from repro.packages.fetch import cache_dir
+
+    parent = cache_dir().parent / "contexts"
+    parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix=f"{recipe.name}-", dir=parent))
+    try:
+        repo = load_repo_config(recipe.directory.parent)
+        return vault.package_context(recipe, lock, repo, directory, offline=offline)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
 
 
 def _move_raw(raw: Path, out: Output) -> None:

@@ -138,6 +138,14 @@ def build(
         ),
     ] = False,
     recipes_dir: RecipesDir = Path("recipes"),
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Take locked packages only from the local cache and the vault, never a "
+            "mirror (the Dockerfile must install from the repro-apt context).",
+        ),
+    ] = False,
     allow_unpinned: Annotated[
         bool,
         typer.Option(
@@ -199,6 +207,7 @@ def build(
                 build_args=args,
                 normalise=normalise == "on",
                 allow_unpinned=allow_unpinned,
+                offline=offline,
             )
             if not as_json:
                 typer.echo(
@@ -263,6 +272,12 @@ def lock(
     all_recipes: Annotated[bool, typer.Option("--all", help="Lock every recipe.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", help="Resolutions at a time.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print outcomes as JSON.")] = False,
+    to_vault: Annotated[
+        bool,
+        typer.Option(
+            "--vault", help="Then store every locked package in the vault (repro vault push)."
+        ),
+    ] = False,
     recipes_dir: RecipesDir = Path("recipes"),
 ) -> None:
     """Pin every input of the recipes in repro.lock (bases, packages, downloads, git, epoch).
@@ -284,9 +299,13 @@ def lock(
             raise InputError("--jobs must be at least 1")
         found = find_recipes(recipes_dir, recipes or None)
         everything = {r.name: r for r in _graph_recipes(recipes_dir, found)}
+        if to_vault and check:
+            raise InputError("--vault and --check: --check writes nothing")
         outcomes = lock_all(
             found, everything, update=update, check=check, recipes_dir=recipes_dir, jobs=jobs
         )
+        if to_vault:
+            _vault_push(found, recipes_dir, quiet=as_json)
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -320,6 +339,70 @@ def lock(
             bad = [f"{o.recipe} ({o.status})" for o in outcomes if o.status != "current"]
             typer.echo(f"repro: lock check failed: {', '.join(bad)}: run repro lock", err=True)
         raise typer.Exit(1)
+
+
+vault_app = typer.Typer(
+    help="The package vault: every locked package kept in the registry (docs/recipes.md).",
+    no_args_is_help=True,
+)
+app.add_typer(vault_app, name="vault")
+
+
+def _vault_push(found: Sequence[Recipe], recipes_dir: Path, quiet: bool) -> list[Any]:
+    from repro.config import load_repo_config
+    from repro.lock import require_lock
+    from repro.registry import Registry
+    from repro.vault import push_recipe
+
+    repo = load_repo_config(recipes_dir)
+    results = []
+    with Registry() as client:
+        for recipe in found:
+            data = require_lock(recipe)
+            if not data or not data.get("packages"):
+                continue
+            result = push_recipe(
+                recipe,
+                data,
+                repo,
+                client,
+                on_package=None if quiet else lambda p: typer.echo(f"  pushed {p}", err=True),
+            )
+            results.append(result)
+            if not quiet:
+                typer.echo(
+                    f"[{recipe.name}] vault: {result.packages} package(s), "
+                    f"{result.uploaded} uploaded ({result.uploaded_bytes / 1e6:.1f} MB)"
+                )
+    return results
+
+
+@vault_app.command("push")
+def vault_push(
+    recipes: Annotated[
+        list[str] | None,
+        typer.Argument(help="Recipe names (folders under --recipes-dir) or paths. Default: all."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Store every package the recipes' locks name in the vault (only what it lacks).
+
+    Packages come from the local cache, else their mirror; each is stored under its
+    own sha256, and each locked closure as one OCI manifest tagged by its digest.
+    """
+    from repro.recipe import find_recipes
+
+    try:
+        found = find_recipes(recipes_dir, recipes or None)
+        results = _vault_push(found, recipes_dir, quiet=as_json)
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in results], indent=2))
 
 
 @app.command()

@@ -34,6 +34,7 @@ class RepoConfig:
     root: Path
     registry: str = ""
     mirrors: Mapping[str, str] = field(default_factory=dict)  # name -> env var to read
+    vault: str = ""  # the package vault's repository ("" = <registry>/vault)
 
 
 def load_repo_config(recipes_dir: Path) -> RepoConfig:
@@ -63,6 +64,9 @@ def load_repo_config(recipes_dir: Path) -> RepoConfig:
         raise RecipeError(
             "'registry' must be a string", file=str(file), line=_line(text, "registry")
         )
+    vault = data.pop("vault", "")
+    if not isinstance(vault, str):
+        raise RecipeError("'vault' must be a string", file=str(file), line=_line(text, "vault"))
     mirrors_raw = data.pop("mirrors", {})
     mirrors: dict[str, str] = {}
     if not isinstance(mirrors_raw, dict):
@@ -79,7 +83,7 @@ def load_repo_config(recipes_dir: Path) -> RepoConfig:
         mirrors[name] = value["env"]
     for key in data:
         raise RecipeError(f"unknown key {key!r}", file=str(file), line=_line(text, key))
-    return RepoConfig(root, registry.rstrip("/"), mirrors)
+    return RepoConfig(root, registry.rstrip("/"), mirrors, vault.rstrip("/"))
 
 
 def _line(text: str, key: str) -> int | None:

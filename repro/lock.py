@@ -708,7 +708,11 @@ def check_from_lines(recipe: Recipe, build_args: Mapping[str, str] | None = None
 
     text = recipe.dockerfile.read_text(encoding="utf-8")
     args = {**recipe.args, **(build_args or {})}
-    uses = image_uses(text, recipe.dockerfile, args)
+    from repro.vault import CONTEXT_NAME
+
+    # The locked packages' context is served by repro itself, not an image.
+    contexts = {CONTEXT_NAME} if recipe.packages else set()
+    uses = [u for u in image_uses(text, recipe.dockerfile, args) if u.image not in contexts]
     for use in uses:
         if any(_same_image(use.image, b.ref) for b in recipe.bases):
             continue

@@ -81,6 +81,9 @@ class BuildRequest:
     # identifier), e.g. ("CONVERT", "docker-image://h/r:t", "EXACT", "docker-image://h/r:t@sha256:…")
     # or ("DENY", "docker-image://*", "WILDCARD", ""). See repro.lock.source_policy.
     source_policy: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # Named build contexts served from local directories (`FROM name`,
+    # `RUN --mount=from=name`), like buildx's --build-context name=DIR.
+    named_contexts: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,6 +115,8 @@ def solve_request(req: BuildRequest, session_id: str, ref: str) -> pb.SolveReque
         if req.network not in NETWORK_MODES:
             raise InputError(f"network mode {req.network!r}: expected one of {NETWORK_MODES}")
         attrs["force-network-mode"] = req.network
+    for name in sorted(req.named_contexts):
+        attrs[f"context:{name}"] = f"local:{name}"
     attrs.update(req.extra_frontend_attrs)
     exporter_attrs: dict[str, str] = {}
     if req.rewrite_timestamp:
@@ -321,7 +326,11 @@ def build(
     ok = False
     try:
         server = SessionServer(
-            {"context": req.context.absolute(), "dockerfile": req.dockerfile.absolute().parent},
+            {
+                "context": req.context.absolute(),
+                "dockerfile": req.dockerfile.absolute().parent,
+                **{name: path.absolute() for name, path in req.named_contexts.items()},
+            },
             export_sink=writer,
             secrets=req.secrets,
             credentials=credentials,

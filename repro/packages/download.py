@@ -38,6 +38,15 @@ def cached_path(sha256: str) -> Path:
     return pool_dir() / sha256.removeprefix("sha256:")
 
 
+def cached_ok(sha256: str) -> Path | None:
+    """The cached file for this sha256, if it is there and its bytes match."""
+    hex_digest = sha256.removeprefix("sha256:")
+    target = cached_path(hex_digest)
+    if target.is_file() and _file_sha256(target) == hex_digest:
+        return target
+    return None
+
+
 def fetch_pinned(
     url: str,
     sha256: str,
@@ -52,7 +61,7 @@ def fetch_pinned(
     if len(hex_digest) != 64:
         raise InputError(f"{what or url}: the lock has no sha256 for it")
     target = cached_path(hex_digest)
-    if target.is_file() and _file_sha256(target) == hex_digest:
+    if cached_ok(hex_digest):
         return target
     label = what or _strip(url)
     own = client is None
