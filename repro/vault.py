@@ -45,6 +45,7 @@ from repro.packages.download import (
     fetch_pinned,
     mirrors_for_suites,
 )
+from repro.packages.fetch import MirrorError
 from repro.recipe import PackageSet, Recipe
 
 ARTIFACT_TYPE = "application/vnd.repro.vault.{kind}.v1"
@@ -137,6 +138,9 @@ def obtain(pin: Mapping[str, Any], source: Source) -> Path:
             return fetch_pinned(url, digest, int(pin.get("size", 0)), label)
         except PackageGone:
             gone = f"no longer in {pin.get('origin') or 'its suite'}"
+        except MirrorError as exc:
+            # A mirror that is down (after retries): the vault may still have it.
+            gone = f"not to be had from its mirror ({exc.message.partition(': ')[2]})"
     if source.vault and source.client is not None:
         path = _from_vault(source, digest, int(pin.get("size", 0)))
         if path is not None:

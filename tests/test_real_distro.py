@@ -266,3 +266,27 @@ def _bump_package(
         client.put_manifest(repo, tag, oci.canonical_json(manifest), oci.MEDIA_TYPE_OCI_MANIFEST)
         assert digest
         return f"{repo}:{tag}"
+
+
+def test_a_base_without_a_package_database_is_one_line_unless_assumed(
+    tmp_path: Path, base_image: str
+) -> None:
+    tag = base_image.split("@")[0] + ":db-test"
+    from repro.registry import Registry
+
+    with Registry() as client:
+        data, media_type, _ = client.get_manifest(base_image)
+        client.put_manifest(tag.rsplit(":", 1)[0], "db-test", data, media_type)
+    d = make(tmp_path, "nodb", tag, apt_set(["hello"]), "RUN true\n")
+    r = repro("lock", str(d))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "has no dpkg package database" in lines[0], r.stderr
+    assert "assume_installed" in lines[0]
+    (d / "recipe.toml").write_text(
+        (d / "recipe.toml").read_text() + 'assume_installed = ["libc6"]\n'
+    )
+    r = repro("lock", str(d))
+    assert r.returncode == 0, r.stderr
+    lock = tomllib.loads((d / "repro.lock").read_text())
+    assert [p["name"] for p in lock["packages"]["apt"]["tools"]["package"]] == ["hello"]
