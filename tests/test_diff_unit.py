@@ -502,3 +502,66 @@ def test_cli_diff_tar_bomb_bound_is_configurable(tmp_path: Path) -> None:
     r = repro("diff", str(tmp_path / "a"), str(tmp_path / "b"), "--max-file-size", "1K")
     assert r.returncode == 1
     assert "not given to diffoscope: larger than 1024 bytes" in r.stdout
+
+
+# --- a source says when it is incomplete or corrupt ----------------------------------
+
+
+def _run_diff(a: Path, b: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "repro", "diff", f"oci:{a}", f"oci:{b}", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _layer_path(layout_dir: Path) -> Path:
+    layout = oci.OCILayout(layout_dir)
+    image = layout.image_manifests()[0]
+    layer = oci.read_manifest(layout, image)["layers"][0]["digest"]
+    return layout.blob_path(layer)
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt", "truncate"])
+def test_a_damaged_copy_of_the_same_image_is_not_identical(tmp_path: Path, damage: str) -> None:
+    import shutil
+
+    make_image(tmp_path / "a", [[F("etc/x", b"hello world" * 100)]])
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    blob = _layer_path(tmp_path / "b")
+    data = blob.read_bytes()
+    if damage == "delete":
+        blob.unlink()
+    elif damage == "corrupt":
+        blob.write_bytes(data[:-5] + b"XXXXX")
+    else:
+        blob.write_bytes(data[:-5])
+    r = _run_diff(tmp_path / "a", tmp_path / "b")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "identical" not in r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_layer_that_is_not_what_its_diff_id_says_is_refused(tmp_path: Path) -> None:
+    make_image(tmp_path / "a", [[F("etc/x", b"content")]])
+    make_image(tmp_path / "b", [[F("etc/x", b"content")]], gzip_level=1)
+    # b's layer replaced by bytes that are not even a tar, under a fresh digest
+    layout = oci.OCILayout(tmp_path / "b")
+    image = layout.image_manifests()[0]
+    manifest = oci.read_manifest(layout, image)
+    bogus = layout.write_blob(gz(b"not a tar at all" * 64), oci.MEDIA_TYPE_OCI_LAYER_GZIP)
+    manifest["layers"][0] = bogus.to_json()
+    desc = layout.write_blob(oci.canonical_json(manifest), oci.MEDIA_TYPE_OCI_MANIFEST)
+    desc.platform = image.platform
+    layout.write_index([desc])
+    r = _run_diff(tmp_path / "a", tmp_path / "b")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "does not hold the content its config names" in r.stderr, r.stderr
+
+
+def test_a_platform_neither_image_has_is_an_error(tmp_path: Path) -> None:
+    make_image(tmp_path / "a", [[F("etc/x", b"1")]])
+    make_image(tmp_path / "b", [[F("etc/x", b"2")]])
+    r = _run_diff(tmp_path / "a", tmp_path / "b", "--platform", "linux/s390x")
+    assert r.returncode == 2 and "neither image has it" in r.stderr, (r.stdout, r.stderr)

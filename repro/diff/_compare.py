@@ -14,7 +14,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from repro import oci
 from repro.diff import _diffoscope
@@ -49,6 +49,7 @@ from repro.diff._tree import (
     Finding,
     PlatformVerdict,
 )
+from repro.errors import DigestMismatch, InputError
 
 MAX_ORDER_LISTED = 20
 
@@ -60,6 +61,9 @@ class Options:
     diffoscope_timeout: float = _diffoscope.DEFAULT_TIMEOUT
     hints: Hints = field(default_factory=Hints)
     platform: str | None = None
+    # Read the layers the comparison skips (equal digests) to check their bytes.
+    # `repro verify` turns it off: both images were checked as BuildKit sent them.
+    verify_blobs: bool = True
 
 
 def _pretty(doc: Any) -> list[str]:
@@ -273,11 +277,74 @@ def compare_layers(
     return node
 
 
+def check_present(src: ImageSource, image: oci.Image, key: str) -> None:
+    """Every layer blob is in the layout at its declared size (a source must say when
+    it is incomplete; a cheap stat, the bytes are checked when read)."""
+    for i, layer in enumerate(image.layers):
+        try:
+            size = src.layout.blob_path(layer.digest).stat().st_size
+        except FileNotFoundError:
+            raise InputError(
+                f"{src.label}: layer {i} of {key} ({layer.digest}) is missing from the layout"
+            ) from None
+        except OSError as e:
+            raise InputError(f"{src.label}: cannot read layer {i} of {key}: {e}") from None
+        if size != layer.size:
+            raise DigestMismatch(
+                f"{src.label}: layer {i} of {key} ({layer.digest}) has {size} bytes, "
+                f"the manifest says {layer.size}"
+            )
+
+
+def verify_layer(src: ImageSource, layer: oci.Descriptor, diff_id: str | None = None) -> None:
+    """Read a layer the comparison would otherwise skip, so that equal digests are
+    never taken on trust: its bytes against its digest and, with `diff_id`, its
+    uncompressed bytes against the config's diffID."""
+    import hashlib
+
+    from repro.diff._layers import _decompressed
+
+    with src.open_blob(layer) as blob:
+        if diff_id is None:
+            while blob.read(1 << 20):
+                pass
+        else:
+            stream, raw = _decompressed(blob)
+            h = hashlib.sha256()
+            try:
+                while chunk := stream.read(1 << 20):
+                    h.update(chunk)
+            except (OSError, EOFError) as e:
+                raise InputError(
+                    f"{src.label}: layer {layer.digest} is not readable: {e}"
+                ) from None
+            except Exception as e:  # zlib.error, zstandard.ZstdError
+                if type(e).__module__ in ("zlib", "zstd", "zstandard", "gzip"):
+                    raise InputError(
+                        f"{src.label}: layer {layer.digest} is not readable: {e}"
+                    ) from None
+                raise
+            while raw.read(1 << 20):
+                pass
+            if "sha256:" + h.hexdigest() != diff_id:
+                raise InputError(
+                    f"{src.label}: layer {layer.digest} does not hold the content its config "
+                    f"names ({diff_id})"
+                )
+        cast(Any, blob).verify_eof()
+
+
 def compare_platform(
     key: str, src1: ImageSource, i1: oci.Image, src2: ImageSource, i2: oci.Image, options: Options
 ) -> tuple[PlatformVerdict, Difference | None]:
     d1, d2 = i1.descriptor.digest, i2.descriptor.digest
+    check_present(src1, i1, key)
+    check_present(src2, i2, key)
     if d1 == d2:
+        if options.verify_blobs:
+            for src, image in ((src1, i1), (src2, i2)):
+                for layer in image.layers:
+                    verify_layer(src, layer)
         return PlatformVerdict(key, IDENTICAL, d1, d2), None
     node = Difference(kind="platform", source1=f"{key} {d1}", source2=f"{key} {d2}")
     a1 = i1.manifest.get("annotations") or {}
@@ -319,9 +386,14 @@ def compare_platform(
             continue
         l1, l2 = i1.layers[n1], i2.layers[n2]
         if l1.digest == l2.digest:
+            if options.verify_blobs:
+                verify_layer(src1, l1)
+                verify_layer(src2, l2)
             continue
         label = f"layer {n1}" if n1 == n2 else f"layer {n1}/{n2}"
         if ids1[n1] == ids2[n2]:
+            verify_layer(src1, l1, ids1[n1])
+            verify_layer(src2, l2, ids2[n2])
             node.details.append(
                 Difference(
                     kind="layer",
@@ -372,13 +444,20 @@ def compare(src1: ImageSource, src2: ImageSource, options: Options | None = None
         keys2 = {k for k in keys2 if _platform_matches(k, options.platform)}
     verdicts: list[PlatformVerdict] = []
     root = Difference(kind="image", source1=f"{src1.label} {top1}", source2=f"{src2.label} {top2}")
+    if options.platform and not (keys1 or keys2):
+        raise InputError(
+            f"--platform {options.platform}: neither image has it (they have "
+            f"{', '.join(sorted(set(src1.images) | set(src2.images)))})"
+        )
     if top1 == top2:
-        verdicts = [
-            PlatformVerdict(
-                k, IDENTICAL, src1.images[k].descriptor.digest, src1.images[k].descriptor.digest
-            )
-            for k in sorted(keys1)
-        ]
+        verdicts = []
+        for k in sorted(keys1):
+            for src in (src1, src2):
+                check_present(src, src.images[k], k)
+                for layer in src.images[k].layers if options.verify_blobs else ():
+                    verify_layer(src, layer)
+            digest = src1.images[k].descriptor.digest
+            verdicts.append(PlatformVerdict(k, IDENTICAL, digest, digest))
         return DiffReport(src1.label, src2.label, top1, top2, verdicts, None)
     if src1.index_annotations != src2.index_annotations:
         child = json_difference(
