@@ -646,6 +646,9 @@ def lock_problem(recipe: Recipe, data: Mapping[str, Any] | None) -> str:
         return f"{recipe.name}: repro.lock is from another version of repro"
     if data.get("inputs") != inputs_digest(recipe):
         return f"{recipe.name}: repro.lock is stale (recipe.toml changed since it was locked)"
+    problem = _lock_inconsistency(recipe, data)
+    if problem:
+        return f"{recipe.name}: repro.lock {problem}; run repro lock --update (do not edit it)"
     for s in recipe.packages:
         entry = data.get("packages", {}).get(s.kind, {}).get(s.name) or {}
         recorded = entry.get("base_manifest")
@@ -660,6 +663,74 @@ def lock_problem(recipe: Recipe, data: Mapping[str, Any] | None) -> str:
                 f"resolved against another image of {base})"
             )
     return ""
+
+
+_TOP_KEYS = {"version", "recipe", "inputs", "source_date_epoch", "bases", "packages"}
+_TOP_KEYS |= {"downloads", "git"}
+
+
+def _is_digest(value: object) -> bool:
+    if not isinstance(value, str) or not value.startswith("sha256:"):
+        return False
+    hex_part = value[7:]
+    return len(hex_part) == 64 and all(c in "0123456789abcdef" for c in hex_part)
+
+
+def _lock_inconsistency(recipe: Recipe, data: Mapping[str, Any]) -> str:
+    """What in a lock disagrees with itself or its recipe ("" when nothing): a lock is
+    written by repro, so any of these means it was edited or damaged."""
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        return f"has an unknown key {unknown[0]!r}"
+    if data.get("recipe") != recipe.name:
+        return f"is for recipe {data.get('recipe')!r}, not {recipe.name!r}"
+    epoch = data.get("source_date_epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        return "has no valid source_date_epoch"
+    if recipe.source_date_epoch is not None and epoch != recipe.source_date_epoch:
+        return (
+            f"says source_date_epoch = {epoch} but recipe.toml says {recipe.source_date_epoch}"
+        )
+    for ref, entry in (data.get("bases") or {}).items():
+        if not isinstance(entry, Mapping) or not _is_digest(entry.get("digest")):
+            return f"has no valid digest for base {ref}"
+        platforms = entry.get("platforms") or {}
+        if not isinstance(platforms, Mapping) or not all(
+            _is_digest(d) for d in platforms.values()
+        ):
+            return f"has an invalid platform digest for base {ref}"
+        is_index = entry.get("media_type") in (
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        )
+        if platforms and not is_index and set(platforms.values()) != {entry["digest"]}:
+            return f"disagrees with itself on base {ref} (digest vs platforms)"
+        name = Base(ref).recipe
+        if name is not None and "image" in entry and not str(entry["image"]).startswith(
+            _publish_prefix(recipe, name)
+        ):
+            return f"pins recipe:{name} to an image outside its publish repository"
+    return ""
+
+
+def _publish_prefix(recipe: Recipe, name: str) -> str:
+    """Where a recipe base's image may come from: its publish repository, as locked."""
+    try:
+        repo = load_repo_config(recipe.directory.parent)
+        others = {name: load_recipe_or_none(recipe.directory.parent / name)}
+        ref = Resolver(repo).publish_ref(name, others[name])
+    except ReproError:
+        return ""
+    return ref.rsplit(":", 1)[0]
+
+
+def load_recipe_or_none(directory: Path) -> Recipe | None:
+    from repro.recipe import load_recipe
+
+    try:
+        return load_recipe(directory)
+    except ReproError:
+        return None
 
 
 def require_lock(recipe: Recipe, built: Mapping[str, str] | None = None) -> dict[str, Any] | None:
@@ -837,8 +908,19 @@ def lock_all(
             if not refresh:
                 check_from_lines(recipe)
                 return LockOutcome(recipe.name, "current")
+        # A lock that disagrees with itself or its recipe was edited or damaged:
+        # nothing in it is kept.
+        damaged = old is not None and old.get("version") == LOCK_VERSION and bool(
+            _lock_inconsistency(recipe, old)
+        )
         new = lock_recipe(
-            recipe, resolver, all_recipes, old, update=update or check, jobs=jobs, refresh=refresh
+            recipe,
+            resolver,
+            all_recipes,
+            None if damaged else old,
+            update=update or check,
+            jobs=jobs,
+            refresh=refresh,
         )
         moved = changes(old, new) if old else []
         if check:

@@ -385,3 +385,32 @@ def test_source_policy_converts_tags_and_denies_the_rest(
     assert image_file(tmp_path / "o1", "marker") == b"one"
     with pytest.raises(ReproError, match="denied by policy"):
         run(f"FROM {registry}/{repo_name}:other\n", tmp_path / "o2")
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (("source_date_epoch = 1\n", "source_date_epoch = 7\n"), "says source_date_epoch = 7"),
+        (('recipe = "ed"', 'recipe = "other"'), "is for recipe 'other'"),
+        (("version = 1\n", "version = 1\nsurprise = 1\n"), "unknown key 'surprise'"),
+    ],
+)
+def test_an_edited_lock_is_refused_and_relocked(
+    tmp_path: Path, registry: str, repo_name: str, edit: tuple[str, str], says: str
+) -> None:
+    push_image(registry, f"{repo_name}:v1", {"marker": b"one"})
+    ref = f"{registry}/{repo_name}:v1"
+    d = make_recipe(tmp_path, "ed", f'source_date_epoch = 1\nbases = ["{ref}"]\n', f"FROM {ref}\n")
+    assert repro("lock", str(d)).returncode == 0
+    lock = d / "repro.lock"
+    good = lock.read_text()
+    assert edit[0] in good
+    lock.write_text(good.replace(edit[0], edit[1], 1))
+    r = repro("build", str(d), "-o", f"oci:{tmp_path / 'o'}", "--progress", "quiet")
+    assert r.returncode == 2 and says in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
+    r = repro("lock", "--check", str(d))
+    assert r.returncode == 1, r.stdout + r.stderr
+    r = repro("lock", str(d))
+    assert r.returncode == 0, r.stderr
+    assert lock.read_text() == good
