@@ -180,7 +180,7 @@ def locked(r: Any, digest: str = "sha256:" + "1" * 64) -> dict[str, Any]:
         "version": lk.LOCK_VERSION,
         "recipe": r.name,
         "inputs": lk.inputs_digest(r),
-        "source_date_epoch": 1234,
+        "source_date_epoch": 1234 if r.source_date_epoch is None else r.source_date_epoch,
         "bases": {BASE: {"digest": digest, "platforms": {"linux/amd64": digest}}},
     }
 
@@ -213,7 +213,7 @@ def test_build_uses_the_locked_digest(tmp_path: Path) -> None:
     text = pinned.dockerfile.read_text()
     assert text.splitlines()[0] == f"FROM registry.test:5000/team/base:1.0@sha256:{'1' * 64} AS a"
     assert text.splitlines()[2] == "FROM a"
-    assert pinned.dockerfile.name == "Dockerfile" and pinned.source_date_epoch == 1234
+    assert pinned.dockerfile.name == "Dockerfile" and pinned.source_date_epoch == 7
 
 
 def test_recipe_base_rebuilt_with_another_digest_makes_the_lock_stale(tmp_path: Path) -> None:
