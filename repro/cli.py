@@ -577,6 +577,14 @@ def verify(
         bool,
         typer.Option("--raw", help="Compare BuildKit's exports as they are, not normalised."),
     ] = False,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            help="Secret for RUN --mount=type=secret, given to both builds: id=NAME,src=FILE "
+            "or id=NAME,env=VAR. Never written to the images, the logs or the report.",
+        ),
+    ] = None,
     allow_unpinned: Annotated[
         bool,
         typer.Option(
@@ -611,6 +619,9 @@ def verify(
         variations = parse_vary(vary or [])
         if bisect and not variations:
             raise InputError("--bisect needs --vary: it names the variation that breaks the build")
+        from repro.build import SecretSpec
+
+        secret_specs = [SecretSpec.parse(x) for x in secret or []]
         found = find_recipes(recipes_dir, recipes or None)
         results = []
         for recipe in found:
@@ -623,6 +634,7 @@ def verify(
                 keep=keep,
                 raw=raw,
                 allow_unpinned=allow_unpinned,
+                secrets=secret_specs,
                 on_step=None if as_json else lambda s: typer.echo(f"repro: {s}", err=True),
             )
             results.append(result)

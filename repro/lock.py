@@ -772,12 +772,30 @@ def _same_image(written: str, declared: str) -> bool:
     return (a.host, a.repository, a.tag or "latest") == (b.host, b.repository, b.tag or "latest")
 
 
+def read_dockerfile(recipe: Recipe) -> str:
+    """The recipe's Dockerfile as text; one line naming the file when it is not."""
+    try:
+        data = recipe.dockerfile.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise RecipeError(f"cannot read: {reason}", file=str(recipe.dockerfile)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RecipeError(
+            f"not UTF-8 text (byte {exc.start}); a Dockerfile must be text",
+            file=str(recipe.dockerfile),
+            line=line,
+        ) from None
+
+
 def check_from_lines(recipe: Recipe, build_args: Mapping[str, str] | None = None) -> list[Any]:
     """Every image the Dockerfile names must be a declared base (or, in a recipe with
     nothing to lock, already pinned by digest)."""
     from repro.dockerfile import image_uses
 
-    text = recipe.dockerfile.read_text(encoding="utf-8")
+    text = read_dockerfile(recipe)
     args = {**recipe.args, **(build_args or {})}
     from repro.vault import CONTEXT_NAME
 
@@ -821,7 +839,7 @@ def render_dockerfile(
                 return f"{image}@{entry['digest']}"
         return str(use.written)
 
-    text = recipe.dockerfile.read_text(encoding="utf-8")
+    text = read_dockerfile(recipe)
     return render(text, uses, pinned)
 
 

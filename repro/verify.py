@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.build import RecipeResult, build_recipe
+from repro.build import RecipeResult, SecretSpec, build_recipe
 from repro.diff import (
     DIFFERENT,
     IDENTICAL,
@@ -230,6 +230,7 @@ def _double_build(
     progress: str,
     raw: bool = False,
     allow_unpinned: bool = False,
+    secrets: Sequence[SecretSpec] = (),
 ) -> list[Side]:
     sides = []
     recipes = []
@@ -254,6 +255,7 @@ def _double_build(
                 build_args=side.build_args,
                 on_status=on_status,
                 allow_unpinned=allow_unpinned,
+                secrets=list(secrets),
                 **extra,
             )
         except BaseException as e:  # re-raised in the calling thread
@@ -306,6 +308,7 @@ def verify_recipe(
     diff_options: Options | None = None,
     on_step: Callable[[str], None] | None = None,
     allow_unpinned: bool = False,
+    secrets: Sequence[SecretSpec] = (),
 ) -> VerifyResult:
     """Build `recipe` twice, independently, compare, and diff on a mismatch."""
     if not builders or len(builders) > 2:
@@ -319,7 +322,9 @@ def verify_recipe(
                 f"{recipe.name}: two independent builds"
                 + (f", varying {', '.join(vary)}" if vary else "")
             )
-        sides = _double_build(recipe, base, vary, pair, stagger, progress, raw, allow_unpinned)
+        sides = _double_build(
+            recipe, base, vary, pair, stagger, progress, raw, allow_unpinned, secrets
+        )
         r1, r2 = sides[0].result, sides[1].result
         assert r1 is not None and r2 is not None
         report: DiffReport | None = None
@@ -373,6 +378,7 @@ def verify_recipe(
                 raw=raw,
                 diff_options=diff_options,
                 allow_unpinned=allow_unpinned,
+                secrets=secrets,
             )
             result.bisect[name] = sub.verdict
     result.seconds = time.monotonic() - started

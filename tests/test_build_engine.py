@@ -227,6 +227,24 @@ def test_secret_reaches_run_but_not_the_image(tmp_path: Path, base_image: str) -
     )
     assert r3.returncode == 2 and "does not exist" in r3.stderr
     assert not (tmp_path / "o3").exists()
+    # verify gives the secret to both builds, and keeps it out of its report
+    report = tmp_path / "report"
+    r4 = repro(
+        "verify",
+        str(d),
+        "--secret",
+        f"id=tok,src={tmp_path / 'token'}",
+        "--report-dir",
+        str(report),
+        "--json",
+    )
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    assert json.loads(r4.stdout)[0]["verdict"] == "identical"
+    assert token not in r4.stdout and token not in r4.stderr
+    for f in report.rglob("*") if report.exists() else []:
+        assert token.encode() not in f.read_bytes()
+    r5 = repro("verify", str(d), "--json")
+    assert r5.returncode != 0  # required=true: without the secret the build fails
 
 
 def test_failing_run_gives_exit_1_and_the_step_output(tmp_path: Path, base_image: str) -> None:
