@@ -565,3 +565,19 @@ def test_a_platform_neither_image_has_is_an_error(tmp_path: Path) -> None:
     make_image(tmp_path / "b", [[F("etc/x", b"2")]])
     r = _run_diff(tmp_path / "a", tmp_path / "b", "--platform", "linux/s390x")
     assert r.returncode == 2 and "neither image has it" in r.stderr, (r.stdout, r.stderr)
+
+
+def test_awkward_but_valid_layer_paths_do_not_abort_the_diff(tmp_path: Path) -> None:
+    long_name = "d/" + "x" * 300
+    first = [[F("c", b"file one"), F(long_name, b"a" * 50), F("evil\nsame content: forged", b"1")]]
+    second = [[F("c", b"file two"), F(long_name, b"b" * 50), F("evil\nsame content: forged", b"2")]]
+    first.append([F("c/inner.txt", b"one")])
+    second.append([F("c/inner.txt", b"two")])
+    make_image(tmp_path / "a", first)
+    make_image(tmp_path / "b", second)
+    r = _run_diff(tmp_path / "a", tmp_path / "b")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "too long" not in r.stderr, r.stderr
+    assert "x" * 300 in r.stdout and "c/inner.txt" in r.stdout
+    assert "evil\\nsame content: forged" in r.stdout
+    assert not any(line.startswith("same content: forged") for line in r.stdout.splitlines())

@@ -446,15 +446,18 @@ class Extracted:
 def _writer(
     root: Path, root_real: str, path: str, fallback: str, label: str
 ) -> tuple[IO[bytes], Path]:
-    target = safe_target(root, path, fallback)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    parent_real = os.path.realpath(target.parent)
-    if parent_real != root_real and not parent_real.startswith(root_real + os.sep):
-        raise InputError(f"{label}: refusing to extract {path!r} outside {root}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    target = safe_target(root, path, fallback)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        parent_real = os.path.realpath(target.parent)
+        if parent_real != root_real and not parent_real.startswith(root_real + os.sep):
+            raise InputError(f"{label}: refusing to extract {path!r} outside {root}")
         fd = os.open(target, flags, 0o600)
-    except (FileExistsError, IsADirectoryError, NotADirectoryError):
+    except OSError:
+        # Valid in a layer, impossible on this file system as a path: a component
+        # longer than NAME_MAX, a file where a later layer has a directory, a name
+        # already taken. The bytes go to a flat name; reports keep the layer's path.
         target = root / "_unsafe" / fallback
         target.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(target, flags, 0o600)

@@ -27,6 +27,22 @@ def _short(digest: str) -> str:
     return oci.short_digest(digest) if digest and ":" in digest else digest
 
 
+def shown_name(path: str) -> str:
+    """A path from a layer as one printable line: control characters, and bytes that
+    were not UTF-8, escaped (a layer must not be able to forge report lines)."""
+    if path.isprintable():
+        return path
+    out = []
+    for ch in path:
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # surrogateescape'd byte
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
 def _title(node: Difference) -> str:
     """`layer 1 sha256:aaaa… -> sha256:bbbb…`: what both sides are, digests shortened."""
     a = " ".join(_short(w) for w in node.source1.split(" "))
@@ -62,12 +78,13 @@ def text(report: DiffReport, limit: int = 40, diff_lines: int = TEXT_DIFF_LINES)
                 hidden += 1
                 return
             shown += 1
-            out.append(f"{pad}{node.path}: {node.comment}  [{_causes_text(node.causes)}]")
+            name = shown_name(node.path or "")
+            out.append(f"{pad}{name}: {node.comment}  [{_causes_text(node.causes)}]")
         elif node.kind == "diffoscope":
             if node.unified_diff:
                 lines = node.unified_diff.splitlines()
                 out.append(
-                    f"{pad}diffoscope: {node.source1 or '(file)'}"
+                    f"{pad}diffoscope: {shown_name(node.source1) or '(file)'}"
                     + (f" ({node.comment})" if node.comment else "")
                 )
                 for line in lines[:diff_lines]:
@@ -77,7 +94,7 @@ def text(report: DiffReport, limit: int = 40, diff_lines: int = TEXT_DIFF_LINES)
                         f"{pad}  ... {len(lines) - diff_lines} more lines (see --report-dir)"
                     )
             elif node.comment:
-                out.append(f"{pad}diffoscope: {node.source1}: {node.comment}")
+                out.append(f"{pad}diffoscope: {shown_name(node.source1)}: {node.comment}")
             for child in node.details:
                 emit(child, depth + 1)
             return
@@ -131,7 +148,7 @@ def markdown(report: DiffReport, title: str = "", limit: int = 40) -> str:
         out += ["", "| path | layer | what differs | cause |", "|---|---|---|---|"]
         for f in report.findings[:limit]:
             out.append(
-                f"| `{esc(f.path)}` | {f.layer} | {esc(', '.join(f.changes))} "
+                f"| `{esc(shown_name(f.path))}` | {f.layer} | {esc(', '.join(f.changes))} "
                 f"| {esc(_causes_text(f.causes))} |"
             )
         if len(report.findings) > limit:
@@ -167,7 +184,7 @@ def _html_diff(diff: str) -> str:
 
 
 def _html_node(node: Difference) -> str:
-    title = html.escape(node.path or node.source2 or node.source1)
+    title = html.escape(shown_name(node.path or node.source2 or node.source1))
     bits = [f'<span class="kind">{node.kind}</span> {title}']
     if node.comment:
         bits.append(html.escape(node.comment))
