@@ -6,6 +6,7 @@ loopback registry, and looks inside the OCI image it wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -478,6 +479,83 @@ def test_daemon_dying_mid_build_fails_fast(tmp_path: Path, base_image: str) -> N
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("repro: error:")
     assert not out.exists()
+
+
+class _StallingProxy:
+    """A unix-socket proxy to the Docker socket that can stop forwarding bytes while
+    keeping every connection open: a stalled route, not a dead daemon."""
+
+    def __init__(self, target: str, path: str):
+        self.target = target
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(path)
+        self.listener.listen(16)
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            if not data:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            self.flowing.wait()
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            u = socket.socket(socket.AF_UNIX)
+            u.connect(self.target)
+            self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.listener.close()
+        for s in self.conns:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def test_a_stalled_engine_connection_fails_within_10_s(tmp_path: Path, base_image: str) -> None:
+    docker = os.environ.get("DOCKER_HOST", "")
+    if not docker.startswith("unix://"):
+        pytest.skip("needs the dev engine's Docker socket")
+    proxy = _StallingProxy(docker[len("unix://") :], str(tmp_path / "s.sock"))
+    try:
+        d = recipe(tmp_path, f"FROM {base_image}\nRUN echo started-long-step && sleep 60\n")
+        out = tmp_path / "o"
+        proc, seen = start_long_build(d, out, "--builder", f"docker://unix://{tmp_path / 's.sock'}")
+        assert any("started-long-step" in line for line in seen), "".join(seen)
+        proxy.flowing.clear()  # the route stalls; nothing is closed
+        t0 = time.monotonic()
+        try:
+            _, err = proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("repro still waiting 40 s after the connection stalled")
+        took = time.monotonic() - t0
+        assert took < 10, f"the stall was reported after {took:.1f} s"
+        assert proc.returncode == 2, err
+        last = err.strip().splitlines()[-1]
+        assert "stopped answering" in last and "Traceback" not in err, err
+        assert not out.exists()
+    finally:
+        proxy.close()
 
 
 def test_doctor_reports_the_dev_engine() -> None:

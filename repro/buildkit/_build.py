@@ -343,7 +343,7 @@ def build(
             )
             status_thread.start()
         future = control.solve_future(solve_request(req, session.id, ref))
-        response = _wait(future, conn, req)
+        response = _wait(future, conn, req, _Watchdog(control))
         if server.errors:
             raise BuilderError(server.errors[0])
         if status_thread is not None:
@@ -376,12 +376,69 @@ def build(
             writer.discard()
 
 
-def _wait(future: grpc.Future, conn: Connection, req: BuildRequest) -> pb.SolveResponse:
+class _Watchdog:
+    """Notices a connection to BuildKit that stopped moving while a Solve runs.
+
+    A silent RUN step sends no status, so silence proves nothing; instead a cheap
+    unary call (ListWorkers) goes over the same connection every PERIOD seconds.
+    When MISSES calls in a row get no answer within TIMEOUT, the connection is
+    taken for dead (a stalled proxy, a frozen daemon, a dropped route): 5 to 9 s.
+    """
+
+    PERIOD = 1.0
+    TIMEOUT = 3.0
+    MISSES = 2
+
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self.stalled = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        misses = 0
+        while not self._stop.wait(self.PERIOD):
+            try:
+                self.control.ping(self.TIMEOUT)
+                misses = 0
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    misses += 1
+                    if misses >= self.MISSES:
+                        self.stalled = True
+                        return
+                # other errors (the connection closed) reach the Solve by themselves
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _wait(
+    future: grpc.Future, conn: Connection, req: BuildRequest, watchdog: _Watchdog | None = None
+) -> pb.SolveResponse:
+    try:
+        return _wait_for(future, conn, req, watchdog)
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
+
+
+def _wait_for(
+    future: grpc.Future, conn: Connection, req: BuildRequest, watchdog: _Watchdog | None
+) -> pb.SolveResponse:
     try:
         while True:
             try:
                 return future.result(timeout=0.25)  # type: ignore[no-any-return]
             except grpc.FutureTimeoutError:
+                if watchdog is not None and watchdog.stalled:
+                    future.cancel()
+                    waited = int(watchdog.MISSES * (watchdog.PERIOD + watchdog.TIMEOUT))
+                    raise BuilderError(
+                        f"BuildKit at {conn.address} stopped answering (nothing for about "
+                        f"{waited} s); the build was abandoned"
+                    ) from None
                 continue
     except KeyboardInterrupt:
         future.cancel()

@@ -101,6 +101,10 @@ class Control:
             )
         return BuilderInfo(version, infos)
 
+    def ping(self, timeout: float) -> None:
+        """One cheap round trip over the connection (raises grpc.RpcError)."""
+        self._list_workers(pb.ListWorkersRequest(), timeout=timeout)
+
     def solve_future(self, req: pb.SolveRequest) -> grpc.Future:
         return self._solve.future(req)
 
