@@ -92,3 +92,26 @@ def test_good_engine_passes(tmp_path: Path) -> None:
         conn.close()
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize(
+    "args", [["--version"], ["--help"], ["build", "--help"], ["verify", "--help"]]
+)
+def test_help_and_version_import_no_heavy_module(args: list[str]) -> None:
+    """--version and --help stay fast: no gRPC, HTTP client or diffoscope imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['repro', *{args!r}]\n"
+        "try:\n"
+        "    runpy.run_module('repro', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('grpc', 'httpx', 'diffoscope', 'h2', 'google'))\n"
+        "print(','.join(heavy), file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stderr.strip().splitlines()[-1:] in ([], [""]), r.stderr
