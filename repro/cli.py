@@ -437,11 +437,16 @@ def graph(
 def doctor(
     builder: Builder = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON.")] = False,
+    recipes_dir: RecipesDir = Path("recipes"),
 ) -> None:
-    """Say which BuildKit, registry and tools were found, and how to fix what is missing."""
+    """Say which BuildKit, registry and tools were found, and how to fix what is missing.
+
+    The registry checked is the one recipes/repro.toml names (else $REPRO_REGISTRY);
+    exit 2 when a required part is missing or broken.
+    """
     from repro.doctor import diagnose
 
-    report = diagnose(builder)
+    report = diagnose(builder, recipes_dir)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:

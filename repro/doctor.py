@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from repro.errors import ReproError
@@ -138,32 +139,54 @@ def check_builder(builder: str | None) -> tuple[list[Check], dict[str, Any]]:
     return checks, facts
 
 
-def check_registry() -> tuple[Check, dict[str, Any]]:
+def check_registry(recipes_dir: Path | None = None) -> tuple[Check, dict[str, Any]]:
+    """The registry the recipes publish to (``registry`` in recipes/repro.toml, else
+    $REPRO_REGISTRY), asked through the registry client's own URL rules. Without
+    one, an optional check: only publishing and recipe: bases need it."""
     import httpx
 
-    addr = os.environ.get("REPRO_REGISTRY", "")
+    from repro.config import load_repo_config
+    from repro.errors import ReproError
+    from repro.registry import Registry
+
+    where = "REPRO_REGISTRY"
+    addr = ""
+    try:
+        repo = load_repo_config(recipes_dir or Path("recipes"))
+        if repo.registry:
+            addr, where = repo.registry, str(repo.root / "repro.toml")
+    except ReproError as exc:
+        return Check("registry", False, str(exc), "fix the file it names"), {}
+    addr = addr or os.environ.get("REPRO_REGISTRY", "")
     if not addr:
         return (
             Check(
                 "registry",
-                False,
-                "REPRO_REGISTRY is not set (the example recipes pull their base from it)",
-                DEV_ENV_FIX,
+                True,
+                "none configured (publishing and recipe: bases need one)",
+                "set registry in recipes/repro.toml",
+                optional=True,
             ),
             {},
         )
+    host = addr.split("/", 1)[0]
+    with Registry() as client:
+        url = client.base_url(host) + "/"
     try:
-        resp = httpx.get(f"http://{addr}/v2/", timeout=5)
+        resp = httpx.get(url, timeout=5)
     except httpx.HTTPError as exc:
-        return Check("registry", False, f"{addr} unreachable: {exc}", DEV_ENV_FIX), {
-            "registry": addr
-        }
+        return Check(
+            "registry",
+            False,
+            f"{host} (from {where}) unreachable: {type(exc).__name__}",
+            DEV_ENV_FIX,
+        ), {"registry": addr}
     ok = resp.status_code in (200, 401)
     api = resp.headers.get("Docker-Distribution-API-Version", "")
     detail = (
-        f"{addr} answers the distribution API {api}".strip()
+        f"{host} (from {where}) answers the distribution API {api}".strip()
         if ok
-        else f"{addr}: HTTP {resp.status_code}"
+        else f"{host} (from {where}): HTTP {resp.status_code}"
     )
     return Check("registry", ok, detail, DEV_ENV_FIX), {"registry": addr}
 
@@ -184,13 +207,12 @@ def check_diffoscope() -> tuple[Check, dict[str, Any]]:
     return Check("diffoscope", True, detail), {"diffoscope_version": version}
 
 
-def diagnose(builder: str | None = None) -> Report:
+def diagnose(builder: str | None = None, recipes_dir: Path | None = None) -> Report:
     report = Report()
     checks, facts = check_builder(builder)
     report.checks += checks
     report.facts.update(facts)
-    for fn in (check_registry, check_diffoscope):
-        check, more = fn()
+    for check, more in (check_registry(recipes_dir), check_diffoscope()):
         report.checks.append(check)
         report.facts.update(more)
     return report
