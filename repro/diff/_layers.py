@@ -267,6 +267,16 @@ def _apply_pax(info: tarfile.TarInfo, headers: dict[str, str]) -> None:
             pass
 
 
+def _gunzip(stream: IO[bytes]) -> IO[bytes]:
+    """A gzip reader: ISA-L's where installed (about twice as fast at decompressing;
+    the bytes out are the same, and nothing repro writes is compressed with it)."""
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+        return cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb"))
+    return cast(IO[bytes], igzip.GzipFile(fileobj=stream, mode="rb"))
+
+
 def _decompressed(stream: IO[bytes]) -> tuple[IO[bytes], IO[bytes]]:
     """The tar stream inside a (maybe gzip/zstd-compressed) layer, and the raw reader."""
     reader = io.BufferedReader(cast(io.RawIOBase, stream), CHUNK)
@@ -275,7 +285,7 @@ def _decompressed(stream: IO[bytes]) -> tuple[IO[bytes], IO[bytes]]:
     if magic == b"\x28\xb5\x2f\xfd":
         return cast(IO[bytes], io.BufferedReader(_ZstdReader(buffered), CHUNK)), buffered
     if magic[:2] == b"\x1f\x8b":
-        return cast(IO[bytes], gzip.GzipFile(fileobj=buffered, mode="rb")), buffered
+        return cast(IO[bytes], _gunzip(buffered)), buffered
     if magic[:3] in (b"BZh", b"\xfd7z"):
         raise InputError("bzip2/xz layers are not supported")
     return buffered, buffered

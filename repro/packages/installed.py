@@ -14,9 +14,11 @@ image's layer digests (``$XDG_CACHE_HOME/repro/installed/``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import tempfile
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -311,10 +313,38 @@ def from_registry(client: object, image: str, manifest_digest: str) -> Installed
     def opener(descriptor: oci.Descriptor) -> LayerOpener:
         @contextmanager
         def open_layer() -> Iterator[IO[bytes]]:
-            with tempfile.TemporaryFile() as tmp:
-                client.get_blob(image, descriptor.digest, tmp, descriptor.size)  # type: ignore[attr-defined]
-                tmp.seek(0)
-                yield tmp
+            # Streamed: the download runs in a thread into a pipe that the tar reader
+            # drains, so fetching and decompressing overlap. The client checks the
+            # digest when the blob ends; its error is raised here before anything
+            # read from the layer is used.
+            read_fd, write_fd = os.pipe()
+            reader = os.fdopen(read_fd, "rb", buffering=1 << 20)
+            writer = os.fdopen(write_fd, "wb", buffering=1 << 20)
+            failed: list[BaseException] = []
+
+            def pump() -> None:
+                try:
+                    client.get_blob(image, descriptor.digest, writer, descriptor.size)  # type: ignore[attr-defined]
+                except BaseException as exc:  # noqa: BLE001 - re-raised by the reader
+                    failed.append(exc)
+                finally:
+                    with contextlib.suppress(OSError):
+                        writer.close()
+
+            thread = threading.Thread(target=pump, daemon=True)
+            thread.start()
+            try:
+                yield reader
+            except BaseException:
+                reader.close()
+                thread.join()
+                if failed:  # what the reader saw was a symptom of the download's error
+                    raise failed[0] from None
+                raise
+            reader.close()
+            thread.join()
+            if failed:
+                raise failed[0]
 
         return open_layer
 
