@@ -16,15 +16,14 @@ from pathlib import Path
 
 import httpx
 
-from repro.errors import InputError, RegistryError
+from repro.errors import InputError, MirrorError
 from repro.packages.deb import DebIndex
 
 _PARSED: dict[tuple[str, ...], DebIndex] = {}
 _LOCK = threading.Lock()
 
 
-class MirrorError(RegistryError):
-    """A mirror could not be reached or sent something that does not check out."""
+__all__ = ["MirrorError", "cache_dir", "fetch_packages_text", "load_deb_index"]
 
 
 def cache_dir() -> Path:
