@@ -21,6 +21,8 @@ file and, where it can, the line.
     [packages.apt.tools]               # a Debian package set (apk: [packages.apk.NAME])
     suite = "bookworm"
     packages = ["curl"]
+    keyring = "../keys/archive.gpg"    # apt: the OpenPGP keyring its Release is checked
+                                       # against (apk: keys = "DIR"); see docs/recipes.md
 
     [downloads.src]                    # url = "...", or mirror = "NAME" + path = "..."
     url = "https://example.org/src.tar.gz"
@@ -85,6 +87,13 @@ class PackageSet:
     mirror: str  # a mirror name, or "apt" for the machine's apt sources
     assume_installed: tuple[str, ...] = ()
     line: int | None = None
+    # Signature checks (repro.packages.trust): an absolute keyring path (apt) or key
+    # directory (apk), "" for the defaults; allow_expired (apt) accepts a past
+    # Valid-Until or an expired key (snapshot mirrors); trusted turns the check off.
+    keyring: str = ""
+    keys: str = ""
+    allow_expired: bool = False
+    trusted: bool = False
 
     @property
     def key(self) -> str:
@@ -420,6 +429,7 @@ def _package_sets(r: _Reader) -> tuple[PackageSet, ...]:
                 arch = s.take("architecture", str, "x86_64")
             mirror = s.take("mirror", str, "apt" if kind == "apt" else "alpine")
             assume = _strings(s, "assume_installed", [])
+            trust = _trust_keys(s, kind)
             s.finish()
             out.append(
                 PackageSet(
@@ -432,9 +442,31 @@ def _package_sets(r: _Reader) -> tuple[PackageSet, ...]:
                     mirror=mirror,
                     assume_installed=tuple(assume),
                     line=line,
+                    **trust,
                 )
             )
     return tuple(out)
+
+
+def _trust_keys(s: _Reader, kind: str) -> dict[str, Any]:
+    """keyring (apt) or keys (apk), allow_expired (apt) and trusted, with paths resolved:
+    relative to the recipe directory and inside the repository, or absolute."""
+    from repro.config import key_path, repository_root
+
+    path_key = "keyring" if kind == "apt" else "keys"
+    out: dict[str, Any] = {"trusted": s.take("trusted", bool, False)}
+    raw = s.take(path_key, str, "")
+    if kind == "apt":
+        out["allow_expired"] = s.take("allow_expired", bool, False)
+    if raw:
+        directory = s.file.parent
+        try:
+            out[path_key] = str(key_path(raw, directory, repository_root(directory.parent)))
+        except InputError as exc:
+            raise s.error(f"{path_key} {exc}", path_key) from None
+        if out["trusted"]:
+            raise s.error(f"'trusted = true' turns the signature check off: drop {path_key!r}")
+    return out
 
 
 def _subtable_of_kinds(r: _Reader) -> dict[str, dict[str, _Reader]]:
