@@ -232,6 +232,7 @@ class Resolver:
         if s.kind == "apt":
             from repro.packages.deb import resolve
             from repro.packages.fetch import load_deb_index
+            from repro.packages.trust import deb_trust
 
             mirror = mirror_url(
                 s.mirror,
@@ -240,13 +241,17 @@ class Resolver:
                 repo=self.repo,
                 environ=self.environ,
             )
-            index = load_deb_index(mirror, s.suites, s.components, s.architecture)
+            trust = deb_trust(s, self.repo, self.environ)
+            index = load_deb_index(mirror, s.suites, s.components, s.architecture, trust=trust)
             closure = resolve(index, s.packages, assume_installed=s.assume_installed, label=label)
         else:
             from repro.packages.apk import load_apk_index, resolve_apk
+            from repro.packages.trust import apk_trust
 
             mirror = mirror_url(s.mirror, repo=self.repo, environ=self.environ)
-            apk_index = load_apk_index(mirror, s.suites[0], s.components, s.architecture)
+            apk_index = load_apk_index(
+                mirror, s.suites[0], s.components, s.architecture, trust=apk_trust(s, self.repo)
+            )
             closure = resolve_apk(
                 apk_index, s.packages, assume_installed=s.assume_installed, label=label
             )
@@ -799,6 +804,7 @@ def apply_lock(
 def vanished_pins(recipe: Recipe, data: Mapping[str, Any], repo: RepoConfig | None = None) -> str:
     """The first locked package no longer in its repository, as a sentence ("" if none)."""
     from repro.packages.fetch import load_deb_index
+    from repro.packages.trust import deb_trust
 
     repo = repo or load_repo_config(recipe.directory.parent)
     for s in recipe.packages:
@@ -806,7 +812,8 @@ def vanished_pins(recipe: Recipe, data: Mapping[str, Any], repo: RepoConfig | No
             continue
         entry = data.get("packages", {}).get("apt", {}).get(s.name, {})
         mirror = mirror_url(s.mirror, suite=s.suites[0], components=s.components, repo=repo)
-        index = load_deb_index(mirror, s.suites, s.components, s.architecture)
+        trust = deb_trust(s, repo)
+        index = load_deb_index(mirror, s.suites, s.components, s.architecture, trust=trust)
         for pin in entry.get("package", []):
             if not any(p.version == pin["version"] for p in index.packages.get(pin["name"], [])):
                 where = pin.get("origin") or "/".join((s.suites[0], s.components[0]))
