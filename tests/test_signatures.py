@@ -1,9 +1,13 @@
 """Archive signatures: Debian Release files checked with gpgv against a keyring, Alpine
 APKINDEX files checked with cryptography against key directories.
 
-Fixture mirrors are served on loopback and signed with throwaway keys (tests/signing.py);
-one test checks the real Debian 12 InRelease of this machine's apt mirror against the
-real keyring and skips when that mirror cannot be reached.
+Fixture mirrors are directories signed with throwaway keys (tests/signing.py), served on
+loopback to the loaders that open their own HTTP client (load_deb_index, load_apk_index,
+the lock's resolver) and through an in-process httpx transport to fetch_release and
+fetch_packages_text, which take a client: the same requests and answers, without a
+socket for each of the many small fetches. One test checks the real Debian 12 InRelease
+of this machine's apt mirror against the real keyring and skips when that mirror cannot
+be reached.
 """
 
 from __future__ import annotations
@@ -65,8 +69,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     handler = functools.partial(_Quiet, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    _ROOTS[url] = str(root)
+    yield root, url
     server.shutdown()
+    server.server_close()
+
+
+_ROOTS: dict[str, str] = {}  # served URL -> directory, for mirror_client
 
 
 @pytest.fixture(autouse=True)
@@ -87,8 +97,21 @@ def trust_of(key: GpgKey, **kwargs: bool) -> DebTrust:
     return DebTrust((str(key.keyring),), **kwargs)  # type: ignore[arg-type]
 
 
+def mirror_client(url: str) -> httpx.Client:
+    """An httpx client answering for the served directory in-process (GET: the file, or 404)."""
+    root = Path(_ROOTS[url])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        file = (root / request.url.path.lstrip("/")).resolve()
+        if root.resolve() not in file.parents or not file.is_file():
+            return httpx.Response(404)
+        return httpx.Response(200, content=file.read_bytes())
+
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
 def fetch(url: str, suite: str, trust: DebTrust) -> str:
-    with httpx.Client() as client:
+    with mirror_client(url) as client:
         return fetch_packages_text(client, url, suite, "main", "amd64", trust=trust)
 
 
@@ -111,7 +134,7 @@ def test_good_inrelease_is_accepted(served: tuple[Path, str], keys: dict[str, Gp
     (d / "InRelease").write_bytes(keys["archive"].clearsign(release))
     assert fetch(url, "good", trust_of(keys["archive"])) == PACKAGES
     # the default trust is Debian's keyring, which does not hold the test key
-    with httpx.Client() as client, pytest.raises(SignatureError, match=DEBIAN_KEYRING):
+    with mirror_client(url) as client, pytest.raises(SignatureError, match=DEBIAN_KEYRING):
         fetch_release(client, url, "good")
 
 
@@ -155,7 +178,7 @@ def test_hashes_come_from_the_signed_text_only(
     (d / "InRelease").write_bytes(evil_hashes + b"\n" + signed + evil_hashes)
     trust = trust_of(keys["archive"])
     assert fetch(url, "wrapped", trust) == PACKAGES  # the signed hash, the real index
-    with httpx.Client() as client:
+    with mirror_client(url) as client:
         text = fetch_release(client, url, "wrapped", trust)
     assert text == release.decode() and hashlib.sha256(evil).hexdigest() not in text
     # and a mirror serving the index the unsigned text names is caught
@@ -603,6 +626,7 @@ def test_apk_index_from_a_mirror_is_checked(apk_key: ApkKey, tmp_path: Path) -> 
         )
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def test_load_deb_index_caches_per_trust(served: tuple[Path, str], keys: dict[str, GpgKey]) -> None:
