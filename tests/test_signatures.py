@@ -1,22 +1,18 @@
 """Archive signatures: Debian Release files checked with gpgv against a keyring, Alpine
 APKINDEX files checked with cryptography against key directories.
 
-Fixture mirrors are directories signed with throwaway keys (tests/signing.py), served on
-loopback to the loaders that open their own HTTP client (load_deb_index, load_apk_index,
-the lock's resolver) and through an in-process httpx transport to fetch_release and
-fetch_packages_text, which take a client: the same requests and answers, without a
-socket for each of the many small fetches. One test checks the real Debian 12 InRelease
+Fixture mirrors are directories signed with throwaway keys (tests/signing.py), answered
+through an in-process httpx transport: the same requests and answers as a loopback
+server, without sockets (tests/test_deb.py and tests/test_apk.py read signed fixture
+mirrors over loopback). One test checks the real Debian 12 InRelease
 of this machine's apt mirror against the real keyring and skips when that mirror cannot
 be reached.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import lzma
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,11 +39,6 @@ from repro.recipe import load_recipe
 PACKAGES = "Package: hello\nVersion: 2.10-3\nArchitecture: amd64\nFilename: pool/h.deb\n"
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, GpgKey]]:
     d = tmp_path_factory.mktemp("keys")
@@ -63,20 +54,16 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, GpgKey]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    """An empty directory served on loopback, and its URL; each test adds its suites."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """An empty mirror directory and its URL; each test adds its suites. Nothing listens
+    there: requests are answered in-process (mirror_client, in_process)."""
     root = tmp_path_factory.mktemp("mirror")
-    handler = functools.partial(_Quiet, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    url = "http://127.0.0.1:9"
     _ROOTS[url] = str(root)
-    yield root, url
-    server.shutdown()
-    server.server_close()
+    return root, url
 
 
-_ROOTS: dict[str, str] = {}  # served URL -> directory, for mirror_client
+_ROOTS: dict[str, str] = {}  # mirror URL -> directory
 
 
 @pytest.fixture(autouse=True)
@@ -97,17 +84,34 @@ def trust_of(key: GpgKey, **kwargs: bool) -> DebTrust:
     return DebTrust((str(key.keyring),), **kwargs)  # type: ignore[arg-type]
 
 
-def mirror_client(url: str) -> httpx.Client:
-    """An httpx client answering for the served directory in-process (GET: the file, or 404)."""
-    root = Path(_ROOTS[url])
+def _transport() -> httpx.MockTransport:
+    """Answers for the served directories in-process (GET: the file, or 404)."""
 
     def handler(request: httpx.Request) -> httpx.Response:
+        base = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+        root = Path(_ROOTS[base]).resolve()
         file = (root / request.url.path.lstrip("/")).resolve()
-        if root.resolve() not in file.parents or not file.is_file():
+        if root not in file.parents or not file.is_file():
             return httpx.Response(404)
         return httpx.Response(200, content=file.read_bytes())
 
-    return httpx.Client(transport=httpx.MockTransport(handler))
+    return httpx.MockTransport(handler)
+
+
+def mirror_client(url: str) -> httpx.Client:
+    return httpx.Client(transport=_transport())
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loaders that open their own client (load_deb_index, load_apk_index, the lock's
+    resolver) get one answering in-process too."""
+    real = httpx.Client
+
+    def client(*args: object, **kwargs: object) -> httpx.Client:
+        return real(*args, **{**kwargs, "transport": _transport()})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(httpx, "Client", client)
 
 
 def fetch(url: str, suite: str, trust: DebTrust) -> str:
@@ -469,7 +473,7 @@ def test_key_paths_stay_inside_the_repository(tmp_path: Path) -> None:
 
 
 def test_recipe_keyring_reaches_the_check_through_the_lock(
-    served: tuple[Path, str], keys: dict[str, GpgKey], tmp_path: Path
+    served: tuple[Path, str], keys: dict[str, GpgKey], tmp_path: Path, in_process: None
 ) -> None:
     from repro.lock import Resolver
 
@@ -603,33 +607,31 @@ def test_apk_keys_configuration(apk_key: ApkKey, tmp_path: Path) -> None:
         verify_apkindex(apk_key.sign_index(apkindex_archive(INDEX)), PATH, trust)
 
 
-def test_apk_index_from_a_mirror_is_checked(apk_key: ApkKey, tmp_path: Path) -> None:
-    d = tmp_path / "v3.20" / "main" / "x86_64"
-    d.mkdir(parents=True)
-    (d / "APKINDEX.tar.gz").write_bytes(apk_key.sign_index(apkindex_archive(INDEX)))
-    d = tmp_path / "v3.20" / "community" / "x86_64"
-    d.mkdir(parents=True)
-    (d / "APKINDEX.tar.gz").write_bytes(apkindex_archive(INDEX))
-    handler = functools.partial(_Quiet, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        trust = ApkTrust((str(apk_key.keys_dir),))
-        index = load_apk_index(url, "v3.20", ["main"], "x86_64", trust=trust)
-        assert [p.version for p in index.versions("busybox")] == ["1.36.1-r3"]
-        with pytest.raises(SignatureError) as info:
-            load_apk_index(url, "v3.20", ["community"], "x86_64", trust=trust)
-        assert str(info.value) == (
-            "v3.20/community/x86_64/APKINDEX.tar.gz: not signed (no .SIGN.RSA signature "
-            "before the index)"
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_apk_index_from_a_mirror_is_checked(
+    apk_key: ApkKey, served: tuple[Path, str], in_process: None
+) -> None:
+    root, url = served
+    for repo, data in (
+        ("main", apk_key.sign_index(apkindex_archive(INDEX))),
+        ("community", apkindex_archive(INDEX)),
+    ):
+        d = root / "v3.20" / repo / "x86_64"
+        d.mkdir(parents=True)
+        (d / "APKINDEX.tar.gz").write_bytes(data)
+    trust = ApkTrust((str(apk_key.keys_dir),))
+    index = load_apk_index(url, "v3.20", ["main"], "x86_64", trust=trust)
+    assert [p.version for p in index.versions("busybox")] == ["1.36.1-r3"]
+    with pytest.raises(SignatureError) as info:
+        load_apk_index(url, "v3.20", ["community"], "x86_64", trust=trust)
+    assert str(info.value) == (
+        "v3.20/community/x86_64/APKINDEX.tar.gz: not signed (no .SIGN.RSA signature "
+        "before the index)"
+    )
 
 
-def test_load_deb_index_caches_per_trust(served: tuple[Path, str], keys: dict[str, GpgKey]) -> None:
+def test_load_deb_index_caches_per_trust(
+    served: tuple[Path, str], keys: dict[str, GpgKey], in_process: None
+) -> None:
     """An index loaded under one keyring is not handed out under another."""
     root, url = served
     d, release = add_suite(root, "cached")
