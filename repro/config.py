@@ -6,6 +6,12 @@
     [mirrors]                           # optional; names used by recipes' mirror = "…"
     alpine = { env = "REPRO_MIRROR_ALPINE" }
 
+    [signatures.apt]                    # optional; keys for package sets of a mirror
+    keyring = "keys/archive.gpg"        # apt: an OpenPGP keyring (relative to recipes/)
+    allow_expired = false               # apt: accept a past Valid-Until (snapshot mirrors)
+    [signatures.alpine]
+    keys = "keys/alpine"                # apk: a directory of RSA public keys (*.rsa.pub)
+
 No mirror host is written in the repository. A mirror name resolves, in order, to:
 the environment (``REPRO_MIRROR_<NAME>``), the user's own configuration
 (``$REPRO_CONFIG`` or ``~/.config/repro/config.toml``, ``[mirrors] NAME = "URL"``),
@@ -30,11 +36,21 @@ APT_DIR = Path("/etc/apt")
 
 
 @dataclass(frozen=True)
+class SignatureSettings:
+    """``[signatures.MIRROR]`` of repro.toml: the keys package sets of that mirror trust."""
+
+    keyring: str = ""  # apt: an absolute path to an OpenPGP keyring
+    keys: str = ""  # apk: an absolute path to a directory of RSA public keys
+    allow_expired: bool = False  # apt: accept a Valid-Until in the past, expired keys
+
+
+@dataclass(frozen=True)
 class RepoConfig:
     root: Path
     registry: str = ""
     mirrors: Mapping[str, str] = field(default_factory=dict)  # name -> env var to read
     vault: str = ""  # the package vault's repository ("" = <registry>/vault)
+    signatures: Mapping[str, SignatureSettings] = field(default_factory=dict)  # by mirror name
 
 
 def load_repo_config(recipes_dir: Path) -> RepoConfig:
@@ -81,9 +97,73 @@ def load_repo_config(recipes_dir: Path) -> RepoConfig:
                 line=_line(text, name),
             )
         mirrors[name] = value["env"]
+    signatures = _signatures(data.pop("signatures", {}), root, file, text)
     for key in data:
         raise RecipeError(f"unknown key {key!r}", file=str(file), line=_line(text, key))
-    return RepoConfig(root, registry.rstrip("/"), mirrors, vault.rstrip("/"))
+    return RepoConfig(
+        root, registry.rstrip("/"), mirrors, vault.rstrip("/"), signatures
+    )
+
+
+def _signatures(table: object, root: Path, file: Path, text: str) -> dict[str, SignatureSettings]:
+    """``[signatures.NAME]`` tables: keyring/keys paths (relative to the recipes directory,
+    inside the repository, or absolute) and allow_expired."""
+    if not isinstance(table, dict):
+        raise RecipeError("[signatures] must hold tables [signatures.MIRROR]", file=str(file))
+    out: dict[str, SignatureSettings] = {}
+    for name, value in table.items():
+        if not isinstance(value, dict):
+            raise RecipeError(
+                f"[signatures] {name!r} must be a table", file=str(file), line=_line(text, name)
+            )
+        where = f"[signatures.{name}]"
+        paths: dict[str, str] = {}
+        for key in ("keyring", "keys"):
+            raw = value.get(key, "")
+            if not isinstance(raw, str):
+                raise RecipeError(
+                    f"{where} {key!r} must be a string", file=str(file), line=_line(text, key)
+                )
+            try:
+                paths[key] = str(key_path(raw, root, repository_root(root))) if raw else ""
+            except InputError as exc:
+                raise RecipeError(f"{where} {exc}", file=str(file), line=_line(text, key)) from None
+        allow_expired = value.get("allow_expired", False)
+        if not isinstance(allow_expired, bool):
+            raise RecipeError(
+                f"{where} 'allow_expired' must be a boolean",
+                file=str(file),
+                line=_line(text, "allow_expired"),
+            )
+        for key in value:
+            if key not in ("keyring", "keys", "allow_expired"):
+                raise RecipeError(
+                    f"{where} unknown key {key!r}", file=str(file), line=_line(text, key)
+                )
+        out[name] = SignatureSettings(paths["keyring"], paths["keys"], allow_expired)
+    return out
+
+
+def repository_root(start: Path) -> Path:
+    """The git work tree holding `start` (the nearest directory with ``.git``), or, outside
+    git, the parent of `start` (recipes/ sits at the top of a repository)."""
+    start = Path(start).resolve()
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return start.parent
+
+
+def key_path(raw: str, base: Path, root: Path) -> Path:
+    """A configured keyring or key directory: absolute as written, or relative to `base`
+    and then inside the repository `root` (a recipe names its keys, not the machine's)."""
+    path = Path(raw)
+    if path.is_absolute():
+        return path
+    resolved = (Path(base) / path).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise InputError(f"{raw!r} points outside the repository ({root}); use an absolute path")
+    return resolved
 
 
 def _line(text: str, key: str) -> int | None:
@@ -123,6 +203,8 @@ class AptSource:
     uri: str
     suites: tuple[str, ...]
     components: tuple[str, ...]
+    # Signed-By: keyring paths and key fingerprints, or one inline ASCII-armored key block.
+    signed_by: tuple[str, ...] = ()
 
 
 def parse_deb822_sources(text: str) -> list[AptSource]:
@@ -135,7 +217,8 @@ def parse_deb822_sources(text: str) -> list[AptSource]:
             if line.startswith("#") or not line.strip():
                 continue
             if line[:1] in " \t" and last:
-                fields[last] += " " + line.strip()
+                # Keep the line break: Signed-By may hold an ASCII-armored key block.
+                fields[last] += "\n" + line.strip()
                 continue
             key, sep, value = line.partition(":")
             if sep:
@@ -151,9 +234,19 @@ def parse_deb822_sources(text: str) -> list[AptSource]:
                     uri.rstrip("/"),
                     tuple(fields.get("suites", "").split()),
                     tuple(fields.get("components", "").split()),
+                    _signed_by(fields.get("signed-by", "")),
                 )
             )
     return out
+
+
+def _signed_by(value: str) -> tuple[str, ...]:
+    """Signed-By as a tuple: one armored key block (deb822's " ." lines made blank again),
+    or the keyring paths and fingerprints it lists (commas or spaces between them)."""
+    if "-----BEGIN PGP PUBLIC KEY BLOCK-----" in value:
+        lines = ["" if line.strip() == "." else line.strip() for line in value.splitlines()]
+        return ("\n".join(lines).strip() + "\n",)
+    return tuple(value.replace(",", " ").split())
 
 
 def parse_sources_list(text: str) -> list[AptSource]:
@@ -165,12 +258,23 @@ def parse_sources_list(text: str) -> list[AptSource]:
         if not parts or parts[0] != "deb":
             continue
         parts = parts[1:]
+        signed_by = ""
         if parts and parts[0].startswith("["):
-            while parts and not parts[0].endswith("]"):
-                parts.pop(0)
-            parts = parts[1:]
+            options: list[str] = []
+            while parts:
+                options.append(parts.pop(0))
+                if options[-1].endswith("]"):
+                    break
+            for option in " ".join(options).strip("[] ").split():
+                key, _, value = option.partition("=")
+                if key.lower() == "signed-by":
+                    signed_by = value
         if len(parts) >= 2:
-            out.append(AptSource(parts[0].rstrip("/"), (parts[1],), tuple(parts[2:])))
+            out.append(
+                AptSource(
+                    parts[0].rstrip("/"), (parts[1],), tuple(parts[2:]), _signed_by(signed_by)
+                )
+            )
     return out
 
 
@@ -194,19 +298,35 @@ def mirror_url(
     apt_dir: Path = APT_DIR,
 ) -> str:
     """The base URL of the mirror called `name` (see the module doc for the order)."""
+    return mirror_source(
+        name, suite=suite, components=components, repo=repo, environ=environ, apt_dir=apt_dir
+    )[0]
+
+
+def mirror_source(
+    name: str,
+    *,
+    suite: str = "",
+    components: Sequence[str] = (),
+    repo: RepoConfig | None = None,
+    environ: Mapping[str, str] | None = None,
+    apt_dir: Path = APT_DIR,
+) -> tuple[str, AptSource | None]:
+    """The mirror's URL, and the machine's apt source it came from (None when it came from
+    the environment or the user's configuration): its Signed-By says which keys to trust."""
     env = os.environ if environ is None else environ
     variable = (repo.mirrors.get(name) if repo else None) or (
         "REPRO_MIRROR_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
     )
     if env.get(variable):
-        return env[variable].rstrip("/")
+        return env[variable].rstrip("/"), None
     mine = user_mirrors(env)
     if name in mine:
-        return mine[name].rstrip("/")
+        return mine[name].rstrip("/"), None
     if name == "apt":
         for source in machine_apt_sources(apt_dir):
             if suite in source.suites and all(c in source.components for c in components):
-                return source.uri
+                return source.uri, source
         raise InputError(
             f"no apt source of this machine serves {suite} {' '.join(components)}: "
             f"add it to {apt_dir}/sources.list.d or set REPRO_MIRROR_APT"

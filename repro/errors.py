@@ -3,11 +3,14 @@
 ReproError
 ├── InputError            bad input from the user: exit code 2
 │   ├── RecipeError       a recipe file is wrong (carries file and line)
-│   └── ContextError      a build context or Dockerfile is missing or unreadable
+│   ├── ContextError      a build context or Dockerfile is missing or unreadable
+│   └── KeyringError      a configured keyring or key directory is missing or unreadable
 ├── EnvironmentError_     the environment is broken or missing a part: exit code 2
 │   ├── BuilderError      no BuildKit, unreachable, too old, wrong image store
 │   └── RegistryError     registry unreachable, refused, or sent bad data
-│       └── DigestMismatch  a blob's bytes do not match its digest
+│       ├── DigestMismatch  a blob's bytes do not match its digest
+│       └── MirrorError     a package mirror unreachable, or sent what does not check out
+│           └── SignatureError  an index unsigned, or its signature not trusted
 ├── BuildFailed           BuildKit ran the build and it failed: exit code 1
 └── Cancelled             the user interrupted: exit code 130
 """
@@ -45,6 +48,10 @@ class ContextError(InputError):
     """A build context, Dockerfile or secret source is missing or unreadable."""
 
 
+class KeyringError(InputError):
+    """A keyring or key directory that the configuration names is missing or unreadable."""
+
+
 class EnvironmentError_(ReproError):  # noqa: N801 - avoid shadowing the builtin
     """A part of the environment (builder, registry, tool) is missing or broken."""
 
@@ -59,6 +66,15 @@ class RegistryError(EnvironmentError_):
 
 class DigestMismatch(RegistryError):
     """Bytes read from somewhere do not match the digest that names them."""
+
+
+class MirrorError(RegistryError):
+    """A mirror could not be reached or sent something that does not check out."""
+
+
+class SignatureError(MirrorError):
+    """A mirror's index is unsigned, or its signature does not verify against the keys
+    configured for it (messages name the mirror-relative file and the key)."""
 
 
 class BuildFailed(ReproError):

@@ -343,12 +343,16 @@ class Resolver:
             from repro.packages.deb import resolve
             from repro.packages.download import mirrors_for_suites
             from repro.packages.fetch import load_deb_index_from
+            from repro.packages.trust import deb_trust
 
             suites = release_suites(s, self.repo, self.environ)
             mirrors = mirrors_for_suites(
                 s.mirror, suites, s.components, repo=self.repo, environ=self.environ
             )
-            index = load_deb_index_from(mirrors, s.components, s.architecture)
+            trusts = {
+                suite: deb_trust(s, self.repo, self.environ, suite=suite) for suite in suites
+            }
+            index = load_deb_index_from(mirrors, s.components, s.architecture, trusts=trusts)
             closure = resolve(
                 index,
                 s.packages,
@@ -360,9 +364,12 @@ class Resolver:
                 result["suites"] = list(suites)
         else:
             from repro.packages.apk import load_apk_index, resolve_apk
+            from repro.packages.trust import apk_trust
 
             mirror = mirror_url(s.mirror, repo=self.repo, environ=self.environ)
-            apk_index = load_apk_index(mirror, s.suites[0], s.components, s.architecture)
+            apk_index = load_apk_index(
+                mirror, s.suites[0], s.components, s.architecture, trust=apk_trust(s, self.repo)
+            )
             assumed = list(s.assume_installed)
             if installed is not None:
                 # apk: what the base has (and provides) satisfies a dependency by name.
@@ -1069,6 +1076,7 @@ def vanished_pins(recipe: Recipe, data: Mapping[str, Any], repo: RepoConfig | No
     """The first locked package no longer in its repository, as a sentence ("" if none)."""
     from repro.packages.download import mirrors_for_suites
     from repro.packages.fetch import load_deb_index_from
+    from repro.packages.trust import deb_trust
 
     repo = repo or load_repo_config(recipe.directory.parent)
     for s in recipe.packages:
@@ -1077,7 +1085,8 @@ def vanished_pins(recipe: Recipe, data: Mapping[str, Any], repo: RepoConfig | No
         entry = data.get("packages", {}).get("apt", {}).get(s.name, {})
         suites = tuple(entry.get("suites") or release_suites(s, repo, os.environ))
         mirrors = mirrors_for_suites(s.mirror, suites, s.components, repo=repo)
-        index = load_deb_index_from(mirrors, s.components, s.architecture)
+        trusts = {suite: deb_trust(s, repo, suite=suite) for suite in suites}
+        index = load_deb_index_from(mirrors, s.components, s.architecture, trusts=trusts)
         for pin in entry.get("package", []):
             if not any(p.version == pin["version"] for p in index.packages.get(pin["name"], [])):
                 where = pin.get("origin") or "/".join((suites[0], s.components[0]))

@@ -21,6 +21,8 @@ file and, where it can, the line.
     [packages.apt.tools]               # a Debian package set (apk: [packages.apk.NAME])
     suite = "bookworm"
     packages = ["curl"]
+    keyring = "../keys/archive.gpg"    # apt: the OpenPGP keyring its Release is checked
+                                       # against (apk: keys = "DIR"); see docs/recipes.md
 
     [downloads.src]                    # url = "...", or mirror = "NAME" + path = "..."
     url = "https://example.org/src.tar.gz"
@@ -90,6 +92,13 @@ class PackageSet:
     release: str = ""
     # The declared base the set is installed on ("" = the recipe's only base).
     base: str = ""
+    # Signature checks (repro.packages.trust): an absolute keyring path (apt) or key
+    # directory (apk), "" for the defaults; allow_expired (apt) accepts a past
+    # Valid-Until or an expired key (snapshot mirrors); trusted turns the check off.
+    keyring: str = ""
+    keys: str = ""
+    allow_expired: bool = False
+    trusted: bool = False
 
     @property
     def key(self) -> str:
@@ -442,6 +451,7 @@ def _package_sets(r: _Reader, declared: Sequence[str] = ()) -> tuple[PackageSet,
             base = s.take("base", str, "")
             if base and base not in declared:
                 raise s.error(f"base {base!r} is not one of the recipe's bases", "base")
+            trust = _trust_keys(s, kind)
             s.finish()
             out.append(
                 PackageSet(
@@ -456,9 +466,31 @@ def _package_sets(r: _Reader, declared: Sequence[str] = ()) -> tuple[PackageSet,
                     line=line,
                     release=release,
                     base=base,
+                    **trust,
                 )
             )
     return tuple(out)
+
+
+def _trust_keys(s: _Reader, kind: str) -> dict[str, Any]:
+    """keyring (apt) or keys (apk), allow_expired (apt) and trusted, with paths resolved:
+    relative to the recipe directory and inside the repository, or absolute."""
+    from repro.config import key_path, repository_root
+
+    path_key = "keyring" if kind == "apt" else "keys"
+    out: dict[str, Any] = {"trusted": s.take("trusted", bool, False)}
+    raw = s.take(path_key, str, "")
+    if kind == "apt":
+        out["allow_expired"] = s.take("allow_expired", bool, False)
+    if raw:
+        directory = s.file.parent
+        try:
+            out[path_key] = str(key_path(raw, directory, repository_root(directory.parent)))
+        except InputError as exc:
+            raise s.error(f"{path_key} {exc}", path_key) from None
+        if out["trusted"]:
+            raise s.error(f"'trusted = true' turns the signature check off: drop {path_key!r}")
+    return out
 
 
 def _subtable_of_kinds(r: _Reader) -> dict[str, dict[str, _Reader]]:

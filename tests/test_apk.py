@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import functools
-import gzip
 import http.server
-import io
-import tarfile
 import threading
 from collections.abc import Iterator
 
 import pytest
+from signing import ApkKey, apkindex_archive
 
 from repro.packages import ResolveError
 from repro.packages.apk import ApkIndex, compare_versions, load_apk_index, resolve_apk
+from repro.packages.trust import ApkTrust
 
 
 @pytest.mark.parametrize(
@@ -66,16 +65,6 @@ INDEX = "\n".join(
 )
 
 
-def apkindex_archive(text: str) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in (("DESCRIPTION", b"test"), ("APKINDEX", text.encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue())
-
-
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -86,13 +75,18 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApkIndex]:
     root = tmp_path_factory.mktemp("alpine")
     d = root / "v3.20" / "main" / "x86_64"
     d.mkdir(parents=True)
-    (d / "APKINDEX.tar.gz").write_bytes(apkindex_archive(INDEX))
+    key = ApkKey(tmp_path_factory.mktemp("keys"))  # signed the Alpine way (tests/signing.py)
+    (d / "APKINDEX.tar.gz").write_bytes(key.sign_index(apkindex_archive(INDEX)))
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield load_apk_index(
-        f"http://127.0.0.1:{server.server_address[1]}", "v3.20", ["main"], "x86_64"
+        f"http://127.0.0.1:{server.server_address[1]}",
+        "v3.20",
+        ["main"],
+        "x86_64",
+        trust=ApkTrust((str(key.keys_dir),)),
     )
     server.shutdown()
 

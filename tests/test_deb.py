@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from signing import GpgKey, release_text
 
 from repro.packages import ResolveError
 from repro.packages.deb import (
@@ -22,6 +23,7 @@ from repro.packages.deb import (
     resolve,
 )
 from repro.packages.fetch import MirrorError, fetch_packages_text, load_deb_index
+from repro.packages.trust import DebTrust
 
 # --- versions -------------------------------------------------------------------------
 
@@ -100,22 +102,37 @@ FIXTURE = "\n".join(
 
 
 @pytest.fixture(scope="module")
-def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Debian-style mirror on loopback: dists/test/{InRelease, main/binary-amd64/Packages.xz}."""
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GpgKey]:
+    """The fixture archive's signing key (a throwaway one, tests/signing.py)."""
+    key = GpgKey(tmp_path_factory.mktemp("key"), "fixture archive")
+    yield key
+    key.close()
+
+
+@pytest.fixture(scope="module")
+def trust(signer: GpgKey) -> DebTrust:
+    return DebTrust((str(signer.keyring),))
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory: pytest.TempPathFactory, signer: GpgKey) -> Iterator[str]:
+    """A Debian-style mirror on loopback: dists/test/{InRelease, main/binary-amd64/Packages.xz},
+    the InRelease signed by `signer`."""
     root = tmp_path_factory.mktemp("mirror")
     d = root / "dists" / "test" / "main" / "binary-amd64"
     d.mkdir(parents=True)
     packed = lzma.compress(FIXTURE.encode())
     (d / "Packages.xz").write_bytes(packed)
-    (root / "dists" / "test" / "InRelease").write_text(
-        "Suite: test\nSHA256:\n"
-        f" {hashlib.sha256(packed).hexdigest()} {len(packed)} main/binary-amd64/Packages.xz\n"
+    (root / "dists" / "test" / "InRelease").write_bytes(
+        signer.clearsign(release_text("test", {"main/binary-amd64/Packages.xz": packed}))
     )
     bad = root / "dists" / "bad" / "main" / "binary-amd64"
     bad.mkdir(parents=True)
     (bad / "Packages.xz").write_bytes(packed)
-    (root / "dists" / "bad" / "InRelease").write_text(
-        f"SHA256:\n {'0' * 64} {len(packed)} main/binary-amd64/Packages.xz\n"
+    (root / "dists" / "bad" / "InRelease").write_bytes(
+        signer.clearsign(
+            f"SHA256:\n {'0' * 64} {len(packed)} main/binary-amd64/Packages.xz\n".encode()
+        )
     )
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -131,9 +148,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def index(mirror: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DebIndex:
+def index(
+    mirror: str, trust: DebTrust, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> DebIndex:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    return load_deb_index(mirror, ("test",), ("main",), "amd64")
+    return load_deb_index(mirror, ("test",), ("main",), "amd64", trust=trust)
 
 
 def names(closure: object) -> dict[str, str]:
@@ -147,13 +166,13 @@ def test_index_is_fetched_checked_and_parsed(index: DebIndex) -> None:
 
 
 def test_index_not_matching_release_is_refused(
-    mirror: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mirror: str, trust: DebTrust, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with httpx.Client() as client, pytest.raises(MirrorError, match="does not match the sha256"):
-        fetch_packages_text(client, mirror, "bad", "main", "amd64")
+        fetch_packages_text(client, mirror, "bad", "main", "amd64", trust=trust)
     with httpx.Client() as client, pytest.raises(Exception, match="suite nope not found"):
-        fetch_packages_text(client, mirror, "nope", "main", "amd64")
+        fetch_packages_text(client, mirror, "nope", "main", "amd64", trust=trust)
 
 
 def test_closure_with_provides_alternatives_constraints_and_a_cycle(index: DebIndex) -> None:

@@ -19,8 +19,12 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from repro.packages._common import Closure, Pin, ResolveError
+
+if TYPE_CHECKING:
+    from repro.packages.trust import ApkTrust
 
 # --- versions ---------------------------------------------------------------------------
 
@@ -199,13 +203,28 @@ _PARSED: dict[tuple[str, ...], ApkIndex] = {}
 _LOCK = threading.Lock()
 
 
-def load_apk_index(mirror: str, branch: str, repositories: Sequence[str], arch: str) -> ApkIndex:
-    """The merged index of ``MIRROR/BRANCH/REPO/ARCH/APKINDEX.tar.gz`` for each repository."""
+def load_apk_index(
+    mirror: str,
+    branch: str,
+    repositories: Sequence[str],
+    arch: str,
+    *,
+    trust: ApkTrust | None = None,
+) -> ApkIndex:
+    """The merged index of ``MIRROR/BRANCH/REPO/ARCH/APKINDEX.tar.gz`` for each repository.
+
+    Each index is read only once its signature checks out against the keys `trust`
+    names (``repro.packages.trust.apk_trust(set, repo)``; default: /etc/apk/keys and
+    /usr/share/apk/keys), and only the part the signature covers is read.
+    """
     import httpx
 
-    from repro.packages.fetch import MirrorError
+    from repro.errors import MirrorError
+    from repro.packages.apksign import verify_apkindex
+    from repro.packages.trust import default_apk_trust
 
-    key = (mirror, branch, *repositories, arch)
+    trust = trust or default_apk_trust()
+    key = (mirror, branch, *repositories, arch, repr(trust))
     with _LOCK:
         if key in _PARSED:
             return _PARSED[key]
@@ -219,7 +238,8 @@ def load_apk_index(mirror: str, branch: str, repositories: Sequence[str], arch: 
                 raise MirrorError(f"mirror unreachable: {type(exc).__name__} for {path}") from None
             if response.status_code != 200:
                 raise MirrorError(f"mirror answered HTTP {response.status_code} for {path}")
-            index.add(parse_apkindex_archive(response.content), f"{branch}/{repo}")
+            signed = verify_apkindex(response.content, path.lstrip("/"), trust)
+            index.add(parse_apkindex_archive(signed), f"{branch}/{repo}")
     with _LOCK:
         _PARSED[key] = index
     return index

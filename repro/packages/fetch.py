@@ -1,5 +1,10 @@
 """Fetching package indexes from a mirror, checked against the suite's Release file.
 
+The Release file is trusted only once its OpenPGP signature checks out against the
+keys configured for the package set (``repro.packages.openpgp``, ``repro.packages.trust``):
+``InRelease`` (clearsigned; the hashes come from its signed text only), or ``Release``
+with its detached ``Release.gpg`` when the mirror has no InRelease.
+
 Downloaded indexes are cached under ``$XDG_CACHE_HOME/repro/packages`` by the sha256
 the Release file gives them, so an unchanged suite is not fetched twice, and a
 parsed index is kept in memory for the life of the process.
@@ -17,15 +22,17 @@ from pathlib import Path
 
 import httpx
 
-from repro.errors import InputError, RegistryError
+from repro.errors import InputError, MirrorError, SignatureError
 from repro.packages.deb import DebIndex
+from repro.packages.openpgp import check_release, split_clearsigned, verify_clearsigned
+from repro.packages.openpgp import verify_detached as verify_release_gpg
+from repro.packages.trust import DebTrust, default_deb_trust
 
 _PARSED: dict[tuple[str, ...], DebIndex] = {}
 _LOCK = threading.Lock()
 
 
-class MirrorError(RegistryError):
-    """A mirror could not be reached or sent something that does not check out."""
+__all__ = ["MirrorError", "cache_dir", "fetch_packages_text", "fetch_release", "load_deb_index"]
 
 
 def cache_dir() -> Path:
@@ -68,15 +75,59 @@ def release_hashes(text: str) -> dict[str, tuple[str, int]]:
     return out
 
 
+def fetch_release(
+    client: httpx.Client, mirror: str, suite: str, trust: DebTrust | None = None
+) -> str:
+    """The signed text of the suite's InRelease (or Release, with Release.gpg), after its
+    signature, suite and Valid-Until check out; `trust` defaults to the Signed-By of
+    the machine's apt source for this mirror, else Debian's archive keyring."""
+    trust = trust or default_deb_trust(mirror, suite)
+    base = f"{mirror}/dists/{suite}"
+    path = f"dists/{suite}/InRelease"
+    inrelease = _get(client, f"{base}/InRelease")
+    if inrelease is not None:
+        if trust.trusted:  # explicitly configured: nothing is checked
+            return _unchecked_text(inrelease, path)
+        text = verify_clearsigned(inrelease, path, trust)
+    else:
+        path = f"dists/{suite}/Release"
+        release = _get(client, f"{base}/Release")
+        if release is None:
+            raise InputError(f"suite {suite} not found on the mirror ({_strip(base)}/Release)")
+        if not trust.trusted:
+            signature = _get(client, f"{base}/Release.gpg")
+            if signature is None:
+                raise SignatureError(
+                    f"{path}: not signed (no InRelease, and no Release.gpg beside it)"
+                )
+            verify_release_gpg(release, signature, path, trust)
+        text = release.decode("utf-8", "replace")
+    if not trust.trusted:
+        check_release(text, suite, path, trust)
+    return text
+
+
+def _unchecked_text(inrelease: bytes, path: str) -> str:
+    """An InRelease read without checking it (``trusted = true``): its signed part if it
+    has one, else all of it."""
+    try:
+        return split_clearsigned(inrelease, path)[0].decode("utf-8", "replace") + "\n"
+    except SignatureError:
+        return inrelease.decode("utf-8", "replace")
+
+
 def fetch_packages_text(
-    client: httpx.Client, mirror: str, suite: str, component: str, arch: str
+    client: httpx.Client,
+    mirror: str,
+    suite: str,
+    component: str,
+    arch: str,
+    *,
+    trust: DebTrust | None = None,
 ) -> str:
     """The text of ``dists/SUITE/COMPONENT/binary-ARCH/Packages`` from the mirror."""
     base = f"{mirror}/dists/{suite}"
-    release = _get(client, f"{base}/InRelease") or _get(client, f"{base}/Release")
-    if release is None:
-        raise InputError(f"suite {suite} not found on the mirror ({_strip(base)}/Release)")
-    hashes = release_hashes(release.decode("utf-8", "replace"))
+    hashes = release_hashes(fetch_release(client, mirror, suite, trust))
     rel = f"{component}/binary-{arch}/Packages"
     for ext, decode in ((".xz", lzma.decompress), (".gz", gzip.decompress), ("", bytes)):
         if rel + ext not in hashes:
@@ -105,10 +156,19 @@ def fetch_packages_text(
 
 
 def load_deb_index(
-    mirror: str, suites: tuple[str, ...], components: tuple[str, ...], arch: str
+    mirror: str,
+    suites: tuple[str, ...],
+    components: tuple[str, ...],
+    arch: str,
+    *,
+    trust: DebTrust | None = None,
 ) -> DebIndex:
-    """The merged index of the suites and components (cached in memory)."""
-    key = (mirror, *suites, "|", *components, arch)
+    """The merged index of the suites and components (cached in memory, per trust).
+
+    `trust` says which keys the suites' Release files must be signed by: callers that
+    know the package set pass ``repro.packages.trust.deb_trust(set, repo)``.
+    """
+    key = (mirror, *suites, "|", *components, arch, repr(trust))
     with _LOCK:
         if key in _PARSED:
             return _PARSED[key]
@@ -116,7 +176,7 @@ def load_deb_index(
     with httpx.Client(timeout=120, follow_redirects=True) as client:
         for suite in suites:
             for component in components:
-                text = fetch_packages_text(client, mirror, suite, component, arch)
+                text = fetch_packages_text(client, mirror, suite, component, arch, trust=trust)
                 index.add(text, f"{suite}/{component}")
     with _LOCK:
         _PARSED[key] = index
@@ -124,11 +184,23 @@ def load_deb_index(
 
 
 def load_deb_index_from(
-    mirrors: Mapping[str, str], components: tuple[str, ...], arch: str
+    mirrors: Mapping[str, str],
+    components: tuple[str, ...],
+    arch: str,
+    *,
+    trusts: Mapping[str, DebTrust] | None = None,
 ) -> DebIndex:
-    """The merged index of several suites, each from its own mirror (suite -> URL);
+    """The merged index of several suites, each from its own mirror (suite -> URL) and
+    checked against its own keys (suite -> DebTrust; default: the machine's);
     bookworm-security, for one, usually lives on another path than bookworm."""
-    key = ("multi", *(f"{suite}={url}" for suite, url in mirrors.items()), "|", *components, arch)
+    trusts = trusts or {}
+    key = (
+        "multi",
+        *(f"{suite}={url}:{trusts.get(suite)!r}" for suite, url in mirrors.items()),
+        "|",
+        *components,
+        arch,
+    )
     with _LOCK:
         if key in _PARSED:
             return _PARSED[key]
@@ -136,7 +208,9 @@ def load_deb_index_from(
     with httpx.Client(timeout=120, follow_redirects=True) as client:
         for suite, mirror in mirrors.items():
             for component in components:
-                text = fetch_packages_text(client, mirror, suite, component, arch)
+                text = fetch_packages_text(
+                    client, mirror, suite, component, arch, trust=trusts.get(suite)
+                )
                 index.add(text, f"{suite}/{component}")
     with _LOCK:
         _PARSED[key] = index
