@@ -327,9 +327,18 @@ class DockerGrpcBridge:
             splice(upstream, client, rest)
 
     def close(self) -> None:
+        # Wake the accepting thread first (shutdown makes a blocked accept() fail on
+        # Linux) and wait for it: closing the listener under a thread that is about
+        # to call accept() frees the descriptor number for the next socket anyone
+        # opens, and that thread then accepts that socket's connections.
         self._closed = True
         with contextlib.suppress(OSError):
-            self._listener.close()
+            self._listener.shutdown(socket.SHUT_RDWR)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            with contextlib.suppress(OSError):
+                self._listener.close()
         for s in self._conns:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
