@@ -31,6 +31,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ PACKAGE_MEDIA_TYPE = "application/octet-stream"
 EMPTY_CONFIG = b"{}"
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 ANNOTATION_TITLE = "org.opencontainers.image.title"
+UPLOADS = 4  # blobs pushed at a time
 
 
 class NotInVault(InputError):
@@ -208,27 +210,36 @@ def push_recipe(
             continue
         source = set_source(recipe, s, entry, repo, client=client)
         source.vault = ""  # the vault is where they go, not where they come from
-        layers = []
-        for pin in pins:
+
+        def store(
+            pin: Mapping[str, Any], source: Source = source, kind: str = s.kind
+        ) -> tuple[dict[str, Any], int]:
             digest, size = _digest(pin), int(pin.get("size", 0))
-            result.packages += 1
+            uploaded = 0
             if not client.blob_exists(vault, digest):
                 path = obtain(pin, source)
                 size = path.stat().st_size
                 with open(path, "rb") as fh:
                     client.push_blob(vault, digest, size, fh)
-                result.uploaded += 1
-                result.uploaded_bytes += size
+                uploaded = size
                 if on_package:
-                    on_package(f"{s.kind}:{pin['name']} {pin['version']}")
-            layers.append(
-                {
-                    "mediaType": PACKAGE_MEDIA_TYPE,
-                    "digest": digest,
-                    "size": size or cached_path(digest).stat().st_size,
-                    "annotations": {ANNOTATION_TITLE: file_name(s.kind, pin)},
-                }
-            )
+                    on_package(f"{kind}:{pin['name']} {pin['version']}")
+            layer = {
+                "mediaType": PACKAGE_MEDIA_TYPE,
+                "digest": digest,
+                "size": size or cached_path(digest).stat().st_size,
+                "annotations": {ANNOTATION_TITLE: file_name(kind, pin)},
+            }
+            return layer, uploaded
+
+        # Several uploads at once, as skopeo does: one stream leaves the loopback
+        # registry and the disk half idle.
+        with ThreadPoolExecutor(max_workers=UPLOADS) as pool:
+            done = list(pool.map(store, pins))
+        layers = [layer for layer, _ in done]
+        result.packages += len(pins)
+        result.uploaded += sum(1 for _, n in done if n)
+        result.uploaded_bytes += sum(n for _, n in done)
         result.manifests.append(_put_closure(client, vault, s, recipe, pins, layers))
         result.sets.append(s.key)
     return result
