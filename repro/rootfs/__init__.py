@@ -1,0 +1,1 @@
+"""Root filesystems made of packages (see repro.rootfs._build)."""
