@@ -136,7 +136,7 @@ class Tree:
         self.epoch = epoch
         self.label = label
         self.nodes: dict[str, Node] = {".": Node(DIR, 0o755, mtime=epoch)}
-        # package name -> the package paths it ships that another package took over
+        # package name -> paths it ships (as it names them) that another package took over
         self.replaced: dict[str, set[str]] = {}
         self.biarch: tuple[str, ...] = ()
         self.merged_usr = merged_usr
@@ -383,10 +383,11 @@ class Tree:
         if old.kind != DIR and node.kind != DIR and old.owner and old.owner != node.owner:
             if _wins(node.owner, old.owner, prefer):
                 self.nodes[where] = node
-                self.replaced.setdefault(old.owner, set()).add(where)
+                lost = old.entry.name if old.entry is not None else where
+                self.replaced.setdefault(old.owner, set()).add(lost)
                 return
             if _wins(old.owner, node.owner, prefer):
-                self.replaced.setdefault(node.owner, set()).add(where)
+                self.replaced.setdefault(node.owner, set()).add(entry.name)
                 return
         what = "different content" if old.kind == node.kind else f"a {old.kind} and a {node.kind}"
         hint = (
