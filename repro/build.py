@@ -81,6 +81,8 @@ class RecipeResult:
     # normalised image's and `raw_digest` is what BuildKit exported.
     raw_digest: str = ""
     normalised: dict[str, Any] | None = None
+    # A [rootfs] recipe: its packages, what was reproduced of their scripts (repro.rootfs).
+    rootfs: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +130,11 @@ def build_recipe(
     `rewrite_timestamp` and `exporter_attrs` (e.g. ``compression=zstd``) pass through
     to BuildKit's OCI exporter; normalisation makes the result independent of them.
     """
+    if recipe.rootfs is not None:
+        # Packages unpacked into one layer by repro itself: no Dockerfile, no BuildKit.
+        from repro.rootfs import build_rootfs
+
+        return build_rootfs(recipe, output=output, progress=progress, stream=stream)
     from repro.buildkit import BuildRequest, Output, build, connect
     from repro.buildkit._build import check_inputs
     from repro.buildkit._progress import Progress

@@ -52,7 +52,7 @@ def _sha(data: Any) -> str:
 
 
 def _package_spec(s: PackageSet) -> dict[str, Any]:
-    return {
+    spec: dict[str, Any] = {
         "packages": list(s.packages),
         "suites": list(s.suites),
         "components": list(s.components),
@@ -60,6 +60,9 @@ def _package_spec(s: PackageSet) -> dict[str, Any]:
         "mirror": s.mirror,
         "assume_installed": list(s.assume_installed),
     }
+    if s.rootfs:  # a [rootfs] set (repro.rootfs); absent otherwise, so older locks stay current
+        spec["rootfs"] = dict(s.rootfs)
+    return spec
 
 
 def _download_spec(d: Download) -> dict[str, Any]:
@@ -229,7 +232,12 @@ class Resolver:
 
     def resolve_packages(self, s: PackageSet) -> dict[str, Any]:
         label = f"{s.kind}:{s.name}"
-        if s.kind == "apt":
+        if s.kind == "apt" and s.rootfs:
+            # A root filesystem's set: nothing assumed installed, per-suite mirrors.
+            from repro.rootfs import resolve_rootfs_set
+
+            closure = resolve_rootfs_set(s, self.repo, self.environ, label)
+        elif s.kind == "apt":
             from repro.packages.deb import resolve
             from repro.packages.fetch import load_deb_index
 
@@ -541,6 +549,8 @@ def check_from_lines(recipe: Recipe, build_args: Mapping[str, str] | None = None
     nothing to lock, already pinned by digest)."""
     from repro.dockerfile import image_uses
 
+    if recipe.rootfs is not None:  # no Dockerfile: a root filesystem made of packages
+        return []
     text = recipe.dockerfile.read_text(encoding="utf-8")
     args = {**recipe.args, **(build_args or {})}
     uses = image_uses(text, recipe.dockerfile, args)

@@ -12,6 +12,7 @@ import hashlib
 import lzma
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -104,10 +105,18 @@ def fetch_packages_text(
 
 
 def load_deb_index(
-    mirror: str, suites: tuple[str, ...], components: tuple[str, ...], arch: str
+    mirror: str | Mapping[str, str],
+    suites: tuple[str, ...],
+    components: tuple[str, ...],
+    arch: str,
 ) -> DebIndex:
-    """The merged index of the suites and components (cached in memory)."""
-    key = (mirror, *suites, "|", *components, arch)
+    """The merged index of the suites and components (cached in memory).
+
+    `mirror` is one base URL for every suite, or suite -> base URL when the suites
+    live on different mirror paths (Debian's security suite does).
+    """
+    bases = {s: mirror if isinstance(mirror, str) else mirror[s] for s in suites}
+    key = (*(bases[s] for s in suites), *suites, "|", *components, arch)
     with _LOCK:
         if key in _PARSED:
             return _PARSED[key]
@@ -115,7 +124,7 @@ def load_deb_index(
     with httpx.Client(timeout=120, follow_redirects=True) as client:
         for suite in suites:
             for component in components:
-                text = fetch_packages_text(client, mirror, suite, component, arch)
+                text = fetch_packages_text(client, bases[suite], suite, component, arch)
                 index.add(text, f"{suite}/{component}")
     with _LOCK:
         _PARSED[key] = index
