@@ -31,7 +31,7 @@ from repro.errors import InputError
 AR_MAGIC = b"!<arch>\n"
 AR_HEADER = 60
 CHUNK = 1 << 20
-SPILL_IN_MEMORY = 64 << 20
+SPILL_IN_MEMORY = 1 << 20  # per package; larger ones go to a temporary file (page cache)
 
 # Entry kinds, from tar types.
 FILE, DIR, SYMLINK, HARDLINK, CHAR, BLOCK, FIFO = (
