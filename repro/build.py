@@ -84,6 +84,8 @@ class RecipeResult:
     normalised: dict[str, Any] | None = None
     # The image's package database against base + lock (repro.binding), when checked.
     packages: dict[str, Any] | None = None
+    # A [rootfs] recipe: its packages, what was reproduced of their scripts (repro.rootfs).
+    rootfs: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +135,13 @@ def build_recipe(
     `rewrite_timestamp` and `exporter_attrs` (e.g. ``compression=zstd``) pass through
     to BuildKit's OCI exporter; normalisation makes the result independent of them.
     """
+    if recipe.rootfs is not None:
+        # Packages unpacked into one layer by repro itself: no Dockerfile, no BuildKit.
+        from repro.rootfs import build_rootfs
+
+        return build_rootfs(
+            recipe, output=output, progress=progress, stream=stream, offline=offline
+        )
     from repro.buildkit import BuildRequest, Output, build, connect
     from repro.buildkit._build import check_inputs
     from repro.buildkit._progress import Progress

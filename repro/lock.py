@@ -65,6 +65,8 @@ def _package_spec(s: PackageSet) -> dict[str, Any]:
         spec["release"] = s.release
     if s.base:
         spec["base"] = s.base
+    if s.rootfs:  # a [rootfs] set (repro.rootfs); absent otherwise, so older locks stay current
+        spec["rootfs"] = dict(s.rootfs)
     return spec
 
 
@@ -339,7 +341,12 @@ class Resolver:
                 result["base"] = base
                 result["base_manifest"] = manifest
                 result["base_db"] = db.layer
-        if s.kind == "apt":
+        if s.kind == "apt" and s.rootfs:
+            # A root filesystem's set: nothing assumed installed, per-suite mirrors.
+            from repro.rootfs import resolve_rootfs_set
+
+            closure = resolve_rootfs_set(s, self.repo, self.environ, label)
+        elif s.kind == "apt":
             from repro.packages.deb import resolve
             from repro.packages.download import mirrors_for_suites
             from repro.packages.fetch import load_deb_index_from
@@ -802,6 +809,8 @@ def check_from_lines(recipe: Recipe, build_args: Mapping[str, str] | None = None
     nothing to lock, already pinned by digest)."""
     from repro.dockerfile import image_uses
 
+    if recipe.rootfs is not None:  # no Dockerfile: a root filesystem made of packages
+        return []
     text = read_dockerfile(recipe)
     args = {**recipe.args, **(build_args or {})}
     from repro.vault import CONTEXT_NAME

@@ -45,11 +45,14 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repro.errors import InputError, RecipeError
 from repro.normalise._settings import NormaliseSettings
 from repro.normalise._settings import parse_settings as parse_normalise_settings
+
+if TYPE_CHECKING:
+    from repro.rootfs._spec import RootfsSpec
 
 RECIPE_FILE = "recipe.toml"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -99,6 +102,8 @@ class PackageSet:
     keys: str = ""
     allow_expired: bool = False
     trusted: bool = False
+    # Set when the set makes a [rootfs] (repro.rootfs): how the lock selects the closure.
+    rootfs: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -149,6 +154,8 @@ class Recipe:
     git: tuple[GitInput, ...] = ()
     publish: Publish = field(default_factory=Publish)
     normalise: NormaliseSettings = field(default_factory=NormaliseSettings)
+    # A root filesystem made of packages instead of a Dockerfile (repro.rootfs).
+    rootfs: RootfsSpec | None = None
 
     @property
     def file(self) -> Path:
@@ -278,6 +285,7 @@ def load_recipe(directory: Path) -> Recipe:
         ) from None
 
     r = _Reader(data, text, file)
+    present = {key: key in data for key in _NOT_IN_ROOTFS}
     name = directory.name
     if not NAME_RE.match(name):
         raise RecipeError(
@@ -322,13 +330,14 @@ def load_recipe(directory: Path) -> Recipe:
     git = _git_inputs(r)
     publish = _publish(r)
     normalise = _normalise(r)
+    rootfs, packages = _rootfs(r, packages, present)
     r.finish()
 
     context = _inside(directory, context_rel, "context", r)
     dockerfile = _inside(directory, dockerfile_rel, "dockerfile", r)
-    if not context.is_dir():
+    if rootfs is None and not context.is_dir():
         raise r.error(f"context {context_rel!r} is not a directory", "context")
-    if not dockerfile.is_file():
+    if rootfs is None and not dockerfile.is_file():
         raise r.error(f"Dockerfile {dockerfile_rel!r} does not exist", "dockerfile")
     return Recipe(
         name=name,
@@ -349,7 +358,45 @@ def load_recipe(directory: Path) -> Recipe:
         git=git,
         publish=publish,
         normalise=normalise,
+        rootfs=rootfs,
     )
+
+
+# Keys of a Dockerfile recipe that a [rootfs] recipe must not have.
+_NOT_IN_ROOTFS = (
+    "dockerfile", "context", "target", "bases", "args", "network", "downloads", "git"
+)
+
+
+def _rootfs(
+    r: _Reader, packages: tuple[PackageSet, ...], present: dict[str, bool]
+) -> tuple[RootfsSpec | None, tuple[PackageSet, ...]]:
+    """The [rootfs] table (repro.rootfs._spec), and the package set it names marked so
+    that the lock resolves it as a root filesystem's."""
+    if "rootfs" not in r.data:
+        return None, packages
+    import dataclasses
+
+    from repro.rootfs._spec import check_recipe, parse_rootfs
+
+    t = _Reader(r.take("rootfs", dict), r.text, r.file, "rootfs")
+    spec = parse_rootfs(
+        t.data,
+        t.take,
+        lambda key, default: _strings(t, key, default),
+        t.error,
+        _line_of(r.text, "rootfs", None),
+    )
+    t.finish()
+    apt = [s.name for s in packages if s.kind == "apt"]
+    check_recipe(spec, apt, present, t.error, r.error)
+    marked = tuple(
+        dataclasses.replace(s, rootfs=spec.selection())
+        if s.kind == "apt" and s.name == spec.packages
+        else s
+        for s in packages
+    )
+    return spec, marked
 
 
 def _normalise(r: _Reader) -> NormaliseSettings:

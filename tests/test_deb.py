@@ -197,6 +197,28 @@ def test_essential_can_be_included(index: DebIndex) -> None:
     assert got == {"libfoo": "2.1-1", "libfoo-data": "2.1-1", "libc6": "2.36-9"}
 
 
+def test_providers_by_priority_prefers_required_as_apt_does() -> None:
+    index = DebIndex("amd64")
+    index.add(
+        "\n".join(
+            [
+                stanza("base-files", "12", pre_depends="awk"),
+                stanza("gawk", "5.2", provides="awk", priority="optional"),
+                stanza("mawk", "1.3.4", provides="awk", priority="required"),
+                stanza("original-awk", "2012", provides="awk"),  # no Priority: last
+            ]
+        ),
+        "bookworm/main",
+    )
+    # By default the first provider by name (what existing locks were made with)...
+    assert "gawk" in names(resolve(index, ["base-files"], assume_essential=False))
+    # ...and by Priority when asked, so a base built from nothing gets apt's choice.
+    got = names(
+        resolve(index, ["base-files"], assume_essential=False, providers_by_priority=True)
+    )
+    assert "mawk" in got and "gawk" not in got and "original-awk" not in got
+
+
 def test_already_chosen_provider_is_reused(index: DebIndex) -> None:
     got = names(resolve(index, ["app=1.0", "postfix"]))
     # postfix was asked for by name, so it satisfies mail-transport-agent; exim4

@@ -47,7 +47,7 @@ import tempfile
 import threading
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -426,7 +426,6 @@ def write_canonical(
     The names of the layer's whiteouts (not opaque ones) are added to `whiteouts`.
     """
     members = _read_members(spill, what)
-    changes: list[Change] = []
     # The last entry of a name wins, as when a tar is extracted.
     by_name: dict[str, tarfile.TarInfo] = {}
     for member in members:
@@ -435,6 +434,33 @@ def write_canonical(
             raise InputError(f"{what}: entry {member.name!r} escapes the root with '..'")
         by_name[name] = member
     del members
+
+    def open_data(member: tarfile.TarInfo) -> IO[bytes]:
+        spill.seek(member.offset_data)
+        return spill
+
+    return write_entries(
+        by_name, open_data, sink, options, rules, layer_index, what, whiteouts
+    )
+
+
+def write_entries(
+    by_name: dict[str, tarfile.TarInfo],
+    open_data: Callable[[tarfile.TarInfo], IO[bytes]],
+    sink: _LayerSink,
+    options: NormaliseOptions,
+    rules: ContentRules,
+    layer_index: int,
+    what: str,
+    whiteouts: list[str] | None = None,
+) -> list[Change]:
+    """Write a layer's entries (canonical name -> header) in canonical form into `sink`.
+
+    `open_data(member)` returns a file positioned at the start of a regular file's
+    bytes. This is the one place a canonical layer tar is written: `write_canonical`
+    feeds it what a builder exported, `repro.rootfs` what it unpacked from packages.
+    """
+    changes: list[Change] = []
 
     # Hard links: group every name by the regular file whose data it shares.
     root_of: dict[str, str] = {}
@@ -488,7 +514,7 @@ def write_canonical(
             root = root_of.get(name, name)
             if holder[name] == name:
                 _write_file(
-                    writer, spill, by_name[root], name, options, rules, layer_index, changes
+                    writer, open_data, by_name[root], name, options, rules, layer_index, changes
                 )
             else:
                 link = _header(by_name[root], name, options)
@@ -496,7 +522,7 @@ def write_canonical(
                 link.linkname = holder[name]
                 writer.add(link)
         elif member.isreg():
-            _write_file(writer, spill, member, name, options, rules, layer_index, changes)
+            _write_file(writer, open_data, member, name, options, rules, layer_index, changes)
         else:
             writer.add(_header(member, name, options))
     writer.finish()
@@ -505,7 +531,7 @@ def write_canonical(
 
 def _write_file(
     writer: _TarWriter,
-    spill: BinaryIO,
+    open_data: Callable[[tarfile.TarInfo], IO[bytes]],
     member: tarfile.TarInfo,
     name: str,
     options: NormaliseOptions,
@@ -524,15 +550,13 @@ def _write_file(
         if rules.shadow and path in SHADOW_FILES and member.size <= MAX_SHADOW_SIZE:
             from repro.normalise._rules import rewrite_shadow
 
-            spill.seek(member.offset_data)
-            original = spill.read(member.size)
+            original = open_data(member).read(member.size)
             data = rewrite_shadow(original, rules.shadow_day)
             if data != original:
                 changes.append(Change(layer_index, path, "shadow last-change day"))
             writer.add(_header(member, name, options, size=len(data)), io.BytesIO(data))
             return
-    spill.seek(member.offset_data)
-    writer.add(_header(member, name, options, size=member.size), spill)
+    writer.add(_header(member, name, options, size=member.size), open_data(member))
 
 
 # --- one layer ---------------------------------------------------------------

@@ -317,9 +317,11 @@ class _Resolver:
         assume_essential: bool,
         label: str,
         installed: Mapping[str, InstalledPackage] | None = None,
+        providers_by_priority: bool = False,
     ) -> None:
         self.index = index
         self.label = label
+        self.providers_by_priority = providers_by_priority
         self.chosen: dict[str, DebPackage] = {}
         self.provided: dict[str, list[tuple[DebPackage, str]]] = {}
         self.assumed = set(assume_installed)
@@ -395,6 +397,11 @@ class _Resolver:
                 if self.chosen.get(pkg.name) is pkg:
                     return pkg
             names = sorted({p.name for p, _ in providers})
+            if self.providers_by_priority:
+                # As apt does: a provider of higher Priority first (required before
+                # optional), so that `awk` is mawk in a base built from nothing.
+                rank = {p.name: _priority_rank(p.get("Priority")) for p, _ in providers}
+                names.sort(key=lambda n: rank[n])
             for name in names:
                 for pkg in self.index.versions(name):
                     if (
@@ -547,6 +554,17 @@ class _Resolver:
         return sorted(self.chosen.values(), key=lambda p: p.name)
 
 
+_PRIORITIES = ("required", "important", "standard", "optional", "extra")
+
+
+def _priority_rank(priority: str) -> int:
+    """Where a ``Priority`` value sorts: required first, unknown or missing last."""
+    try:
+        return _PRIORITIES.index(priority.strip())
+    except ValueError:
+        return len(_PRIORITIES)
+
+
 def _parse_request(text: str) -> Relation:
     """``name``, ``name=version`` or ``name (>= 1.0)``."""
     name, eq, version = text.partition("=")
@@ -566,6 +584,7 @@ def resolve(
     assume_essential: bool = True,
     label: str = "",
     installed: Mapping[str, InstalledPackage] | None = None,
+    providers_by_priority: bool = False,
 ) -> Closure:
     """The full dependency closure of `requested` (names, ``name=version`` or relations).
 
@@ -574,10 +593,14 @@ def resolve(
     version does not satisfy upgrades it (and the base's packages that the upgrade
     leaves unsatisfied), and one that would need a downgrade is an error naming the
     chain and both versions, as apt would refuse it.
+
+    `providers_by_priority`: among several providers of a virtual package, prefer the
+    one of highest ``Priority`` (then the first by name), as apt does; off by default,
+    so that existing locks keep their choices.
     """
-    chosen = _Resolver(index, assume_installed, assume_essential, label, installed).resolve(
-        requested
-    )
+    chosen = _Resolver(
+        index, assume_installed, assume_essential, label, installed, providers_by_priority
+    ).resolve(requested)
     return Closure([p.pin() for p in chosen])
 
 
