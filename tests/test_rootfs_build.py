@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from debs import EPOCH, E, Pkg, deb_bytes, dirs
+from signing import GpgKey, release_text
 
 from repro import oci
 
@@ -100,6 +101,9 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+_KEYRING: list[str] = []  # the fixture mirror's keyring, set by `mirror`
+
+
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     root = tmp_path_factory.mktemp("mirror")
@@ -107,10 +111,13 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     index.mkdir(parents=True)
     packed = lzma.compress(_packages_file(root))
     (index / "Packages.xz").write_bytes(packed)
-    (root / "dists" / "test" / "InRelease").write_text(
-        "Suite: test\nSHA256:\n"
-        f" {hashlib.sha256(packed).hexdigest()} {len(packed)} main/binary-amd64/Packages.xz\n"
+    # Signed by a throwaway key that the recipes name as their keyring (tests/signing.py).
+    key = GpgKey(tmp_path_factory.mktemp("key"), "rootfs fixture")
+    _KEYRING[:] = [str(key.keyring)]
+    (root / "dists" / "test" / "InRelease").write_bytes(
+        key.clearsign(release_text("test", {"main/binary-amd64/Packages.xz": packed}))
     )
+    key.close()
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root))
     )
@@ -127,6 +134,7 @@ def recipe(tmp_path: Path, packages: list[str], rootfs: str = "", name: str = "m
         f"source_date_epoch = {EPOCH}\n"
         f'[rootfs]\npackages = "base"\ncmd = ["/bin/core"]\n{rootfs}\n'
         f'[packages.apt.base]\nsuite = "test"\npackages = {json.dumps(packages)}\n'
+        f"keyring = {json.dumps(_KEYRING[0])}\n"
         '[labels]\n"org.example.kind" = "test"\n'
     )
     return d
