@@ -65,6 +65,8 @@ def _package_spec(s: PackageSet) -> dict[str, Any]:
         spec["release"] = s.release
     if s.base:
         spec["base"] = s.base
+    if s.recommends:
+        spec["recommends"] = True
     if s.rootfs:  # a [rootfs] set (repro.rootfs); absent otherwise, so older locks stay current
         spec["rootfs"] = dict(s.rootfs)
     return spec
@@ -366,6 +368,7 @@ class Resolver:
                 assume_installed=s.assume_installed,
                 label=label,
                 installed=installed,
+                recommends=s.recommends,
             )
             if s.release:
                 result["suites"] = list(suites)

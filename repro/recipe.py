@@ -95,6 +95,9 @@ class PackageSet:
     release: str = ""
     # The declared base the set is installed on ("" = the recipe's only base).
     base: str = ""
+    # apt: lock Recommends too, for a Dockerfile that installs without
+    # --no-install-recommends.
+    recommends: bool = False
     # Signature checks (repro.packages.trust): an absolute keyring path (apt) or key
     # directory (apk), "" for the defaults; allow_expired (apt) accepts a past
     # Valid-Until or an expired key (snapshot mirrors); trusted turns the check off.
@@ -495,6 +498,7 @@ def _package_sets(r: _Reader, declared: Sequence[str] = ()) -> tuple[PackageSet,
                 arch = s.take("architecture", str, "x86_64")
             mirror = s.take("mirror", str, "apt" if kind == "apt" else "alpine")
             assume = _strings(s, "assume_installed", [])
+            recommends = s.take("recommends", bool, False) if kind == "apt" else False
             base = s.take("base", str, "")
             if base and base not in declared:
                 raise s.error(f"base {base!r} is not one of the recipe's bases", "base")
@@ -513,6 +517,7 @@ def _package_sets(r: _Reader, declared: Sequence[str] = ()) -> tuple[PackageSet,
                     line=line,
                     release=release,
                     base=base,
+                    recommends=recommends,
                     **trust,
                 )
             )

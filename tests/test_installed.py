@@ -203,3 +203,20 @@ def test_distroless_status_d_and_no_database() -> None:
 def test_a_layer_that_is_not_a_tar_is_one_line() -> None:
     with pytest.raises(Exception, match="not a readable layer tar"):
         read(gzip.compress(b"garbage" * 100))
+
+
+def test_recommends_are_followed_only_when_asked_and_only_when_possible() -> None:
+    suite = index(
+        stanza("curl", "7.88", Depends="libcurl4", Recommends="ca-certificates, missing-pkg"),
+        stanza("libcurl4", "7.88"),
+        stanza("ca-certificates", "2023", Depends="openssl"),
+        stanza("openssl", "3.0"),
+    )
+    assert names(resolve(suite, ["curl"])) == {"curl": "7.88", "libcurl4": "7.88"}
+    with_rec = names(resolve(suite, ["curl"], recommends=True))
+    assert with_rec == {
+        "curl": "7.88",
+        "libcurl4": "7.88",
+        "ca-certificates": "2023",
+        "openssl": "3.0",
+    }

@@ -187,6 +187,14 @@ def test_recommends_and_an_unused_set_fail_the_build_naming_packages(
     assert "installed package(s) the lock does not pin" in last, last
     assert "ca-certificates" in last and "--no-install-recommends" in last, last
     assert not out.exists()  # nothing written
+    # The same Dockerfile passes once the set asks for Recommends in its lock.
+    (recommends / "recipe.toml").write_text(
+        (recommends / "recipe.toml").read_text() + "recommends = true\n"
+    )
+    assert repro("lock", str(recommends)).returncode == 0
+    r = repro("build", str(recommends), "-o", f"oci:{out}", "--progress", "quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    shutil.rmtree(out)
     r = repro("build", str(unused), "-o", f"oci:{out}", "--progress", "quiet")
     assert r.returncode == 1, r.stderr[-3000:]
     last = r.stderr.strip().splitlines()[-1]

@@ -318,10 +318,12 @@ class _Resolver:
         label: str,
         installed: Mapping[str, InstalledPackage] | None = None,
         providers_by_priority: bool = False,
+        recommends: bool = False,
     ) -> None:
         self.index = index
         self.label = label
         self.providers_by_priority = providers_by_priority
+        self.recommends = recommends
         self.chosen: dict[str, DebPackage] = {}
         self.provided: dict[str, list[tuple[DebPackage, str]]] = {}
         self.assumed = set(assume_installed)
@@ -523,11 +525,13 @@ class _Resolver:
     def resolve(self, requested: Sequence[str]) -> list[DebPackage]:
         # Breadth-first: the requested names are chosen before any dependency, and a
         # shallower choice before a deeper one (as apt marks what was asked for first).
-        queue: deque[tuple[list[list[Relation]], list[str]]] = deque(
-            ([[_parse_request(req)]], []) for req in requested
+        # An optional group (Recommends, with recommends=True) that nothing can
+        # satisfy is left out, as apt leaves out a recommendation it cannot install.
+        queue: deque[tuple[list[list[Relation]], list[str], bool]] = deque(
+            ([[_parse_request(req)]], [], False) for req in requested
         )
         while queue:
-            groups, chain = queue.popleft()
+            groups, chain, optional = queue.popleft()
             for group in groups:
                 if any(self.satisfied(rel) for rel in group):
                     continue
@@ -537,20 +541,27 @@ class _Resolver:
                     if pkg is not None:
                         break
                 if pkg is None:
+                    if optional:
+                        continue
                     raise self.missing(group[0], chain)
                 conflict = self.conflicts_with_chosen(pkg)
                 if conflict:
+                    if optional:
+                        continue
                     where = f"{self.label}: " if self.label else ""
                     raise ResolveError(
                         f"{where}conflict: {conflict} (via {_fmt_chain([*chain, pkg.name])})"
                     )
                 for broken, why in self.choose(pkg):
-                    queue.append((broken, [*chain, pkg.name, why]))
+                    queue.append((broken, [*chain, pkg.name, why], False))
                 deps = parse_relations(
                     ", ".join(x for x in (pkg.get("Pre-Depends"), pkg.get("Depends")) if x),
                     self.index.architecture,
                 )
-                queue.append((deps, [*chain, pkg.name]))
+                queue.append((deps, [*chain, pkg.name], False))
+                if self.recommends and pkg.get("Recommends"):
+                    wanted = parse_relations(pkg.get("Recommends"), self.index.architecture)
+                    queue.append((wanted, [*chain, pkg.name], True))
         return sorted(self.chosen.values(), key=lambda p: p.name)
 
 
@@ -585,6 +596,7 @@ def resolve(
     label: str = "",
     installed: Mapping[str, InstalledPackage] | None = None,
     providers_by_priority: bool = False,
+    recommends: bool = False,
 ) -> Closure:
     """The full dependency closure of `requested` (names, ``name=version`` or relations).
 
@@ -597,9 +609,18 @@ def resolve(
     `providers_by_priority`: among several providers of a virtual package, prefer the
     one of highest ``Priority`` (then the first by name), as apt does; off by default,
     so that existing locks keep their choices.
+
+    `recommends`: follow ``Recommends`` too, as ``apt-get install`` does without
+    ``--no-install-recommends`` (a recommendation that cannot be met is left out).
     """
     chosen = _Resolver(
-        index, assume_installed, assume_essential, label, installed, providers_by_priority
+        index,
+        assume_installed,
+        assume_essential,
+        label,
+        installed,
+        providers_by_priority,
+        recommends,
     ).resolve(requested)
     return Closure([p.pin() for p in chosen])
 
