@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_lock_debian import EPOCH, push_rootfs
+from test_lock_debian import EPOCH
 
 from repro import oci
 from repro.registry import Registry
@@ -55,43 +55,6 @@ def repro(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=timeout,
     )
-
-
-@pytest.fixture(scope="session")
-def updated_base(registry: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    ref = f"{registry}/{REPO}:{TAG}"
-    with Registry() as client:
-        try:
-            client.resolve(ref)
-            return ref
-        except Exception:  # noqa: BLE001 - not there yet: make it
-            pass
-    if not shutil.which("mmdebstrap"):
-        pytest.fail("mmdebstrap is not installed (scripts/test installs it)")
-    from repro.config import mirror_url
-
-    sources = [f"deb {mirror_url('apt', suite=s, components=['main'])} {s} main" for s in SUITES]
-    out = tmp_path_factory.mktemp("debian-updated") / "rootfs.tar"
-    r = subprocess.run(
-        [
-            "mmdebstrap",
-            "--variant=apt",
-            "--mode=root",
-            "--format=tar",
-            "--skip=output/dev",
-            "bookworm",
-            str(out),
-            *sources,
-        ],
-        env={**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    pushed = push_rootfs(registry, out, repo=REPO, tag=TAG)
-    assert pushed
-    return ref
 
 
 def make(tmp_path: Path, name: str, base: str, toml_extra: str, dockerfile: str) -> Path:

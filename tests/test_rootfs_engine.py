@@ -41,9 +41,11 @@ def repro(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedPr
 
 
 def docker(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("docker")
-    if exe is None:
-        pytest.skip("the docker CLI is not installed")
+    # The dev environment's own CLI first (scripts/dev-env installs it), then PATH's.
+    dev = os.environ.get("REPRO_DEV_ENV", "")
+    own = Path(dev) / "root/usr/bin/docker" if dev else None
+    exe = str(own) if own is not None and own.exists() else shutil.which("docker")
+    assert exe is not None, "no docker CLI: scripts/dev-env up installs one"
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout)
 
 

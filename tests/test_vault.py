@@ -27,7 +27,6 @@ from repro.config import mirror_url
 pytestmark = pytest.mark.engine
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = "repro-test/debian:12-updated"  # pushed by tests/test_real_distro.py's fixture
 
 DOCKERFILE = """FROM {base}
 RUN --mount=type=bind,from=repro-apt,source=tools,target=/tmp/repro-apt \\
@@ -99,16 +98,9 @@ def run(
 
 
 def test_a_dropped_version_builds_from_the_vault_and_offline(
-    tmp_path: Path, mirror: Mirror, registry: str
+    tmp_path: Path, mirror: Mirror, registry: str, updated_base: str
 ) -> None:
-    from repro.registry import Registry
-
-    base = f"{registry}/{BASE}"
-    with Registry() as client:
-        try:
-            client.resolve(base)
-        except Exception:  # noqa: BLE001
-            pytest.fail(f"{base} is missing: run tests/test_real_distro.py first (same session)")
+    base = updated_base
     recipes = tmp_path / "recipes"
     (recipes / "hi").mkdir(parents=True)
     vault_ns = f"{registry}/repro-test-vault-{uuid.uuid4().hex[:8]}"
