@@ -51,6 +51,15 @@ Builder = Annotated[
     ),
 ]
 
+AllowUnpinned = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unpinned",
+        help="Warn instead of failing when the image's package database does not match "
+        "the lock (packages installed that nothing pins, locked packages not installed).",
+    ),
+]
+
 
 def _graph_recipes(recipes_dir: Path, found: list[Recipe]) -> list[Recipe]:
     """Every recipe of the repository (for the build graph), or just `found` when the
@@ -146,14 +155,7 @@ def build(
             "mirror (the Dockerfile must install from the repro-apt context).",
         ),
     ] = False,
-    allow_unpinned: Annotated[
-        bool,
-        typer.Option(
-            "--allow-unpinned",
-            help="Warn instead of failing when the image's package database does not match "
-            "the lock (packages installed that nothing pins, locked packages not installed).",
-        ),
-    ] = False,
+    allow_unpinned: AllowUnpinned = False,
     normalise: Annotated[
         str,
         typer.Option(
@@ -590,14 +592,7 @@ def verify(
             "or id=NAME,env=VAR. Never written to the images, the logs or the report.",
         ),
     ] = None,
-    allow_unpinned: Annotated[
-        bool,
-        typer.Option(
-            "--allow-unpinned",
-            help="Warn instead of failing when the image's package database does not match "
-            "the lock (packages installed that nothing pins, locked packages not installed).",
-        ),
-    ] = False,
+    allow_unpinned: AllowUnpinned = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
     report_dir: ReportDir = None,
     limit: Annotated[int, typer.Option("--limit", help="Differing paths shown in text.")] = 40,

@@ -68,44 +68,7 @@ UPDATED_SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
 def updated_base(registry: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A Debian 12 base made as users' are: mmdebstrap --variant=apt from the machine's
     apt sources for bookworm, -updates and -security; pushed once, reused."""
-    from repro.registry import Registry
+    from test_lock_debian import mmdebstrap_base
 
-    ref = f"{registry}/{UPDATED_REPO}:{UPDATED_TAG}"
-    with Registry() as client:
-        try:
-            client.resolve(ref)
-            return ref
-        except Exception:  # noqa: BLE001 - not there yet: make it
-            pass
-    import subprocess
-
-    from test_lock_debian import EPOCH, push_rootfs
-
-    if not shutil.which("mmdebstrap"):
-        pytest.fail("mmdebstrap is not installed (scripts/test installs it)")
-    from repro.config import mirror_url
-
-    sources = [
-        f"deb {mirror_url('apt', suite=s, components=['main'])} {s} main" for s in UPDATED_SUITES
-    ]
-    out = tmp_path_factory.mktemp("debian-updated") / "rootfs.tar"
-    r = subprocess.run(
-        [
-            "mmdebstrap",
-            "--variant=apt",
-            "--mode=root",
-            "--format=tar",
-            "--skip=output/dev",
-            "bookworm",
-            str(out),
-            *sources,
-        ],
-        env={**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    pushed = push_rootfs(registry, out, repo=UPDATED_REPO, tag=UPDATED_TAG)
-    assert pushed
-    return ref
+    tmp = tmp_path_factory.mktemp("debian-updated")
+    return mmdebstrap_base(registry, tmp, UPDATED_REPO, UPDATED_TAG, UPDATED_SUITES)

@@ -41,9 +41,7 @@ def repro(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     )
 
 
-def push_rootfs(
-    registry: str, tar_path: Path, repo: str = BASE_REPO, tag: str = BASE_TAG
-) -> str:
+def push_rootfs(registry: str, tar_path: Path, repo: str = BASE_REPO, tag: str = BASE_TAG) -> str:
     raw = tar_path.read_bytes()
     diff_id = oci.sha256_digest(raw)
     layer = gzip.compress(raw, compresslevel=6, mtime=0)
@@ -84,21 +82,21 @@ def push_rootfs(
         return str(client.put_manifest(target, tag, manifest, oci.MEDIA_TYPE_OCI_MANIFEST))
 
 
-@pytest.fixture(scope="session")
-def debian_base(registry: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    ref = f"{registry}/{BASE_REPO}:{BASE_TAG}"
+def mmdebstrap_base(registry: str, tmp: Path, repo: str, tag: str, suites: tuple[str, ...]) -> str:
+    """`repo:tag` in the loopback registry: pushed once (mmdebstrap --variant=apt from
+    this machine's apt sources for `suites`, SOURCE_DATE_EPOCH set), then reused."""
+    ref = f"{registry}/{repo}:{tag}"
     with Registry() as client:
         try:
             client.resolve(ref)
             return ref
         except Exception:  # noqa: BLE001 - not there yet: make it
             pass
-    if not shutil.which("mmdebstrap"):
-        pytest.skip("mmdebstrap is not installed (apt-get install mmdebstrap)")
+    assert shutil.which("mmdebstrap"), "mmdebstrap is not installed (scripts/test installs it)"
     from repro.config import mirror_url
 
-    mirror = mirror_url("apt", suite="bookworm", components=["main"])
-    out = tmp_path_factory.mktemp("debian") / "rootfs.tar"
+    sources = [f"deb {mirror_url('apt', suite=s, components=['main'])} {s} main" for s in suites]
+    out = tmp / "rootfs.tar"
     r = subprocess.run(
         [
             "mmdebstrap",
@@ -108,17 +106,23 @@ def debian_base(registry: str, tmp_path_factory: pytest.TempPathFactory) -> str:
             "--skip=output/dev",
             "bookworm",
             str(out),
-            f"deb {mirror} bookworm main",
+            *sources,
         ],
         env={**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)},
         capture_output=True,
         text=True,
         timeout=900,
     )
-    if r.returncode != 0:
-        pytest.skip(f"mmdebstrap failed: {r.stderr[-500:]}")
-    push_rootfs(registry, out)
+    assert r.returncode == 0, f"mmdebstrap failed: {r.stderr[-1000:]}"
+    assert push_rootfs(registry, out, repo=repo, tag=tag)
     return ref
+
+
+@pytest.fixture(scope="session")
+def debian_base(registry: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Debian 12 from bookworm main alone."""
+    tmp = tmp_path_factory.mktemp("debian")
+    return mmdebstrap_base(registry, tmp, BASE_REPO, BASE_TAG, ("bookworm",))
 
 
 def test_locked_debian_packages_build_twice_to_the_same_digest(
