@@ -157,6 +157,7 @@ def build_recipe(
     from repro.lock import apply_lock
 
     pinned = apply_lock(recipe, build_args or {}, built)
+    _check_locked_bases(recipe, pinned.lock)
     args = pinned.build_args
     request = BuildRequest(
         context=recipe.context,
@@ -247,6 +248,35 @@ def build_recipe(
         source_date_epoch=pinned.source_date_epoch,
         packages=binding.to_json() if binding.checked else None,
     )
+
+
+def _check_locked_bases(recipe: Recipe, lock: dict[str, Any] | None) -> None:
+    """Every base digest the lock pins must be in its registry: one line naming the
+    lock entry before anything is built (BuildKit would report it three times over)."""
+    from repro.errors import RegistryError
+    from repro.lock import _image_name
+    from repro.registry import Registry
+
+    if not lock or not lock.get("bases"):
+        return
+    with Registry() as client:
+        for ref, entry in lock["bases"].items():
+            if entry.get("image"):
+                image = str(entry["image"])  # a recipe: base, as it was published
+            elif ref.startswith("recipe:"):
+                continue
+            else:
+                image = _image_name(ref)
+            try:
+                client.resolve(f"{image}@{entry['digest']}")
+            except RegistryError as exc:
+                if "not found" not in str(exc):
+                    raise
+                raise InputError(
+                    f"{recipe.name}: repro.lock pins base {ref} to {entry['digest'][:19]}…, "
+                    f"which {image.split('/')[0]} does not have; run repro lock --update "
+                    "(or push that image)"
+                ) from None
 
 
 def _package_context(recipe: Recipe, lock: dict[str, Any] | None, offline: bool) -> Path | None:

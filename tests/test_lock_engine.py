@@ -414,3 +414,21 @@ def test_an_edited_lock_is_refused_and_relocked(
     r = repro("lock", str(d))
     assert r.returncode == 0, r.stderr
     assert lock.read_text() == good
+
+
+def test_a_locked_base_the_registry_lacks_is_one_line_naming_the_lock(
+    tmp_path: Path, registry: str, repo_name: str
+) -> None:
+    digest, _ = push_image(registry, f"{repo_name}:v1", {"marker": b"one"})
+    ref = f"{registry}/{repo_name}:v1"
+    toml = f'source_date_epoch = 1\nbases = ["{ref}"]\n'
+    d = make_recipe(tmp_path, "gone", toml, f"FROM {ref}\n")
+    assert repro("lock", str(d)).returncode == 0
+    lock = d / "repro.lock"
+    assert digest in lock.read_text()
+    lock.write_text(lock.read_text().replace(digest, "sha256:" + "ab" * 32))
+    r = repro("build", str(d), "-o", f"oci:{tmp_path / 'o'}", "--progress", "quiet")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "repro.lock pins base" in lines[0], r.stderr
+    assert lines[0].count("sha256:abab") == 1
