@@ -68,13 +68,7 @@ def load_repo_config(recipes_dir: Path) -> RepoConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        message = re.sub(r"\s*\(at line.*", "", str(exc))
-        raise RecipeError(
-            f"invalid TOML: {message}",
-            file=str(file),
-            line=int(m.group(1)) if m else None,
-        ) from None
+        raise toml_error(exc, file, text) from None
     registry = data.pop("registry", "")
     if not isinstance(registry, str):
         raise RecipeError(
@@ -164,6 +158,20 @@ def key_path(raw: str, base: Path, root: Path) -> Path:
     if resolved != root and root not in resolved.parents:
         raise InputError(f"{raw!r} points outside the repository ({root}); use an absolute path")
     return resolved
+
+
+def toml_error(exc: tomllib.TOMLDecodeError, file: Path, text: str) -> RecipeError:
+    """tomllib's error as one line with the file and line (an error "at end of
+    document" is on the file's last line)."""
+    m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+    message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
+    if m:
+        line: int | None = int(m.group(1))
+    elif "end of document" in str(exc):
+        line = max(1, len(text.splitlines()))
+    else:
+        line = None
+    return RecipeError(f"invalid TOML: {message}", file=str(file), line=line)
 
 
 def _line(text: str, key: str) -> int | None:

@@ -181,8 +181,13 @@ def read_lock(recipe: Recipe) -> dict[str, Any] | None:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        from repro.config import toml_error
+
+        bad = toml_error(exc, file, text)
         raise RecipeError(
-            f"invalid lock ({exc}); run repro lock --update", file=str(file)
+            f"{bad.message} (a lock is written by repro lock: run repro lock --update)",
+            file=str(file),
+            line=bad.line,
         ) from None
     return data
 

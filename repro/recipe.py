@@ -281,11 +281,9 @@ def load_recipe(directory: Path) -> Recipe:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise RecipeError(
-            f"invalid TOML: {message}", file=str(file), line=int(m.group(1)) if m else None
-        ) from None
+        from repro.config import toml_error
+
+        raise toml_error(exc, file, text) from None
 
     r = _Reader(data, text, file)
     present = {key: key in data for key in _NOT_IN_ROOTFS}

@@ -90,3 +90,23 @@ def test_example_recipes_parse() -> None:
     with_dockerfile = [r for r in recipes if r.rootfs is None]  # [rootfs] recipes have none
     assert any(r.target or "AS" in r.dockerfile.read_text() for r in with_dockerfile)
     assert any(r.rootfs is not None for r in recipes)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('source_date_epoch = 1\nbases = ["a:1"\n', 2),
+        ('source_date_epoch = "', 1),
+        ("source_date_epoch = 1\n\nx = \n", 3),
+    ],
+)
+def test_toml_errors_name_a_line_even_at_the_end(tmp_path: Path, text: str, line: int) -> None:
+    from repro.errors import RecipeError
+    from repro.recipe import load_recipe
+
+    (tmp_path / "recipe.toml").write_text(text)
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(tmp_path)
+    assert err.value.line == line and "invalid TOML" in str(err.value)
+    assert "end of document" not in str(err.value)
