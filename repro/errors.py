@@ -32,8 +32,24 @@ class ReproError(Exception):
     def __str__(self) -> str:
         where = ""
         if self.file:
-            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+            shown = _shown_path(self.file)
+            where = f"{shown}:{self.line}: " if self.line else f"{shown}: "
         return f"{where}{self.message}"
+
+
+def _shown_path(file: str) -> str:
+    """A file as the user would type it: relative to the working directory when it is
+    under it (recipes/hello/Dockerfile), else as given; one form for every error."""
+    import os
+
+    try:
+        absolute = os.path.abspath(file)
+        here = os.getcwd()
+    except OSError:
+        return file
+    if absolute.startswith(here + os.sep):
+        return os.path.relpath(absolute, here)
+    return file
 
 
 class InputError(ReproError):
