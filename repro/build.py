@@ -112,7 +112,33 @@ def _credentials(host: str) -> tuple[str, str] | None:
     return creds.username, creds.secret
 
 
-def build_recipe(
+def build_recipe(recipe: Recipe, **options: Any) -> RecipeResult:
+    """Build one recipe (see `_build_recipe` for the options). Folders made for the
+    output are removed again when the build fails: nothing is left half-written."""
+    output = str(options.get("output") or default_output(recipe))
+    made = _new_parents(Path(output.partition(":")[2] or output))
+    try:
+        return _build_recipe(recipe, **options)
+    except BaseException:
+        for directory in made:
+            try:
+                directory.rmdir()  # only if still empty
+            except OSError:
+                break
+        raise
+
+
+def _new_parents(path: Path) -> list[Path]:
+    """The folders above `path` that do not exist yet, deepest first."""
+    out = []
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        out.append(parent)
+        parent = parent.parent
+    return out
+
+
+def _build_recipe(
     recipe: Recipe,
     *,
     builder: str | None = None,

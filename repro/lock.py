@@ -802,7 +802,7 @@ def read_dockerfile(recipe: Recipe) -> str:
         reason = exc.strerror or exc
         raise RecipeError(f"cannot read: {reason}", file=str(recipe.dockerfile)) from None
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise RecipeError(
@@ -810,6 +810,11 @@ def read_dockerfile(recipe: Recipe) -> str:
             file=str(recipe.dockerfile),
             line=line,
         ) from None
+    if not any(
+        ln.strip() and not ln.lstrip().startswith("#") for ln in text.lstrip("\ufeff").splitlines()
+    ):
+        raise RecipeError("the Dockerfile is empty (no instruction)", file=str(recipe.dockerfile))
+    return text
 
 
 def check_from_lines(recipe: Recipe, build_args: Mapping[str, str] | None = None) -> list[Any]:

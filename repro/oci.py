@@ -367,6 +367,8 @@ def manifest_children(doc: Mapping[str, Any], media_type: str, what: str) -> lis
         return [Descriptor.from_json(d, f"{what} manifests[{i}]") for i, d in enumerate(entries)]
     if media_type in IMAGE_MANIFEST_MEDIA_TYPES:
         layers = doc.get("layers")
+        if layers is None and "layers" in doc:
+            layers = []  # BuildKit writes "layers": null for an image with none (FROM scratch)
         if not isinstance(layers, list):
             raise InputError(f"{what} has no layers list")
         config = Descriptor.from_json(doc.get("config"), f"{what} config")

@@ -182,6 +182,9 @@ class Recipe:
         )
 
 
+MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: image configs carry RFC 3339 dates
+
+
 def _line_of(text: str, table: str | None, key: str | None) -> int | None:
     """Best-effort line number of a key (in a table) or of a table header."""
     lines = text.splitlines()
@@ -319,6 +322,11 @@ def load_recipe(directory: Path) -> Recipe:
             )
         if epoch_value < 0:
             raise r.error("source_date_epoch must not be negative", "source_date_epoch")
+        if epoch_value > MAX_EPOCH:
+            raise r.error(
+                f"source_date_epoch {epoch_value} is after the year 9999 (at most {MAX_EPOCH})",
+                "source_date_epoch",
+            )
         epoch, policy = epoch_value, "fixed"
     network = r.take("network", str, "default")
     if network not in ("default", "none", "host"):

@@ -268,6 +268,16 @@ _PARSE_ERROR = re.compile(r"dockerfile parse error on line (\d+): (.*)", re.IGNO
 _LINE_ERROR = re.compile(r"(?:^|: )(.*?\bline (\d+)\b.*)$")
 
 
+def _last_heredoc_line(dockerfile: Path) -> int | None:
+    """The line of the last heredoc a Dockerfile opens (where an unterminated one starts)."""
+    try:
+        lines = dockerfile.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    found = [n for n, line in enumerate(lines, 1) if re.search(r"<<-?[\"']?[A-Za-z_]", line)]
+    return found[-1] if found else None
+
+
 def classify_solve_error(details: str, dockerfile: Path) -> Exception:
     """Turn BuildKit's error text into the right repro error (input vs. build)."""
     msg = details.strip().splitlines()[0] if details.strip() else "build failed"
@@ -280,6 +290,8 @@ def classify_solve_error(details: str, dockerfile: Path) -> Exception:
         return InputError(msg, file=str(dockerfile))
     if "failed to read dockerfile" in lowered:
         return ContextError(msg, file=str(dockerfile))
+    if "unterminated heredoc" in lowered or "dockerfile cannot be empty" in lowered:
+        return InputError(msg, file=str(dockerfile), line=_last_heredoc_line(dockerfile))
     if "rewrite-timestamp" in lowered and ("unknown" in lowered or "invalid" in lowered):
         return BuilderError(
             "this BuildKit does not support rewrite-timestamp; BuildKit v0.13 or newer "

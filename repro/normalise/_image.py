@@ -203,6 +203,8 @@ class _Normaliser:
         )[1:]
         rootfs = config.get("rootfs")
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if diff_ids is None and isinstance(rootfs, dict) and "diff_ids" in rootfs:
+            diff_ids = []  # BuildKit writes null for an image without layers (FROM scratch)
         if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
             raise InputError(
                 f"image {descriptor.digest}: its config lists "
