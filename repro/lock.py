@@ -384,6 +384,11 @@ class Resolver:
                 label=label,
                 installed=installed,  # the base's lib/apk/db/installed, version-aware
             )
+            from repro.packages.apkfetch import pin_apk_files
+
+            # The index has no sha256 of a package file: download each once (into the
+            # cache), check it against the signed C: chain, record its sha256 and size.
+            closure.pins = pin_apk_files(closure.pins, mirror, s.architecture, label)
         result["package"] = [p.to_toml() for p in closure.sorted()]
         return result
 
