@@ -204,8 +204,8 @@ def _walk(
         control_hash = first_hash  # an unsigned package starts with its control part
     if control_hash.digest() != want:
         raise ApkFileError(
-            f"{label}: the control part does not match the locked checksum {checksum} "
-            f"(it is {q1(control_hash.digest())}); nothing was used"
+            f"{label}: the control part does not match its checksum {checksum} (the signed "
+            f"index's C:, as locked; it is {q1(control_hash.digest())}); nothing was used"
         )
     info: dict[str, list[str]] = {}
     scripts: dict[str, tuple[bytes, int]] = {}
