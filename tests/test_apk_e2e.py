@@ -461,3 +461,30 @@ def test_an_application_locks_against_the_pushed_base_and_the_base_runs(
         "scripts.tar",
         "triggers",
     ]
+
+
+def test_vault_obtain_fetches_an_apk_pin_from_its_mirror(
+    tmp_path: Path, mirror: tuple[str, Path, ApkKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vault's obtain() (cache, mirror, vault) knows the apk mirror layout, and
+    checks the file against the locked sha256 as for .debs."""
+    from repro.errors import DigestMismatch
+    from repro.vault import Source, obtain
+
+    url, root, key = mirror
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = (root / BRANCH / REPO / ARCH / "musl-1.2.5-r0.apk").read_bytes()
+    pin = {
+        "name": "musl",
+        "version": "1.2.5-r0",
+        "filename": "musl-1.2.5-r0.apk",
+        "origin": f"{BRANCH}/{REPO}",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+    source = Source("apk", {"": url}, architecture=ARCH)
+    path = obtain(pin, source)
+    assert path.read_bytes() == data and path.name == pin["sha256"]
+    wrong = {**pin, "sha256": hashlib.sha256(b"other").hexdigest()}
+    with pytest.raises(DigestMismatch, match=r"apk:musl 1.2.5-r0: downloaded bytes do not match"):
+        obtain(wrong, source)
