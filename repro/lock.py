@@ -385,13 +385,18 @@ class Resolver:
             apk_index = load_apk_index(
                 mirror, s.suites[0], s.components, s.architecture, trust=apk_trust(s, self.repo)
             )
-            assumed = list(s.assume_installed)
-            if installed is not None:
-                # apk: what the base has (and provides) satisfies a dependency by name.
-                for pkg in installed.values():
-                    assumed.append(pkg.name)
-                    assumed += [p.split("=")[0] for p in pkg.provides.split()]
-            closure = resolve_apk(apk_index, s.packages, assume_installed=assumed, label=label)
+            closure = resolve_apk(
+                apk_index,
+                s.packages,
+                assume_installed=s.assume_installed,
+                label=label,
+                installed=installed,  # the base's lib/apk/db/installed, version-aware
+            )
+            from repro.packages.apkfetch import pin_apk_files
+
+            # The index has no sha256 of a package file: download each once (into the
+            # cache), check it against the signed C: chain, record its sha256 and size.
+            closure.pins = pin_apk_files(closure.pins, mirror, s.architecture, label)
         result["package"] = [p.to_toml() for p in closure.sorted()]
         return result
 

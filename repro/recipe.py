@@ -389,6 +389,7 @@ def _rootfs(
     from repro.rootfs._spec import check_recipe, parse_rootfs
 
     t = _Reader(r.take("rootfs", dict), r.text, r.file, "rootfs")
+    given = set(t.data)
     spec = parse_rootfs(
         t.data,
         t.take,
@@ -397,11 +398,12 @@ def _rootfs(
         _line_of(r.text, "rootfs", None),
     )
     t.finish()
-    apt = [s.name for s in packages if s.kind == "apt"]
-    check_recipe(spec, apt, present, t.error, r.error)
+    # The set may be an apt set (Debian) or an apk set (Alpine: repro.rootfs._alpine).
+    kinds = [(s.kind, s.name) for s in packages if s.kind in ("apt", "apk")]
+    spec, kind = check_recipe(spec, kinds, present, t.error, r.error, given)
     marked = tuple(
         dataclasses.replace(s, rootfs=spec.selection())
-        if s.kind == "apt" and s.name == spec.packages
+        if s.kind == kind and s.name == spec.packages
         else s
         for s in packages
     )

@@ -96,10 +96,11 @@ class Source:
     """Where the packages of one locked set come from."""
 
     kind: str
-    mirrors: Mapping[str, str]  # suite -> base URL (apt)
+    mirrors: Mapping[str, str]  # suite -> base URL (apt); {"": base URL} (apk)
     vault: str = ""  # the vault repository, "" when there is none
     offline: bool = False
     client: Any = None  # a repro.registry.Registry for the vault
+    architecture: str = ""  # apk: the set's, which names the mirror's directory
 
 
 def set_source(
@@ -119,11 +120,26 @@ def set_source(
     if not offline and s.kind == "apt":
         suites = tuple(entry.get("suites") or release_suites(s, repo, env))
         mirrors = mirrors_for_suites(s.mirror, suites, s.components, repo=repo, environ=env)
+    elif not offline and s.kind == "apk":
+        from repro.config import mirror_url
+
+        mirrors = {"": mirror_url(s.mirror, repo=repo, environ=env)}
     try:
         vault = vault_repository(repo)
     except InputError:
         vault = ""
-    return Source(s.kind, mirrors, vault, offline, client)
+    return Source(s.kind, mirrors, vault, offline, client, s.architecture)
+
+
+def package_url(source: Source, pin: Mapping[str, Any]) -> str:
+    """Where a locked package is on its mirror: a pool path (apt), or
+    ``<branch>/<repository>/<arch>/<name>-<version>.apk`` (apk)."""
+    origin, filename = str(pin.get("origin", "")), str(pin["filename"])
+    if source.kind == "apk":
+        from repro.packages.apkfetch import apk_package_url
+
+        return apk_package_url(source.mirrors[""], origin, source.architecture, filename)
+    return apt_package_url(source.mirrors, origin, filename)
 
 
 def obtain(pin: Mapping[str, Any], source: Source) -> Path:
@@ -135,7 +151,7 @@ def obtain(pin: Mapping[str, Any], source: Source) -> Path:
         return cached
     gone = ""
     if not source.offline and source.mirrors and pin.get("filename"):
-        url = apt_package_url(source.mirrors, str(pin.get("origin", "")), str(pin["filename"]))
+        url = package_url(source, pin)
         try:
             return fetch_pinned(url, digest, int(pin.get("size", 0)), label)
         except PackageGone:

@@ -12,6 +12,7 @@ from signing import ApkKey, apkindex_archive
 
 from repro.packages import ResolveError
 from repro.packages.apk import ApkIndex, compare_versions, load_apk_index, resolve_apk
+from repro.packages.installed import InstalledPackage, parse_apk_installed
 from repro.packages.trust import ApkTrust
 
 
@@ -125,3 +126,90 @@ def test_missing_dependency_names_the_chain(index: ApkIndex) -> None:
         resolve_apk(index, ["deep"])
     with pytest.raises(ResolveError, match=r"did you mean busybox"):
         resolve_apk(index, ["busybux"])
+
+
+# --- against a base's lib/apk/db/installed ------------------------------------------------
+
+BASE_INDEX = "\n".join(
+    [
+        entry("musl", "1.2.5-r0", provides="so:libc.musl-x86_64.so.1=1"),
+        entry("musl", "1.2.5-r1", provides="so:libc.musl-x86_64.so.1=1"),
+        entry("libz", "1.3-r0", "so:libc.musl-x86_64.so.1", "so:libz.so.1=1.3"),
+        entry("tool", "1.0-r0", "so:libc.musl-x86_64.so.1 so:libz.so.1"),
+        entry("newtool", "1.0-r0", "musl>=1.2.5-r1"),
+        entry("oldtool", "1.0-r0", "musl<1.2.5-r1"),
+        entry("shapp", "1.0-r0", "cmd:sh"),
+        entry("dash-binsh", "0.5-r0", "", "cmd:sh=0.5-r0", 60),
+        entry("rival", "1.0-r0", "!busybox"),
+        entry("hated", "1.0-r0"),
+        entry("pinned-musl", "1.0-r0", "musl=1.2.5-r0"),
+    ]
+)
+
+
+def installed_db(*stanzas: str) -> dict[str, InstalledPackage]:
+    return parse_apk_installed("\n".join(stanzas))
+
+
+def inst(name: str, version: str, deps: str = "", provides: str = "") -> str:
+    text = f"C:Q1x=\nP:{name}\nV:{version}\nA:x86_64\n"
+    text += f"D:{deps}\n" if deps else ""
+    text += f"p:{provides}\n" if provides else ""
+    return text + "F:etc\nR:x\nZ:Q1y=\n"
+
+
+@pytest.fixture(scope="module")
+def base_index() -> ApkIndex:
+    index = ApkIndex()
+    index.add(BASE_INDEX, "v3.20/main")
+    return index
+
+
+BASE = (
+    inst("musl", "1.2.5-r0", provides="so:libc.musl-x86_64.so.1=1"),
+    inst("busybox", "1.36.1-r2", "so:libc.musl-x86_64.so.1 !hated", "cmd:sh=1.36.1-r2"),
+    inst("pinned-musl", "1.0-r0", "musl=1.2.5-r0"),
+)
+
+
+def test_the_base_satisfies_dependencies_and_its_provides_count(base_index: ApkIndex) -> None:
+    db = installed_db(*BASE)
+    closure = resolve_apk(base_index, ["tool", "shapp"], installed=db)
+    assert got(closure) == {"libz": "1.3-r0", "shapp": "1.0-r0", "tool": "1.0-r0"}
+    # without the base, musl and a cmd:sh provider are pinned
+    alone = got(resolve_apk(base_index, ["tool", "shapp"]))
+    assert alone["musl"] == "1.2.5-r1" and "dash-binsh" in alone
+
+
+def test_a_dependency_the_base_does_not_satisfy_upgrades_it_and_its_dependants(
+    base_index: ApkIndex,
+) -> None:
+    # newtool needs musl>=1.2.5-r1: musl is upgraded, and pinned-musl (in the base,
+    # musl=1.2.5-r0) is left unsatisfied by that upgrade: it cannot be upgraded either.
+    db = installed_db(*BASE)
+    with pytest.raises(ResolveError, match=r"pinned-musl 1.0-r0 \(in the base\) needs musl=1"):
+        resolve_apk(base_index, ["newtool"], installed=db)
+    db = installed_db(BASE[0], BASE[1])
+    closure = resolve_apk(base_index, ["newtool"], installed=db)
+    assert got(closure) == {"musl": "1.2.5-r1", "newtool": "1.0-r0"}
+
+
+def test_a_downgrade_of_the_base_is_an_error_naming_both_versions(base_index: ApkIndex) -> None:
+    db = installed_db(inst("musl", "1.2.5-r1"))
+    with pytest.raises(
+        ResolveError,
+        match=r"would downgrade the base: oldtool -> musl<1.2.5-r1, but the base has "
+        r"musl 1.2.5-r1 and the repositories offer only 1.2.5-r0",
+    ):
+        resolve_apk(base_index, ["oldtool"], installed=db, label="apk:app")
+    assert got(resolve_apk(base_index, ["oldtool"]))["musl"] == "1.2.5-r0"
+
+
+def test_conflicts_with_the_base_are_errors(base_index: ApkIndex) -> None:
+    db = installed_db(*BASE)
+    with pytest.raises(ResolveError, match=r"rival 1.0-r0 conflicts with busybox 1.36.1-r2 in"):
+        resolve_apk(base_index, ["rival"], installed=db)
+    with pytest.raises(ResolveError, match=r"busybox 1.36.1-r2 in the base conflicts with hated"):
+        resolve_apk(base_index, ["hated"], installed=db)
+    alone = got(resolve_apk(base_index, ["rival", "hated"]))
+    assert alone == {"hated": "1.0-r0", "rival": "1.0-r0"}

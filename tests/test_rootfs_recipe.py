@@ -153,3 +153,25 @@ def test_the_variants_request(tmp_path: Path) -> None:
         make(tmp_path, BASE.format(rootfs='variant = "custom"\nmerged_usr = false'), "c")
     )
     assert rootfs_request(index, custom.packages[0]) == ["apt"]
+
+
+APK = """\
+source_date_epoch = 1735689600
+[rootfs]
+packages = "base"
+{rootfs}
+[packages.apk.base]
+branch = "v3.20"
+packages = ["alpine-base"]
+"""
+
+
+def test_an_apk_rootfs_set_is_what_it_lists(tmp_path: Path) -> None:
+    r = load_recipe(make(tmp_path, APK.format(rootfs="")))
+    assert r.rootfs is not None
+    assert (r.rootfs.variant, r.rootfs.merged_usr) == ("custom", False)
+    (s,) = r.packages
+    assert s.kind == "apk" and dict(s.rootfs) == {"variant": "custom", "merged_usr": "no"}
+    for key in ('variant = "essential"', "merged_usr = true"):
+        with pytest.raises(RecipeError, match=r"is for Debian sets; an apk set is what it lists"):
+            load_recipe(make(tmp_path, APK.format(rootfs=key), name=key.split()[0]))

@@ -17,11 +17,12 @@ import re
 import tarfile
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from repro.packages._common import Closure, Pin, ResolveError
+from repro.packages.installed import InstalledPackage
 
 if TYPE_CHECKING:
     from repro.packages.trust import ApkTrust
@@ -248,21 +249,50 @@ def load_apk_index(
 # --- resolving --------------------------------------------------------------------------------
 
 
+def _pv(name: str, version: str) -> str:
+    return f"{name} {version}"
+
+
 def resolve_apk(
     index: ApkIndex,
     requested: Sequence[str],
     *,
     assume_installed: Iterable[str] = (),
     label: str = "",
+    installed: Mapping[str, InstalledPackage] | None = None,
 ) -> Closure:
-    """The full closure of `requested` (``name`` or ``name=version``, ``name>=v``…)."""
+    """The full closure of `requested` (``name`` or ``name=version``, ``name>=v``…).
+
+    With `installed` (the base image's ``lib/apk/db/installed``), what the base has
+    satisfies a dependency at the version it has, and so do its ``p:`` provides
+    (``so:``, ``cmd:``, ``name=version``); it is not pinned again. A dependency the
+    base's version does not satisfy upgrades it (and the base's packages the upgrade
+    leaves unsatisfied), as ``apk add`` would; one that would need a downgrade is an
+    error naming the chain and both versions. A ``!name`` conflict between a chosen
+    package and one of the base's is an error.
+    """
     where = f"{label}: " if label else ""
     chosen: dict[str, ApkPackage] = {}
     provided: dict[str, list[tuple[ApkPackage, str]]] = {}
     assumed = set(assume_installed)
+    base: dict[str, InstalledPackage] = dict(installed or {})
+    base_provides: dict[str, list[tuple[InstalledPackage, str]]] = {}
+    base_depends: dict[str, list[Dep]] = {}
+    for have in base.values():
+        for token in have.provides.split():
+            prov = parse_dep(token)
+            base_provides.setdefault(prov.name, []).append((have, prov.version))
+        base_depends[have.name] = [parse_dep(t) for t in have.depends.split()]
 
     def ok(dep: Dep, version: str) -> bool:
         return not dep.op or bool(version and satisfies(version, dep.op, dep.version))
+
+    def kept(name: str) -> InstalledPackage | None:
+        """The base's package `name`, unless the closure replaces it."""
+        return None if name in chosen else base.get(name)
+
+    def kept_providers(name: str) -> list[tuple[InstalledPackage, str]]:
+        return [(p, v) for p, v in base_provides.get(name, []) if p.name not in chosen]
 
     def satisfied(dep: Dep) -> bool:
         if dep.name in assumed:
@@ -270,38 +300,77 @@ def resolve_apk(
         pkg = chosen.get(dep.name)
         if pkg is not None and ok(dep, pkg.version):
             return True
-        return any(ok(dep, v) for _p, v in provided.get(dep.name, []))
+        if any(ok(dep, v) for _p, v in provided.get(dep.name, [])):
+            return True
+        have = kept(dep.name)
+        if have is not None and ok(dep, have.version):
+            return True
+        return any(ok(dep, v) for _p, v in kept_providers(dep.name))
 
     def conflict_of(pkg: ApkPackage) -> str:
+        names = (pkg.name, *[p.name for p in pkg.provides])
         for dep in pkg.depends:
-            if dep.conflict:
-                other = chosen.get(dep.name)
-                if other is not None and ok(dep, other.version):
-                    return f"{pkg.name} {pkg.version} conflicts with {other.name} {other.version}"
+            if not dep.conflict:
+                continue
+            other = chosen.get(dep.name)
+            if other is not None and other.name != pkg.name and ok(dep, other.version):
+                return f"{pkg.name} {pkg.version} conflicts with {other.name} {other.version}"
+            have = kept(dep.name)
+            if have is not None and have.name != pkg.name and ok(dep, have.version):
+                return (
+                    f"{pkg.name} {pkg.version} conflicts with {have.name} {have.version} "
+                    "in the base"
+                )
+            for prov, version in kept_providers(dep.name):
+                if prov.name != pkg.name and (not dep.op or ok(dep, version)):
+                    return (
+                        f"{pkg.name} {pkg.version} conflicts with {dep.name} "
+                        f"(provided by {prov.name} {prov.version} in the base)"
+                    )
         for other in chosen.values():
             for dep in other.depends:
-                names = (pkg.name, *[p.name for p in pkg.provides])
                 if (
                     dep.conflict
                     and dep.name in names
                     and (dep.name != pkg.name or ok(dep, pkg.version))
                 ):
                     return f"{other.name} {other.version} conflicts with {pkg.name} {pkg.version}"
+        for have_name, deps in base_depends.items():
+            if have_name in chosen or have_name == pkg.name:
+                continue
+            for dep in deps:
+                if (
+                    dep.conflict
+                    and dep.name in names
+                    and (dep.name != pkg.name or ok(dep, pkg.version))
+                ):
+                    have = base[have_name]
+                    return (
+                        f"{have.name} {have.version} in the base conflicts with "
+                        f"{pkg.name} {pkg.version}"
+                    )
         return ""
+
+    def newer_than_base(pkg: ApkPackage) -> bool:
+        """apk upgrades what the base has; it never downgrades it silently."""
+        have = kept(pkg.name)
+        return have is None or compare_versions(pkg.version, have.version) > 0
 
     def candidate(dep: Dep) -> ApkPackage | None:
         if dep.name in chosen:
             return None
         for pkg in index.versions(dep.name):
-            if ok(dep, pkg.version) and not conflict_of(pkg):
+            if ok(dep, pkg.version) and newer_than_base(pkg) and not conflict_of(pkg):
                 return pkg
+        if kept(dep.name) is not None:
+            return None
         providers = [(p, v) for p, v in index.providers.get(dep.name, []) if ok(dep, v)]
         for p, _ in providers:
             if chosen.get(p.name) is p:
                 return p
         providers.sort(key=lambda pv: (-pv[0].priority, pv[0].name, _newest_first(pv[0].version)))
         for p, _ in providers:
-            if p.name not in chosen and not conflict_of(p):
+            if p.name not in chosen and newer_than_base(p) and not conflict_of(p):
                 return p
         return None
 
@@ -312,6 +381,22 @@ def resolve_apk(
             return ResolveError(
                 f"{where}unsatisfiable: {path}, but {have.name} {have.version} is already chosen"
             )
+        in_base = kept(dep.name)
+        if in_base is not None:
+            known = [p.version for p in index.versions(dep.name)]
+            fitting = [v for v in known if ok(dep, v)]
+            if fitting:
+                return ResolveError(
+                    f"{where}would downgrade the base: {path}, but the base has "
+                    f"{_pv(in_base.name, in_base.version)} and the repositories offer only "
+                    f"{fitting[0]} (apk upgrades, it does not downgrade; lock against "
+                    "another base or another branch)"
+                )
+            offered = ", ".join(known[:3]) or "none"
+            return ResolveError(
+                f"{where}unsatisfiable: {path}, but the base has "
+                f"{_pv(in_base.name, in_base.version)} (the repositories offer {offered})"
+            )
         if dep.name in index.packages or dep.name in index.providers:
             versions = (
                 ", ".join(p.version for p in index.versions(dep.name)[:3]) or "providers only"
@@ -319,11 +404,41 @@ def resolve_apk(
             conflict = next(
                 (c for c in (conflict_of(p) for p in index.versions(dep.name)) if c), ""
             )
+            if not conflict and not index.versions(dep.name):
+                for p, pv in index.providers.get(dep.name, []):
+                    older = kept(p.name)
+                    if older is not None and ok(dep, pv) and not newer_than_base(p):
+                        return ResolveError(
+                            f"{where}would downgrade the base: {path}, but the base has "
+                            f"{_pv(older.name, older.version)} and the repositories offer only "
+                            f"{p.version}"
+                        )
             detail = f"conflict: {conflict}" if conflict else f"available: {versions}"
             return ResolveError(f"{where}unsatisfiable: {path} ({detail})")
         close = difflib.get_close_matches(dep.name, list(index.packages), n=3, cutoff=0.75)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         return ResolveError(f"{where}no package {dep.name!r}: {path}{hint}")
+
+    def choose(pkg: ApkPackage) -> list[tuple[list[Dep], list[str]]]:
+        """Choose `pkg`; for an upgrade of the base's package, the base's packages that
+        the new version leaves unsatisfied, each to be upgraded in turn."""
+        replaced = kept(pkg.name)
+        chosen[pkg.name] = pkg
+        for prov in pkg.provides:
+            provided.setdefault(prov.name, []).append((pkg, prov.version))
+        if replaced is None:
+            return []
+        broken: list[tuple[list[Dep], list[str]]] = []
+        for other_name, deps in sorted(base_depends.items()):
+            if kept(other_name) is None:
+                continue
+            other = base[other_name]
+            for dep in deps:
+                if not dep.conflict and not satisfied(dep):
+                    why = f"{other.name} {other.version} (in the base) needs {dep}"
+                    broken.append(([Dep(other.name, ">", other.version)], [why]))
+                    break
+        return broken
 
     queue: deque[tuple[list[Dep], list[str]]] = deque(([parse_dep(r)], []) for r in requested)
     while queue:
@@ -336,6 +451,12 @@ def resolve_apk(
                         f"{where}conflict: {chain[-1] if chain else '?'} conflicts with "
                         f"{other.name} {other.version} (via {' -> '.join(chain)})"
                     )
+                in_base = kept(dep.name)
+                if in_base is not None and ok(dep, in_base.version):
+                    raise ResolveError(
+                        f"{where}conflict: {chain[-1] if chain else '?'} conflicts with "
+                        f"{in_base.name} {in_base.version} in the base (via {' -> '.join(chain)})"
+                    )
                 continue
             if satisfied(dep):
                 continue
@@ -347,8 +468,7 @@ def resolve_apk(
                 raise ResolveError(
                     f"{where}conflict: {conflict} (via {' -> '.join([*chain, pkg.name])})"
                 )
-            chosen[pkg.name] = pkg
-            for prov in pkg.provides:
-                provided.setdefault(prov.name, []).append((pkg, prov.version))
+            for more, why in choose(pkg):
+                queue.append((more, [*chain, pkg.name, *why]))
             queue.append((pkg.depends, [*chain, pkg.name]))
     return Closure([p.pin() for p in sorted(chosen.values(), key=lambda p: p.name)])

@@ -1,6 +1,7 @@
 """Root filesystems made of packages: a recipe kind with no Dockerfile and no BuildKit.
 
-A recipe with a ``[rootfs]`` table (`repro.rootfs._spec`) names a Debian package set;
+A recipe with a ``[rootfs]`` table (`repro.rootfs._spec`) names a Debian package set
+(or an Alpine one: `repro.rootfs._alpine`);
 ``repro lock`` resolves its closure with nothing assumed installed
 (`resolve_rootfs_set`), and ``repro build`` unpacks the locked .debs into one canonical
 layer with a dpkg database and the effects of their maintainer scripts, and writes the
@@ -12,6 +13,8 @@ OCI image itself (`build_rootfs`). See docs/rootfs.md.
     repro.rootfs._dpkg      var/lib/dpkg: status, info/, triggers, diversions, alternatives
     repro.rootfs._image     the layer (repro's one canonical encoder), config, manifest
     repro.rootfs._build     the build: fetch, read, assemble, write, output
+    repro.rootfs._apk       reading a .apk, its C: checksum chain checked down to each file
+    repro.rootfs._alpine    an Alpine tree: apk's installed db, world, busybox's applet links
 """
 
 from __future__ import annotations

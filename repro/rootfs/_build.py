@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -51,9 +51,9 @@ def _parse_output(value: str) -> tuple[str, Path]:
 def _package_set(recipe: Recipe) -> PackageSet:
     assert recipe.rootfs is not None
     for s in recipe.packages:
-        if s.kind == "apt" and s.name == recipe.rootfs.packages:
+        if s.kind in ("apt", "apk") and s.name == recipe.rootfs.packages and s.rootfs:
             return s
-    raise InputError(f"{recipe.name}: [rootfs] names no apt package set")  # checked when parsed
+    raise InputError(f"{recipe.name}: [rootfs] names no package set")  # checked when parsed
 
 
 def fetch_packages(
@@ -77,11 +77,25 @@ def fetch_packages(
     return paths, missing
 
 
-def read_packages(paths: Sequence[Path], labels: Sequence[str]) -> list[DebPackage]:
-    """Read every .deb on every core (decompression releases the GIL)."""
+def read_packages(
+    paths: Sequence[Path], labels: Sequence[str], checksums: Sequence[str] | None = None
+) -> list[DebPackage]:
+    """Read every .deb (or, with their locked C: `checksums`, every .apk: checked
+    against them) on every core (decompression releases the GIL)."""
     jobs = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(read_deb, p, label) for p, label in zip(paths, labels, strict=True)]
+        futures: list[Future[DebPackage]]
+        if checksums is not None:
+            from repro.rootfs._apk import read_apk
+
+            futures = [
+                pool.submit(read_apk, p, checksum, label)
+                for p, checksum, label in zip(paths, checksums, labels, strict=True)
+            ]
+        else:
+            futures = [
+                pool.submit(read_deb, p, label) for p, label in zip(paths, labels, strict=True)
+            ]
         out: list[DebPackage] = []
         error: BaseException | None = None
         for f in futures:
@@ -156,44 +170,68 @@ def build_rootfs(
     lock = require_lock(recipe)
     assert lock is not None  # a [rootfs] recipe always has packages to lock
     s = _package_set(recipe)
-    platform = go_platform(s.architecture)
+    if s.kind == "apk":
+        from repro.rootfs._alpine import alpine_platform
+
+        platform = alpine_platform(s.architecture)
+    else:
+        platform = go_platform(s.architecture)
     if recipe.platforms and not all(platform.matches(p) for p in recipe.platforms):
         raise InputError(
             f"{recipe.name}: platforms {', '.join(recipe.platforms)}: a [rootfs] recipe is "
             f"for the architecture of its packages ({platform})"
         )
     epoch = int(lock["source_date_epoch"])
-    pins = lock.get("packages", {}).get("apt", {}).get(s.name, {}).get("package", [])
+    set_kind = s.kind  # apt (Debian) or apk (Alpine: repro.rootfs._alpine)
+    pins = lock.get("packages", {}).get(set_kind, {}).get(s.name, {}).get("package", [])
     if not pins:
         raise InputError(
-            f"{recipe.name}: repro.lock has no packages for apt:{s.name}: run repro lock"
+            f"{recipe.name}: repro.lock has no packages for {set_kind}:{s.name}: run repro lock"
         )
     from repro.registry import Registry
     from repro.vault import set_source
 
-    entry = lock.get("packages", {}).get("apt", {}).get(s.name, {})
+    entry = lock.get("packages", {}).get(set_kind, {}).get(s.name, {})
     repo = load_repo_config(recipe.directory.parent)
     with Registry() as client:
         source = set_source(recipe, s, entry, repo, offline=offline, client=client)
         paths, downloaded = fetch_packages(pins, source)
     say(f"{len(pins)} packages ({downloaded} downloaded)")
-    packages = read_packages(paths, [f"apt:{p['name']} {p['version']}" for p in pins])
+    packages = read_packages(
+        paths,
+        [f"{set_kind}:{p['name']} {p['version']}" for p in pins],
+        [str(p.get("checksum", "")) for p in pins] if set_kind == "apk" else None,
+    )
     staging: Path | None = None
     try:
         for pin, package in zip(pins, packages, strict=True):
             if (package.name, package.version) != (pin["name"], pin["version"]):
                 raise RootfsError(
-                    f"apt:{pin['name']} {pin['version']}: the .deb says it is "
+                    f"{set_kind}:{pin['name']} {pin['version']}: the package file says it is "
                     f"{package.name} {package.version}"
                 )
-        tree, effects = assemble(
-            packages,
-            epoch=epoch,
-            architecture=s.architecture,
-            merged_usr=spec.merged_usr,
-            prefer=spec.prefer,
-            label=recipe.name,
-        )
+        tree: Tree
+        effects: Any
+        if set_kind == "apk":
+            from repro.rootfs._alpine import assemble_apk
+
+            tree, effects = assemble_apk(
+                packages,  # type: ignore[arg-type]
+                epoch=epoch,
+                architecture=s.architecture,
+                world=s.packages,
+                prefer=spec.prefer,
+                label=recipe.name,
+            )
+        else:
+            tree, effects = assemble(
+                packages,
+                epoch=epoch,
+                architecture=s.architecture,
+                merged_usr=spec.merged_usr,
+                prefer=spec.prefer,
+                label=recipe.name,
+            )
         staging = oci.staging_dir_beside(dest, "rootfs")
         layout = oci.OCILayout.create(staging / "layout")
         options = recipe.normalise.options(epoch)
@@ -206,7 +244,9 @@ def build_rootfs(
             user=spec.user,
             workdir=spec.workdir,
             labels=recipe.labels,
-            created_by=f"repro rootfs: {len(packages)} packages of apt:{s.name} ({spec.variant})",
+            created_by=(
+                f"repro rootfs: {len(packages)} packages of {set_kind}:{s.name} ({spec.variant})"
+            ),
         )
         manifest, config_descriptor = write_image(layout, layer, config, options.created_time)
         if kind == "oci":
@@ -221,7 +261,8 @@ def build_rootfs(
             shutil.rmtree(staging, ignore_errors=True)
     for name, scripts in sorted(effects.unreproduced.items()):
         print(
-            f"repro: warning: {recipe.name}: {name}: maintainer scripts not run and their "
+            f"repro: warning: {recipe.name}: {name}: "
+            f"{'install' if set_kind == 'apk' else 'maintainer'} scripts not run and their "
             f"effects not reproduced ({', '.join(scripts)})",
             file=err,
         )

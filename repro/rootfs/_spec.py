@@ -27,8 +27,8 @@ the recipe's ``[labels]``; its platform is ``linux/`` + the set's architecture.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 VARIANTS = ("essential", "required", "custom")
@@ -111,19 +111,38 @@ def parse_rootfs(
 
 def check_recipe(
     spec: RootfsSpec,
-    apt_sets: Sequence[str],
+    sets: Sequence[tuple[str, str]],
     present: Mapping[str, bool],
     error: Callable[[str, str | None], Exception],
     top_error: Callable[[str, str | None], Exception],
-) -> None:
-    """What a [rootfs] recipe may not have: it is not built from a Dockerfile.
+    given: Collection[str] = (),
+) -> tuple[RootfsSpec, str]:
+    """What a [rootfs] recipe may not have: it is not built from a Dockerfile. Returns
+    the spec (as it applies to the set's kind) and the kind of the set it names: "apt"
+    or "apk" (`sets`: (kind, name) of the recipe's package sets; `given`: the keys the
+    [rootfs] table spelled out).
 
     `error` locates a key of [rootfs], `top_error` a top-level key of the recipe.
     """
-    if spec.packages not in apt_sets:
+    kinds = [kind for kind, name in sets if name == spec.packages]
+    if not kinds:
         raise error(
-            f"packages = {spec.packages!r} names no [packages.apt.{spec.packages}] set", "packages"
+            f"packages = {spec.packages!r} names no [packages.apt.{spec.packages}] "
+            f"(or [packages.apk.{spec.packages}]) set",
+            "packages",
         )
+    if len(kinds) > 1:
+        raise error(
+            f"packages = {spec.packages!r} names both an apt and an apk set: rename one",
+            "packages",
+        )
+    kind = kinds[0]
+    if kind == "apk":
+        # Alpine has no Essential set and no merged /usr: the set is what it lists.
+        for key in ("variant", "merged_usr"):
+            if key in given:
+                raise error(f"{key!r} is for Debian sets; an apk set is what it lists", key)
+        spec = replace(spec, variant="custom", merged_usr=False)
     for key, why in (
         ("dockerfile", "a [rootfs] recipe has no Dockerfile"),
         ("context", "a [rootfs] recipe has no build context"),
@@ -136,3 +155,4 @@ def check_recipe(
     ):
         if present.get(key):
             raise top_error(f"{key!r}: {why}", key)
+    return spec, kind
