@@ -8,6 +8,7 @@ Heavy modules (grpc, diffoscope) are imported inside the commands that need them
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -519,10 +520,14 @@ def diff(
     from repro.diff import diff as run_diff
 
     try:
+        layer_bytes = _size(max_layer_size, "--max-layer-size")
         limits = Limits(
             max_file_bytes=_size(max_file_size, "--max-file-size"),
-            max_layer_bytes=_size(max_layer_size, "--max-layer-size"),
+            max_layer_bytes=layer_bytes,
         )
+        if layer_bytes != Limits().max_layer_bytes:
+            # Given explicitly: the user's bound replaces the compression-ratio one.
+            limits = dataclasses.replace(limits, ratio_floor=layer_bytes)
         options = Options(limits=limits, diffoscope=not no_diffoscope, platform=platform)
         report = run_diff(first, second, options)
         if report_dir is not None:

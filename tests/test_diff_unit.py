@@ -581,3 +581,15 @@ def test_awkward_but_valid_layer_paths_do_not_abort_the_diff(tmp_path: Path) -> 
     assert "x" * 300 in r.stdout and "c/inner.txt" in r.stdout
     assert "evil\\nsame content: forged" in r.stdout
     assert not any(line.startswith("same content: forged") for line in r.stdout.splitlines())
+
+
+def test_a_small_gzip_bomb_is_refused_by_its_ratio_not_after_minutes() -> None:
+    bomb = gz(tar_bytes([F("zeros", b"\0" * (8 * 1024 * 1024))]))
+    assert len(bomb) < 64 * 1024
+    limits = Limits(ratio_floor=1024 * 1024)  # small floor, so a small bomb trips it
+    with pytest.raises(InputError, match="more than 256 times its compressed size"):
+        read_table(io.BytesIO(bomb), "layer", limits, compressed_size=len(bomb))
+    # An ordinary layer of the same size passes, and so does the bomb without the ratio
+    ordinary = gz(tar_bytes([F("random", os.urandom(2 * 1024 * 1024))]))
+    read_table(io.BytesIO(ordinary), "layer", limits, compressed_size=len(ordinary))
+    read_table(io.BytesIO(bomb), "layer", Limits(ratio_floor=10**12), compressed_size=len(bomb))

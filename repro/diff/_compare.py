@@ -123,7 +123,7 @@ def _read_tables(
 ) -> tuple[LayerTable, LayerTable]:
     def table(src: ImageSource, layer: oci.Descriptor) -> LayerTable:
         with src.open_blob(layer) as blob:
-            return read_table(blob, f"layer {layer.digest} of {src.label}", limits)
+            return read_table(blob, f"layer {layer.digest} of {src.label}", limits, layer.size)
 
     with ThreadPoolExecutor(2) as pool:
         f1 = pool.submit(table, src1, l1)

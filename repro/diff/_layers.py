@@ -59,6 +59,12 @@ class Limits:
     max_file_bytes: int = 64 * 1024**2  # one file handed to diffoscope
     max_extract_bytes: int = 512 * 1024**2  # all files handed to diffoscope, per layer pair
     max_files: int = 200  # files handed to diffoscope, per layer pair
+    # A compressed layer may unpack to at most this many times its size (above a
+    # floor of 1 GiB): a small gzip bomb is refused after seconds, not minutes. Real
+    # layers stay far below it; only files of zeros come close (deflate tops out
+    # near 1032x). --max-layer-size raises it with the absolute bound.
+    max_ratio: int = 256
+    ratio_floor: int = 1024**3
 
 
 @dataclass(frozen=True)
@@ -313,9 +319,14 @@ def open_tar(stream: IO[bytes], label: str) -> Iterator[TarReader]:
         raise
 
 
-def read_table(stream: IO[bytes], label: str, limits: Limits) -> LayerTable:
+def read_table(
+    stream: IO[bytes], label: str, limits: Limits, compressed_size: int | None = None
+) -> LayerTable:
     """Stream a layer once and build its table of paths."""
     table = LayerTable()
+    bound = limits.max_layer_bytes
+    if compressed_size:
+        bound = min(bound, max(limits.ratio_floor, limits.max_ratio * compressed_size))
     with open_tar(stream, label) as tar:
         for index, member in enumerate(tar):
             if index >= limits.max_entries:
@@ -326,10 +337,14 @@ def read_table(stream: IO[bytes], label: str, limits: Limits) -> LayerTable:
             digest = None
             if member.isreg():
                 table.bytes_read += member.size
-                if table.bytes_read > limits.max_layer_bytes:
+                if table.bytes_read > bound:
+                    why = (
+                        f"more than {limits.max_ratio} times its compressed size"
+                        if bound < limits.max_layer_bytes
+                        else f"more than {limits.max_layer_bytes} bytes"
+                    )
                     raise InputError(
-                        f"{label} unpacks to more than {limits.max_layer_bytes} bytes "
-                        "(raise --max-layer-size to compare it)"
+                        f"{label} unpacks to {why} (raise --max-layer-size to compare it)"
                     )
                 h = hashlib.sha256()
                 for chunk in tar.chunks():
