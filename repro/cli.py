@@ -61,6 +61,15 @@ AllowUnpinned = Annotated[
     ),
 ]
 
+Offline = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Take locked packages only from the local cache and the vault, never a "
+        "mirror (the Dockerfile must install from the repro-apt context).",
+    ),
+]
+
 
 def _graph_recipes(recipes_dir: Path, found: list[Recipe]) -> list[Recipe]:
     """Every recipe of the repository (for the build graph), or just `found` when the
@@ -148,14 +157,7 @@ def build(
         ),
     ] = False,
     recipes_dir: RecipesDir = Path("recipes"),
-    offline: Annotated[
-        bool,
-        typer.Option(
-            "--offline",
-            help="Take locked packages only from the local cache and the vault, never a "
-            "mirror (the Dockerfile must install from the repro-apt context).",
-        ),
-    ] = False,
+    offline: Offline = False,
     allow_unpinned: AllowUnpinned = False,
     normalise: Annotated[
         str,
@@ -598,6 +600,7 @@ def verify(
         ),
     ] = None,
     allow_unpinned: AllowUnpinned = False,
+    offline: Offline = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
     report_dir: ReportDir = None,
     limit: Annotated[int, typer.Option("--limit", help="Differing paths shown in text.")] = 40,
@@ -639,6 +642,7 @@ def verify(
                 keep=keep,
                 raw=raw,
                 allow_unpinned=allow_unpinned,
+                offline=offline,
                 secrets=secret_specs,
                 on_step=None if as_json else lambda s: typer.echo(f"repro: {s}", err=True),
             )

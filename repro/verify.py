@@ -206,6 +206,10 @@ def _prepare(
     parent.mkdir(parents=True, exist_ok=True)
     directory = parent / recipe.directory.resolve().name
     shutil.copytree(recipe.directory, directory, symlinks=True)
+    # The repo-wide settings travel with the copy (registry, vault, mirror names).
+    settings = recipe.directory.resolve().parent / "repro.toml"
+    if settings.is_file():
+        shutil.copyfile(settings, parent / "repro.toml")
     args: dict[str, str] = {}
     if "umask" in vary:
         _apply_umask(directory, group_writable=second)
@@ -231,6 +235,7 @@ def _double_build(
     raw: bool = False,
     allow_unpinned: bool = False,
     secrets: Sequence[SecretSpec] = (),
+    offline: bool = False,
 ) -> list[Side]:
     sides = []
     recipes = []
@@ -256,6 +261,7 @@ def _double_build(
                 on_status=on_status,
                 allow_unpinned=allow_unpinned,
                 secrets=list(secrets),
+                offline=offline,
                 **extra,
             )
         except BaseException as e:  # re-raised in the calling thread
@@ -309,6 +315,7 @@ def verify_recipe(
     on_step: Callable[[str], None] | None = None,
     allow_unpinned: bool = False,
     secrets: Sequence[SecretSpec] = (),
+    offline: bool = False,
 ) -> VerifyResult:
     """Build `recipe` twice, independently, compare, and diff on a mismatch."""
     if not builders or len(builders) > 2:
@@ -323,7 +330,7 @@ def verify_recipe(
                 + (f", varying {', '.join(vary)}" if vary else "")
             )
         sides = _double_build(
-            recipe, base, vary, pair, stagger, progress, raw, allow_unpinned, secrets
+            recipe, base, vary, pair, stagger, progress, raw, allow_unpinned, secrets, offline
         )
         r1, r2 = sides[0].result, sides[1].result
         assert r1 is not None and r2 is not None
@@ -379,6 +386,7 @@ def verify_recipe(
                 diff_options=diff_options,
                 allow_unpinned=allow_unpinned,
                 secrets=secrets,
+                offline=offline,
             )
             result.bisect[name] = sub.verdict
     result.seconds = time.monotonic() - started

@@ -147,3 +147,8 @@ def test_a_dropped_version_builds_from_the_vault_and_offline(
     r = run("build", *common, "hi", "-o", f"oci:{out}", "--json", "--offline", cache=c, mirror=dead)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout)[0]["digest"] == digest
+    # verify too: both builds offline, from a fresh cache, the vault alone
+    r = run("verify", *common, "hi", "--offline", "--json", cache=tmp_path / "cache-d", mirror=dead)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout)[0]
+    assert result["verdict"] == "identical" and result["digest1"] == digest
