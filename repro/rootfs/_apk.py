@@ -35,9 +35,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from repro.rootfs._deb import (
-    _KINDS,
-    BLOCK,
-    CHAR,
     FILE,
     HARDLINK,
     SPILL_IN_MEMORY,
@@ -46,7 +43,7 @@ from repro.rootfs._deb import (
     DebError,
     DebPackage,
     Entry,
-    canonical_path,
+    iter_entries,
 )
 
 CHUNK = 1 << 20
@@ -242,62 +239,33 @@ def verify_apk(
 
 
 def _entries(spill: IO[bytes], label: str) -> tuple[list[Entry], dict[str, str]]:
-    spill.seek(0)
     entries: list[Entry] = []
     digests: dict[str, str] = {}
-    last = ""
+    name = ""
     try:
-        with tarfile.open(fileobj=spill, mode="r:") as tar:  # type: ignore[call-overload]
-            while True:
-                info = tar.next()
-                if info is None:
-                    break
-                tar.members.clear()  # type: ignore[attr-defined]
-                last = info.name
-                kind = _KINDS.get(info.type)
-                if kind is None:
-                    raise ApkFileError(
-                        f"{label}: entry {info.name!r} has an unsupported tar type {info.type!r}"
-                    )
-                name = canonical_path(info.name, label)
-                linkname = info.linkname
-                if kind == HARDLINK:
-                    linkname = canonical_path(info.linkname, label)
-                entry = Entry(
-                    name=name,
-                    kind=kind,
-                    mode=info.mode & 0o7777,
-                    uid=info.uid,
-                    gid=info.gid,
-                    mtime=int(info.mtime),
-                    size=info.size if kind == FILE else 0,
-                    linkname=linkname,
-                    offset=info.offset_data if kind == FILE else 0,
-                    devmajor=info.devmajor if kind in (CHAR, BLOCK) else 0,
-                    devminor=info.devminor if kind in (CHAR, BLOCK) else 0,
+        for entry, tar, info in iter_entries(spill, label, "the data part", ApkFileError):
+            entries.append(entry)
+            name = entry.name
+            declared = info.pax_headers.get(PAX_SHA1, "").lower()
+            if entry.kind == FILE:
+                f = tar.extractfile(info)
+                assert f is not None
+                h = hashlib.sha1(usedforsecurity=False)
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+                digest = h.digest()
+            elif entry.kind == SYMLINK:
+                digest = hashlib.sha1(entry.linkname.encode(), usedforsecurity=False).digest()
+            else:
+                continue
+            if declared and declared != digest.hex():
+                raise ApkFileError(
+                    f"{label}: /{name} does not match its {PAX_SHA1} header; nothing was used"
                 )
-                entries.append(entry)
-                declared = info.pax_headers.get(PAX_SHA1, "").lower()
-                if kind == FILE:
-                    f = tar.extractfile(info)
-                    assert f is not None
-                    h = hashlib.sha1(usedforsecurity=False)
-                    while chunk := f.read(CHUNK):
-                        h.update(chunk)
-                    digest = h.digest()
-                elif kind == SYMLINK:
-                    digest = hashlib.sha1(linkname.encode(), usedforsecurity=False).digest()
-                else:
-                    continue
-                if declared and declared != digest.hex():
-                    raise ApkFileError(
-                        f"{label}: /{name} does not match its {PAX_SHA1} header; nothing was used"
-                    )
-                digests[name] = q1(digest)
-    except (tarfile.TarError, EOFError, UnicodeError) as exc:
-        after = f" after entry {last!r}" if last else ""
+            digests[name] = q1(digest)
+    except (tarfile.TarError, EOFError) as exc:  # reading a file's bytes
         raise ApkFileError(
-            f"{label}: the data part is not a valid tar archive{after}: {exc}"
+            f"{label}: the data part is not a valid tar archive after entry {name!r}: {exc}"
         ) from None
     for entry in entries:  # a hard link has the bytes, so the checksum, of its target
         if entry.kind == HARDLINK and entry.linkname in digests:

@@ -300,9 +300,13 @@ def _read_control(
 # --- data ----------------------------------------------------------------------------
 
 
-def _read_entries(spill: IO[bytes], label: str) -> list[Entry]:
+def iter_entries(
+    spill: IO[bytes], label: str, what: str, error: type[DebError] = DebError
+) -> Iterator[tuple[Entry, tarfile.TarFile, tarfile.TarInfo]]:
+    """The entries of a package's data tar (spilled), checked, in order: each as our
+    Entry and as tarfile has it (to read its bytes). One reader for .deb and .apk;
+    `error` is the package kind's error class, `what` names the tar in messages."""
     spill.seek(0)
-    entries: list[Entry] = []
     last = ""
     try:
         with tarfile.open(fileobj=spill, mode="r:") as tar:  # type: ignore[call-overload]
@@ -314,32 +318,34 @@ def _read_entries(spill: IO[bytes], label: str) -> list[Entry]:
                 last = info.name
                 kind = _KINDS.get(info.type)
                 if kind is None:
-                    raise DebError(
+                    raise error(
                         f"{label}: entry {info.name!r} has an unsupported tar type {info.type!r}"
                     )
                 name = canonical_path(info.name, label)
                 linkname = info.linkname
                 if kind == HARDLINK:
                     linkname = canonical_path(info.linkname, label)
-                entries.append(
-                    Entry(
-                        name=name,
-                        kind=kind,
-                        mode=info.mode & 0o7777,
-                        uid=info.uid,
-                        gid=info.gid,
-                        mtime=int(info.mtime),
-                        size=info.size if kind == FILE else 0,
-                        linkname=linkname,
-                        offset=info.offset_data if kind == FILE else 0,
-                        devmajor=info.devmajor if kind in (CHAR, BLOCK) else 0,
-                        devminor=info.devminor if kind in (CHAR, BLOCK) else 0,
-                    )
+                entry = Entry(
+                    name=name,
+                    kind=kind,
+                    mode=info.mode & 0o7777,
+                    uid=info.uid,
+                    gid=info.gid,
+                    mtime=int(info.mtime),
+                    size=info.size if kind == FILE else 0,
+                    linkname=linkname,
+                    offset=info.offset_data if kind == FILE else 0,
+                    devmajor=info.devmajor if kind in (CHAR, BLOCK) else 0,
+                    devminor=info.devminor if kind in (CHAR, BLOCK) else 0,
                 )
+                yield entry, tar, info
     except (tarfile.TarError, EOFError, UnicodeError) as exc:
         after = f" after entry {last!r}" if last else ""
-        raise DebError(f"{label}: data.tar is not a valid tar archive{after}: {exc}") from None
-    return entries
+        raise error(f"{label}: {what} is not a valid tar archive{after}: {exc}") from None
+
+
+def _read_entries(spill: IO[bytes], label: str) -> list[Entry]:
+    return [entry for entry, _tar, _info in iter_entries(spill, label, "data.tar")]
 
 
 def read_deb(path: str | os.PathLike[str], label: str = "") -> DebPackage:
