@@ -241,14 +241,15 @@ def assemble_apk(
     label: str = "",
 ) -> tuple[Tree, AlpineEffects]:
     """Unpack, make the known scripts' effects, write apk's database: the finished tree."""
-    names = {p.name for p in packages}
-    for name in prefer:
-        if name not in names:
-            raise RootfsError(f"{label}: prefer names {name!r}, which is not in the package set")
-    tree = Tree(epoch, merged_usr=False, architecture=architecture, label=label)
     ordered = sorted(packages, key=lambda p: p.name)
-    for package in ordered:
-        tree.add_package(package, prefer)
+    tree = Tree.unpack(
+        ordered,
+        epoch=epoch,
+        merged_usr=False,
+        architecture=architecture,
+        prefer=prefer,
+        label=label,
+    )
     effects = apply(tree, ordered)
     write_database(tree, ordered, world, architecture)
     if tree.get("tmp", follow=False) is None:

@@ -123,14 +123,15 @@ def assemble(
     from repro.rootfs._dpkg import write_database
     from repro.rootfs._effects import apply
 
-    names = {p.name for p in packages}
-    for name in prefer:
-        if name not in names:
-            raise RootfsError(f"{label}: prefer names {name!r}, which is not in the package set")
-    tree = Tree(epoch, merged_usr=merged_usr, architecture=architecture, label=label)
     ordered = sorted(packages, key=lambda p: (p.name, p.architecture))
-    for package in ordered:
-        tree.add_package(package, prefer)
+    tree = Tree.unpack(
+        ordered,
+        epoch=epoch,
+        merged_usr=merged_usr,
+        architecture=architecture,
+        prefer=prefer,
+        label=label,
+    )
     effects = apply(tree, ordered, epoch)
     write_database(tree, ordered, effects.db, architecture, tree.replaced)
     tmp = tree.get("tmp", follow=False)

@@ -145,6 +145,30 @@ class Tree:
                 self._merged_link(name)
             self.biarch = BIARCH_DIRS.get(architecture, ())
 
+    @classmethod
+    def unpack(
+        cls,
+        packages: Sequence[DebPackage],
+        *,
+        epoch: int,
+        merged_usr: bool,
+        architecture: str,
+        prefer: Sequence[str] = (),
+        label: str = "",
+    ) -> Tree:
+        """A tree with every package unpacked, in the given order; `prefer` must name
+        packages of the set."""
+        names = {p.name for p in packages}
+        for name in prefer:
+            if name not in names:
+                raise RootfsError(
+                    f"{label}: prefer names {name!r}, which is not in the package set"
+                )
+        tree = cls(epoch, merged_usr=merged_usr, architecture=architecture, label=label)
+        for package in packages:
+            tree.add_package(package, prefer)
+        return tree
+
     def _merged_link(self, name: str) -> None:
         self.nodes[f"usr/{name}"] = Node(DIR, 0o755, mtime=self.epoch, implicit=True)
         self.nodes.setdefault("usr", Node(DIR, 0o755, mtime=self.epoch, implicit=True))
