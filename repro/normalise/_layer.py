@@ -38,6 +38,7 @@ seeking), never held in memory; only the headers are.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -617,6 +618,30 @@ def copy_layer(
     return LayerOutcome(index, source, kept, diff_id, action)
 
 
+@contextlib.contextmanager
+def layer_blob(dest: OCILayout, options: NormaliseOptions) -> Iterator[_LayerSink]:
+    """A sink that writes a new layer blob into `dest`: named by its digest when the
+    block ends without an error, removed otherwise. The one place a canonical layer
+    becomes a blob (normalised layers and root filesystems)."""
+    blob_dir = dest.path / "blobs" / "sha256"
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=blob_dir, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            sink = _LayerSink(out, options)
+            try:
+                yield sink
+                sink.close()
+            except BaseException:
+                sink.abort()
+                raise
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, dest.blob_path(sink.blob_hasher.digest()))
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
 def normalise_layer(
     src: OCILayout,
     dest: OCILayout,
@@ -637,32 +662,15 @@ def normalise_layer(
         if options.compression == "gzip" and has_marker(blob, options):
             return copy_layer(src, dest, layer, diff_id, index)
     what = f"layer {index} ({short_digest(layer.digest)})"
-    blob_dir = dest.path / "blobs" / "sha256"
-    blob_dir.mkdir(parents=True, exist_ok=True)
+    dest.path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=dest.path, prefix=".spill-") as spill:
         with src.open_blob(layer.digest, layer.size) as reader:
             _spill(reader, spill, what)
             reader.verify_eof()
-        fd, tmp_name = tempfile.mkstemp(dir=blob_dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                sink = _LayerSink(out, options)
-                whiteouts: list[str] = []
-                try:
-                    changes = write_canonical(spill, sink, options, rules, index, what, whiteouts)
-                    sink.close()
-                except BaseException:
-                    sink.abort()
-                    raise
-            digest = sink.blob_hasher.digest()
-            os.chmod(tmp_name, 0o644)
-            os.replace(tmp_name, dest.blob_path(digest))
-        except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
-            raise
+        whiteouts: list[str] = []
+        with layer_blob(dest, options) as sink:
+            changes = write_canonical(spill, sink, options, rules, index, what, whiteouts)
+        digest = sink.blob_hasher.digest()
     descriptor = Descriptor(
         media_type=sink.media_type,
         digest=digest,

@@ -11,17 +11,14 @@ recipe and the epoch only.
 from __future__ import annotations
 
 import io
-import os
 import tarfile
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 from repro import oci
-from repro.normalise._layer import _LayerSink, write_entries
+from repro.normalise._layer import layer_blob, write_entries
 from repro.normalise._rules import Change, ContentRules, NormaliseOptions
 from repro.rootfs._deb import DIR, FIFO, FILE, HARDLINK, SYMLINK
 from repro.rootfs._tree import Node, Tree
@@ -76,32 +73,17 @@ def write_layer(tree: Tree, layout: oci.OCILayout, options: NormaliseOptions) ->
         spill.seek(node.entry.offset)
         return spill
 
-    blob_dir = layout.path / "blobs" / "sha256"
-    blob_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=blob_dir, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            sink = _LayerSink(out, options)
-            try:
-                changes = write_entries(
-                    entries,
-                    open_data,
-                    sink,
-                    options,
-                    ContentRules.from_options(options),
-                    0,
-                    "root filesystem",
-                )
-                sink.close()
-            except BaseException:
-                sink.abort()
-                raise
-        digest = sink.blob_hasher.digest()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, layout.blob_path(digest))
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with layer_blob(layout, options) as sink:
+        changes = write_entries(
+            entries,
+            open_data,
+            sink,
+            options,
+            ContentRules.from_options(options),
+            0,
+            "root filesystem",
+        )
+    digest = sink.blob_hasher.digest()
     descriptor = oci.Descriptor(sink.media_type, digest, sink.blob_hasher.size)
     return LayerResult(descriptor, sink.diff_hasher.digest(), len(entries), changes)
 
