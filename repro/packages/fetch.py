@@ -168,19 +168,12 @@ def load_deb_index(
     `trust` says which keys the suites' Release files must be signed by: callers that
     know the package set pass ``repro.packages.trust.deb_trust(set, repo)``.
     """
-    key = (mirror, *suites, "|", *components, arch, repr(trust))
-    with _LOCK:
-        if key in _PARSED:
-            return _PARSED[key]
-    index = DebIndex(arch)
-    with httpx.Client(timeout=120, follow_redirects=True) as client:
-        for suite in suites:
-            for component in components:
-                text = fetch_packages_text(client, mirror, suite, component, arch, trust=trust)
-                index.add(text, f"{suite}/{component}")
-    with _LOCK:
-        _PARSED[key] = index
-    return index
+    return load_deb_index_from(
+        {suite: mirror for suite in suites},
+        components,
+        arch,
+        trusts={suite: trust for suite in suites} if trust is not None else None,
+    )
 
 
 def load_deb_index_from(
