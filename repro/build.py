@@ -383,8 +383,7 @@ def normalise_output(
     """
     from repro import oci
     from repro.errors import ReproError
-    from repro.normalise import base_layer_count, normalise_layout
-    from repro.normalise._bases import fetch_missing_blobs, locked_base_layers
+    from repro.normalise import base_layer_count, locked_base_layers, normalise_layout
 
     layout = oci.OCILayout(raw)
     images = [d for d in layout.image_manifests() if not d.is_attestation]
@@ -401,10 +400,14 @@ def normalise_output(
             with Registry() as client:
                 base = locked_base_layers(lock, platform, configs[0], client)
                 if base is not None:
-                    fetch_missing_blobs(base, layout, client)
+                    oci.copy_blobs(client, base.repository, base.layers, layout)
                     keep, base_layers = len(base.layers), tuple(base.layers)
-        except ReproError:
-            pass  # the history's answer stands
+        except ReproError as e:
+            # Not silently: guessing the base's layers from the history instead could
+            # give another digest than a build that reached the registry.
+            raise type(e)(
+                f"cannot read the locked base image's layers for {recipe.name}: {e.message}"
+            ) from None
     options = dataclasses.replace(
         recipe.normalise.options(epoch, keep_layers=keep), base_layers=base_layers
     )

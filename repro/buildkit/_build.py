@@ -34,26 +34,9 @@ from repro.errors import (
     InputError,
     RegistryError,
 )
+from repro.oci import Output
 
 NETWORK_MODES = ("default", "none", "host")
-
-
-@dataclass(frozen=True)
-class Output:
-    """Where an image goes: an OCI layout directory or an OCI archive file."""
-
-    kind: str  # "oci" or "oci-archive"
-    path: Path
-
-    @classmethod
-    def parse(cls, value: str) -> Output:
-        kind, sep, path = value.partition(":")
-        if not sep or kind not in ("oci", "oci-archive") or not path:
-            raise InputError(f"--output {value!r}: expected oci:DIR or oci-archive:FILE")
-        return cls(kind, Path(path))
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.path}"
 
 
 @dataclass
@@ -180,7 +163,7 @@ class _ExportWriter:
                 stream = written()
                 # Checked as it arrives, not read back afterwards: BuildKit waits for
                 # this handler, and a second pass cost ~0.1 s per build.
-                verify_oci_archive(_ChunkReader(stream))
+                oci.check_archive_stream(_ChunkReader(stream))
                 for _ in stream:  # the tar's end padding, past what tarfile reads
                     pass
         else:
@@ -202,33 +185,6 @@ class _ExportWriter:
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
-
-
-def verify_oci_archive(source: _ChunkReader) -> None:
-    """Read an OCI archive as a stream and check every blob against its name."""
-    import tarfile
-
-    from repro import oci
-    from repro.errors import DigestMismatch
-
-    seen_index = False
-    with tarfile.open(fileobj=source, mode="r|") as tar:  # type: ignore[call-overload]
-        for member in tar:
-            name = member.name.lstrip("./")
-            if name == "index.json":
-                seen_index = True
-            parts = name.split("/")
-            if not (member.isfile() and len(parts) == 3 and parts[0] == "blobs"):
-                continue
-            digest = f"{parts[1]}:{parts[2]}"
-            hasher = oci.Hasher.for_digest(digest)
-            fh = tar.extractfile(member)
-            assert fh is not None
-            while chunk := fh.read(1 << 20):
-                hasher.update(chunk)
-            hasher.check(digest, member.size, f"blob {digest} in the export")
-    if not seen_index:
-        raise DigestMismatch("the export from BuildKit has no index.json")
 
 
 class _ChunkReader:

@@ -14,6 +14,7 @@ blobs replace other bytes a builder exported for them. A whiteout that removes a
 path no lower layer has is reported in `NormaliseResult.warnings`.
 """
 
+from repro.normalise._bases import BaseLayers, locked_base_layers
 from repro.normalise._image import NormaliseResult, base_layer_count, normalise_layout
 from repro.normalise._layer import LayerOutcome, marker
 from repro.normalise._rules import (
@@ -28,6 +29,8 @@ from repro.normalise._settings import NormaliseSettings
 
 __all__ = [
     "COMPRESSIONS",
+    "BaseLayers",
+    "locked_base_layers",
     "PRESETS",
     "Change",
     "NormaliseSettings",

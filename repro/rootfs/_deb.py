@@ -199,9 +199,9 @@ def _decompressor(suffix: str, label: str, name: str) -> Callable[[bytes], bytes
     if suffix == ".bz2":
         return bz2.BZ2Decompressor().decompress
     if suffix == ".zst":
-        from repro.normalise._layer import _zstandard
+        from repro.oci import zstandard_module
 
-        return _zstandard().ZstdDecompressor().decompressobj().decompress  # type: ignore[no-any-return]
+        return zstandard_module().ZstdDecompressor().decompressobj().decompress  # type: ignore[no-any-return]
     raise DebError(f"{label}: {name} uses an unknown compression")
 
 
