@@ -1172,6 +1172,7 @@ class Registry:
         *,
         top: Descriptor | None = None,
         mount_from: Sequence[str] = (),
+        before_tags: Callable[[PushedImage], None] | None = None,
     ) -> PushedImage:
         """Push an OCI layout's image to a repository, then point `tags` at it.
 
@@ -1179,7 +1180,9 @@ class Registry:
         goes first, several at once, each only if the registry lacks it; then the
         manifests by digest, children before the index that lists them; the tags
         last, once everything below them is in the registry. A push that fails
-        on the way moves no tag.
+        on the way moves no tag. `before_tags` is called with the image, in the
+        registry by digest, just before the tags move (attestations go there); if it
+        raises, no tag moves.
         """
         ref = _as_reference(repo)
         for tag in tags:
@@ -1208,6 +1211,17 @@ class Registry:
                 top_data = data
         if not manifests and top.media_type in MANIFEST_MEDIA_TYPES and not top.is_index:
             manifests.update(_single_platform(layout, top))
+        if before_tags is not None:
+            before_tags(
+                PushedImage(
+                    repository=ref.name,
+                    digest=top.digest,
+                    media_type=top.media_type,
+                    tags=tuple(tags),
+                    manifests=dict(manifests),
+                    counters=self.counters.since(before),
+                )
+            )
         for tag in tags:
             self.put_manifest(ref, tag, top_data, top.media_type)
         counters = self.counters.since(before)
@@ -1318,9 +1332,7 @@ class _Chunk:
     so a body resent after a 401 is hashed once; `hashed` is the last call's hash.
     """
 
-    def __init__(
-        self, stream: IO[bytes], start: int, offset: int, end: int, hashed: Any
-    ) -> None:
+    def __init__(self, stream: IO[bytes], start: int, offset: int, end: int, hashed: Any) -> None:
         self.stream, self.start, self.offset, self.end = stream, start, offset, end
         self.base = hashed
         self.hashed = hashed.copy()
