@@ -1,0 +1,91 @@
+"""Images made of random bytes, for push tests and bench/bench_publish.py.
+
+Each layer is an uncompressed tar holding one file of seeded random bytes (random
+data does not compress, so a gzip layer would only cost time to make): a real image
+that `docker pull` and skopeo accept, of any size, written straight to an OCI layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from repro import oci
+
+_PIECE = 4 * 1024 * 1024
+
+
+def _random_tar(path: Path, size: int, seed: int) -> tuple[str, int]:
+    """Write a tar of one file of `size` random bytes; return (sha256 digest, length)."""
+    rng = random.Random(seed)
+    hasher = hashlib.sha256()
+    length = 0
+
+    class Sink:
+        def __init__(self, out: object) -> None:
+            self.out = out
+
+        def write(self, data: bytes) -> int:
+            nonlocal length
+            hasher.update(data)
+            length += len(data)
+            return self.out.write(data)  # type: ignore[attr-defined,no-any-return]
+
+    class Source:
+        def __init__(self) -> None:
+            self.left = size
+
+        def read(self, n: int = -1) -> bytes:
+            n = self.left if n < 0 else min(n, self.left)
+            self.left -= n
+            return rng.randbytes(n)
+
+    with open(path, "wb") as raw:
+        sink = Sink(raw)
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            info = tarfile.TarInfo(f"data-{seed}.bin")
+            info.size, info.mtime, info.mode = size, 0, 0o644
+            tar.addfile(info, Source())  # type: ignore[arg-type]
+    return "sha256:" + hasher.hexdigest(), length
+
+
+def random_image(dest: Path, layer_sizes: Sequence[int], seed: int = 0) -> oci.Descriptor:
+    """Write an OCI layout at `dest` with one linux/amd64 image of random layers."""
+    layout = oci.OCILayout.create(dest)
+    blob_dir = dest / "blobs" / "sha256"
+    layers = []
+    for i, size in enumerate(layer_sizes):
+        fd, tmp = tempfile.mkstemp(dir=blob_dir, prefix=".tmp-")
+        os.close(fd)
+        digest, length = _random_tar(Path(tmp), size, seed * 1000 + i)
+        os.replace(tmp, layout.blob_path(digest))
+        layers.append(oci.Descriptor(oci.MEDIA_TYPE_OCI_LAYER, digest, length))
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [d.digest for d in layers]},
+        "history": [{"created_by": f"random layer {i}"} for i in range(len(layers))],
+    }
+    config_desc = layout.write_blob(oci.canonical_json(config), oci.MEDIA_TYPE_OCI_CONFIG)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": oci.MEDIA_TYPE_OCI_MANIFEST,
+        "config": config_desc.to_json(),
+        "layers": [d.to_json() for d in layers],
+    }
+    top = layout.write_blob(oci.canonical_json(manifest), oci.MEDIA_TYPE_OCI_MANIFEST)
+    top = oci.Descriptor(top.media_type, top.digest, top.size)
+    layout.write_index([top])
+    return top
+
+
+def image_json(layout: Path) -> dict[str, object]:
+    """index.json of a layout, parsed (for tests)."""
+    return json.loads((layout / "index.json").read_text())  # type: ignore[no-any-return]
