@@ -261,11 +261,14 @@ def publish(
             if as_json:
                 return
             c = p.counters
+            done = (
+                "unchanged, the tags already name it"
+                if c["images_present"]
+                else f"{c['blobs_uploaded']} blobs uploaded, {c['blobs_mounted']} mounted, "
+                f"{c['blobs_present']} present; {c['bytes_uploaded'] / 1e6:.1f} MB"
+            )
             typer.echo(
-                f"{p.recipe}: {p.reference}  tags {', '.join(p.tags)}  "
-                f"({c['blobs_uploaded']} blobs uploaded, {c['blobs_mounted']} mounted, "
-                f"{c['blobs_present']} present; {c['bytes_uploaded'] / 1e6:.1f} MB, "
-                f"{p.seconds:.1f}s)"
+                f"{p.recipe}: {p.reference}  tags {', '.join(p.tags)}  ({done}, {p.seconds:.1f}s)"
             )
 
         results = publish_recipes(found, _graph_recipes(recipes_dir, found), on_published=line)

@@ -234,6 +234,7 @@ class PushCounters:
     Counted over the client's life; `since` gives the part of one operation.
     """
 
+    images_present: int = 0  # every tag already named the image: nothing checked below it
     blobs_present: int = 0  # HEAD found the blob: nothing sent
     blobs_mounted: int = 0  # mounted from another repository of the same registry
     blobs_uploaded: int = 0
@@ -1196,21 +1197,24 @@ class Registry:
             raise InputError(f"{ref} does not name the layout's image {top.digest}")
         before = replace(self.counters)
         descriptors = list(layout.walk([top]))
-        blobs = [d for d in descriptors if not d.is_manifest]
-        self._push_blobs(layout, ref, blobs, mount_from)
         manifests: dict[str, str] = {}
-        top_data = b""
         for descriptor in descriptors:
-            if not descriptor.is_manifest:
-                continue
-            data = layout.read_blob(descriptor.digest, descriptor.size, MAX_MANIFEST_SIZE)
-            self.put_manifest(ref, descriptor.digest, data, descriptor.media_type)
-            if descriptor.platform is not None and not descriptor.is_attestation:
+            if descriptor.is_manifest and descriptor.platform and not descriptor.is_attestation:
                 manifests.setdefault(str(descriptor.platform), descriptor.digest)
-            if descriptor.digest == top.digest:
-                top_data = data
-        if not manifests and top.media_type in MANIFEST_MEDIA_TYPES and not top.is_index:
+        if not manifests and not top.is_index:
             manifests.update(_single_platform(layout, top))
+        top_data = layout.read_blob(top.digest, top.size, MAX_MANIFEST_SIZE)
+        # Already published: every tag names this digest. A registry stores a manifest
+        # only when everything it refers to is there, so nothing below is missing.
+        unchanged = bool(tags) and all(self._tag_names(ref, t, top.digest) for t in tags)
+        if unchanged:
+            self._count(images_present=1)
+        else:
+            self._push_blobs(layout, ref, [d for d in descriptors if not d.is_manifest], mount_from)
+            for descriptor in descriptors:
+                if descriptor.is_manifest:
+                    data = layout.read_blob(descriptor.digest, descriptor.size, MAX_MANIFEST_SIZE)
+                    self.put_manifest(ref, descriptor.digest, data, descriptor.media_type)
         if before_tags is not None:
             before_tags(
                 PushedImage(
@@ -1222,7 +1226,7 @@ class Registry:
                     counters=self.counters.since(before),
                 )
             )
-        for tag in tags:
+        for tag in tags if not unchanged else ():
             self.put_manifest(ref, tag, top_data, top.media_type)
         counters = self.counters.since(before)
         log.info(
@@ -1241,6 +1245,17 @@ class Registry:
             manifests=manifests,
             counters=counters,
         )
+
+    def _tag_names(self, ref: Reference, tag: str, digest: str) -> bool:
+        """Whether `ref`'s repository has `tag` pointing at `digest` (a 404 is no)."""
+        try:
+            return self.resolve(ref.with_tag(tag).with_digest(None)).digest == digest
+        except DigestMismatch:
+            return False
+        except RegistryError as exc:
+            if "not found" in str(exc):
+                return False
+            raise
 
     def _push_blobs(
         self,
