@@ -8,7 +8,6 @@ that `docker pull` and skopeo accept, of any size, written straight to an OCI la
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import tarfile
@@ -86,6 +85,35 @@ def random_image(dest: Path, layer_sizes: Sequence[int], seed: int = 0) -> oci.D
     return top
 
 
-def image_json(layout: Path) -> dict[str, object]:
-    """index.json of a layout, parsed (for tests)."""
-    return json.loads((layout / "index.json").read_text())  # type: ignore[no-any-return]
+def random_index(
+    dest: Path, platforms: Sequence[str], layer_size: int, seed: int = 0
+) -> oci.Descriptor:
+    """Write an OCI layout at `dest` whose top is an index of one random image per
+    platform (`os/arch`)."""
+    layout = oci.OCILayout.create(dest)
+    children = []
+    for i, platform in enumerate(platforms):
+        os_, arch = platform.split("/")
+        top = random_image(dest, [layer_size], seed=seed * 100 + i)
+        manifest = layout.read_json(top)
+        config = layout.read_json(oci.Descriptor.from_json(manifest["config"]))
+        config.update(os=os_, architecture=arch)
+        config_desc = layout.write_blob(oci.canonical_json(config), oci.MEDIA_TYPE_OCI_CONFIG)
+        manifest["config"] = config_desc.to_json()
+        child = layout.write_blob(oci.canonical_json(manifest), oci.MEDIA_TYPE_OCI_MANIFEST)
+        children.append(
+            oci.Descriptor(
+                child.media_type,
+                child.digest,
+                child.size,
+                platform=oci.Platform(architecture=arch, os=os_),
+            )
+        )
+    index = {
+        "schemaVersion": 2,
+        "mediaType": oci.MEDIA_TYPE_OCI_INDEX,
+        "manifests": [c.to_json() for c in children],
+    }
+    top = layout.write_blob(oci.canonical_json(index), oci.MEDIA_TYPE_OCI_INDEX)
+    layout.write_index([top])
+    return top

@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pushimages import random_image
+from pushimages import random_image, random_index
 from registryproxy import FaultProxy, Rule
 
 from repro import oci
-from repro.errors import RegistryError
+from repro.errors import InputError, RegistryError
 from repro.publish import Publication, publish_recipes
 from repro.recipe import find_recipes
 from repro.registry import Registry
@@ -335,3 +335,58 @@ def test_failed_publish_leaves_the_tag_on_the_last_complete_image(
     # The tag named another image: every blob checked (all there already), none sent.
     assert result.counters["blobs_uploaded"] == 0, result.counters
     assert result.counters["blobs_present"] == 3 and result.counters["images_present"] == 0
+
+
+def test_a_multi_platform_image_is_published_as_its_index(tmp_path: Path, registry: str) -> None:
+    work, repository = workspace(tmp_path, registry)
+    layout = tmp_path / "image"
+    top = random_index(layout, ["linux/amd64", "linux/arm64"], 4096, seed=7)
+    children = {str(d.platform): d.digest for d in oci.OCILayout(layout).children(top)}
+    with Registry() as client:
+        [result] = publish(work, client, layout)
+    assert result.digest == top.digest and result.media_type == oci.MEDIA_TYPE_OCI_INDEX
+    assert result.platforms == children
+    assert tag_digest(registry, repository) == top.digest
+    inspected = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            f"docker://{registry}/{repository}:latest",
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    assert hashlib.sha256(inspected.stdout).hexdigest() == top.digest.split(":")[1]
+    for platform, digest in children.items():
+        assert has_image(registry, repository, digest), platform
+
+
+def test_recipes_are_published_in_graph_order(tmp_path: Path, registry: str) -> None:
+    work, repository = workspace(tmp_path, registry)
+    shutil.copytree(ROOT / "recipes" / "greet", work / "recipes" / "greet")
+    layouts = {}
+    for seed, name in enumerate(("hello", "greet")):
+        layouts[name] = tmp_path / name
+        random_image(layouts[name], [2048], seed=20 + seed)
+    everything = find_recipes(work / "recipes")
+    greet = [r for r in everything if r.name == "greet"]
+    order: list[str] = []
+    with Registry() as client:
+        results = publish_recipes(
+            greet + [r for r in everything if r.name == "hello"],
+            everything,
+            outputs={n: f"oci:{p}" for n, p in layouts.items()},
+            registry=client,
+            on_published=lambda p: order.append(p.recipe),
+        )
+    assert order == ["hello", "greet"] == [r.recipe for r in results]
+    assert results[1].repository == f"{registry}/{repository.rsplit('/', 1)[0]}/greet"
+    # A recipe whose output is missing fails before anything is pushed.
+    shutil.rmtree(layouts["greet"])
+    with Registry() as client, pytest.raises(InputError, match="no build output"):
+        publish_recipes(
+            everything, outputs={n: f"oci:{p}" for n, p in layouts.items()}, registry=client
+        )
