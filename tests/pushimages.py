@@ -1,12 +1,16 @@
 """Images made of random bytes, for push tests and bench/bench_publish.py.
 
-Each layer is an uncompressed tar holding one file of seeded random bytes (random
-data does not compress, so a gzip layer would only cost time to make): a real image
-that `docker pull` and skopeo accept, of any size, written straight to an OCI layout.
+Each layer is a tar holding one file of seeded random bytes: a real image that
+`docker pull` and skopeo accept, of any size, written straight to an OCI layout.
+Layers are uncompressed tars, or with `gzip_level` gzip streams (level 0 stores the
+random bytes in gzip's framing at no CPU cost: random data does not compress, and a
+registry client such as skopeo pushes a gzip layer as it is, where it would
+compress an uncompressed one first).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import random
@@ -17,24 +21,32 @@ from pathlib import Path
 
 from repro import oci
 
-_PIECE = 4 * 1024 * 1024
+
+class _Hashing:
+    """A write-only file that hashes (and counts) what goes through it."""
+
+    def __init__(self, out: object) -> None:
+        self.out = out
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.out.write(data)  # type: ignore[attr-defined,no-any-return]
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
 
 
-def _random_tar(path: Path, size: int, seed: int) -> tuple[str, int]:
-    """Write a tar of one file of `size` random bytes; return (sha256 digest, length)."""
+def _random_tar(path: Path, size: int, seed: int, gzip_level: int | None) -> tuple[str, int, str]:
+    """Write a tar (or gzip of one) of a file of `size` random bytes; return the blob's
+    digest and length, and the digest of the tar (the diff_id)."""
     rng = random.Random(seed)
-    hasher = hashlib.sha256()
-    length = 0
-
-    class Sink:
-        def __init__(self, out: object) -> None:
-            self.out = out
-
-        def write(self, data: bytes) -> int:
-            nonlocal length
-            hasher.update(data)
-            length += len(data)
-            return self.out.write(data)  # type: ignore[attr-defined,no-any-return]
 
     class Source:
         def __init__(self) -> None:
@@ -46,30 +58,44 @@ def _random_tar(path: Path, size: int, seed: int) -> tuple[str, int]:
             return rng.randbytes(n)
 
     with open(path, "wb") as raw:
-        sink = Sink(raw)
-        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        blob = _Hashing(raw)
+        zipped = (
+            gzip.GzipFile(fileobj=blob, mode="wb", compresslevel=gzip_level, mtime=0)  # type: ignore[arg-type]
+            if gzip_level is not None
+            else None
+        )
+        tar_out = _Hashing(zipped if zipped is not None else blob)
+        with tarfile.open(fileobj=tar_out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
             info = tarfile.TarInfo(f"data-{seed}.bin")
             info.size, info.mtime, info.mode = size, 0, 0o644
             tar.addfile(info, Source())  # type: ignore[arg-type]
-    return "sha256:" + hasher.hexdigest(), length
+        if zipped is not None:
+            zipped.close()
+    return blob.digest, blob.size, tar_out.digest
 
 
-def random_image(dest: Path, layer_sizes: Sequence[int], seed: int = 0) -> oci.Descriptor:
+def random_image(
+    dest: Path, layer_sizes: Sequence[int], seed: int = 0, gzip_level: int | None = None
+) -> oci.Descriptor:
     """Write an OCI layout at `dest` with one linux/amd64 image of random layers."""
     layout = oci.OCILayout.create(dest)
     blob_dir = dest / "blobs" / "sha256"
-    layers = []
+    layers, diff_ids = [], []
+    media_type = (
+        oci.MEDIA_TYPE_OCI_LAYER_GZIP if gzip_level is not None else oci.MEDIA_TYPE_OCI_LAYER
+    )
     for i, size in enumerate(layer_sizes):
         fd, tmp = tempfile.mkstemp(dir=blob_dir, prefix=".tmp-")
         os.close(fd)
-        digest, length = _random_tar(Path(tmp), size, seed * 1000 + i)
+        digest, length, diff_id = _random_tar(Path(tmp), size, seed * 1000 + i, gzip_level)
         os.replace(tmp, layout.blob_path(digest))
-        layers.append(oci.Descriptor(oci.MEDIA_TYPE_OCI_LAYER, digest, length))
+        layers.append(oci.Descriptor(media_type, digest, length))
+        diff_ids.append(diff_id)
     config = {
         "architecture": "amd64",
         "os": "linux",
         "config": {"Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": [d.digest for d in layers]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created_by": f"random layer {i}"} for i in range(len(layers))],
     }
     config_desc = layout.write_blob(oci.canonical_json(config), oci.MEDIA_TYPE_OCI_CONFIG)
