@@ -14,6 +14,9 @@ export:
   it (v0.31 or newer). Older ones would keep it as an unknown attribute at best,
   and the Docker Engine's embedded BuildKit may not report its version at all
   (Debian's Docker 26.1 reports ``v0.0.0+unknown``), so it is not sent there.
+  (Tried by hand on that engine, BuildKit v0.13: the attribute is accepted and
+  ignored, and the raw export of recipes/hello has the same digest with or without
+  it, and with or without ``oci-mediatypes=true``.)
 
 Normalisation (repro.normalise) rewrites the layers and JSON into one canonical form
 anyway; pinning the options keeps the raw export (``--normalise off``) and the
