@@ -271,7 +271,9 @@ def publish(
                 f"{p.recipe}: {p.reference}  tags {', '.join(p.tags)}  ({done}, {p.seconds:.1f}s)"
             )
 
-        results = publish_recipes(found, _graph_recipes(recipes_dir, found), on_published=line)
+        # One recipe has no order to keep: the rest of the graph is not even loaded.
+        everything = _graph_recipes(recipes_dir, found) if len(found) > 1 else found
+        results = publish_recipes(found, everything, on_published=line)
         if as_json:
             typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     except ReproError as exc:
