@@ -1284,6 +1284,13 @@ class Registry:
         ordered = sorted(blobs, key=lambda d: -d.size)
         with ThreadPoolExecutor(max_workers=min(PUSH_PARALLEL, len(ordered))) as pool:
             futures = [pool.submit(push, d) for d in ordered]
+            try:
+                for future in futures:
+                    future.exception()  # waits; an interrupt here stops what has not started
+            except BaseException:
+                failed.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:
             raise errors[0]  # type: ignore[misc]
