@@ -5,6 +5,9 @@ registry hands out point back at the proxy) unless a rule matches first:
 
 - ``drop``: read part of the request body, then close the connection without an
   answer (the registry never sees that request: its upload stays where it was);
+- ``cut``: forward the headers and half the body to the registry, then close both
+  connections (the registry got part of the chunk: what it makes of that is its
+  own business);
 - ``status``: answer with a status code and headers (500, 429 with Retry-After,
   401 with a challenge) without forwarding.
 
@@ -20,6 +23,7 @@ import http.client
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -113,6 +117,9 @@ class FaultProxy:
             except OSError:
                 pass
             return
+        if rule is not None and rule.action == "cut":
+            self._cut(h, method, path, length)
+            return
         body = h.rfile.read(length) if length else b""
         if rule is not None:
             payload = b'{"errors":[{"code":"INJECTED","message":"injected by the test proxy"}]}'
@@ -146,3 +153,22 @@ class FaultProxy:
         if method != "HEAD":
             h.wfile.write(data)
         self.log.append((method, path, response.status))
+
+    def _cut(self, h: BaseHTTPRequestHandler, method: str, path: str, length: int) -> None:
+        upstream = socket.create_connection(tuple(self.upstream.rsplit(":", 1)), timeout=30)  # type: ignore[arg-type]
+        try:
+            head = f"{method} {path} HTTP/1.1\r\n"
+            for key, value in h.headers.items():
+                if key.lower() not in _HOP:
+                    head += f"{key}: {value}\r\n"
+            upstream.sendall((head + "Connection: close\r\n\r\n").encode("latin-1"))
+            upstream.sendall(h.rfile.read(length // 2))
+            time.sleep(0.2)  # let the registry write what it got
+        finally:
+            upstream.close()
+        self.log.append((method, path, "cut"))
+        h.close_connection = True
+        try:
+            h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

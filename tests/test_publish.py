@@ -228,6 +228,24 @@ def test_publish_resumes_after_a_dropped_connection(
     pull_back(registry, repository, layout)
 
 
+def test_publish_survives_a_chunk_the_registry_got_half_of(
+    tmp_path: Path, registry: str, proxy: FaultProxy
+) -> None:
+    # Distribution 2.8 keeps the half chunk and then refuses to resume that upload
+    # (its size no longer matches the upload's state): repro starts the blob over.
+    work, repository = workspace(tmp_path, proxy.host)
+    layout = tmp_path / "image"
+    top = random_image(layout, [3 * MiB + 17], seed=8)
+    proxy.add(Rule("PATCH", "/blobs/uploads/", "cut", skip=1))
+    with quick_client() as client:
+        [result] = publish(work, client, layout)
+    assert proxy.statuses("PATCH").count("cut") == 1
+    counters = result.counters
+    assert counters["resumed"] + counters["restarted"] >= 1, counters
+    assert tag_digest(registry, repository) == top.digest
+    pull_back(registry, repository, layout)
+
+
 def test_publish_retries_server_errors(tmp_path: Path, registry: str, proxy: FaultProxy) -> None:
     work, repository = workspace(tmp_path, proxy.host)
     layout = tmp_path / "image"
