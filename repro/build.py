@@ -86,6 +86,10 @@ class RecipeResult:
     packages: dict[str, Any] | None = None
     # A [rootfs] recipe: its packages, what was reproduced of their scripts (repro.rootfs).
     rootfs: dict[str, Any] | None = None
+    # The version the BuildKit reported and the OCI exporter options sent (None for
+    # images repro writes itself); kept in the build record (repro.records).
+    buildkit_version: str = ""
+    exporter: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +122,7 @@ def build_recipe(recipe: Recipe, **options: Any) -> RecipeResult:
     output = str(options.get("output") or default_output(recipe))
     made = _new_parents(Path(output.partition(":")[2] or output))
     try:
-        return _build_recipe(recipe, **options)
+        result = _build_recipe(recipe, **options)
     except BaseException:
         for directory in made:
             try:
@@ -126,6 +130,29 @@ def build_recipe(recipe: Recipe, **options: Any) -> RecipeResult:
             except OSError:
                 break
         raise
+    record_build(recipe, result)
+    return result
+
+
+def record_build(recipe: Recipe, result: RecipeResult) -> None:
+    """Write the build record of `result` (repro.records) for publish and the provenance."""
+    from repro import __version__
+    from repro.records import file_digest, write_build_record
+
+    write_build_record(
+        {
+            "digest": result.digest,
+            "recipe": recipe.name,
+            "lock": {"path": str(recipe.lock_file), "digest": file_digest(recipe.lock_file)},
+            "builder": result.builder,
+            "builder_version": result.builder_version,
+            "buildkit_version": result.buildkit_version,
+            "exporter": result.exporter,
+            "source_date_epoch": result.source_date_epoch,
+            "normalised": result.normalised is not None,
+            "repro_version": __version__,
+        }
+    )
 
 
 def _new_parents(path: Path) -> list[Path]:
@@ -273,6 +300,8 @@ def _build_recipe(
         builder_version=conn.engine_version,
         source_date_epoch=pinned.source_date_epoch,
         packages=binding.to_json() if binding.checked else None,
+        buildkit_version=result.buildkit_version,
+        exporter=dict(result.exporter_attrs),
     )
 
 

@@ -192,7 +192,7 @@ def build(
                 raise InputError(f"--build-arg {item!r}: expected NAME=value")
             args[name] = value
         from repro.graph import walk
-        from repro.lock import push_recipe_image
+        from repro.publish import push_recipe_image
 
         def build_one(recipe: Recipe, builder: str | None, built: dict[str, str]) -> Any:
             with _vanished_pins_explained(recipe):
@@ -227,6 +227,53 @@ def build(
             builders=list(builders) if builders else [None],
             publish=lambda recipe, result: push_recipe_image(recipe, result.output),
         )
+        if as_json:
+            typer.echo(json.dumps([r.to_json() for r in results], indent=2))
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def publish(
+    recipes: Annotated[list[str] | None, typer.Argument(help="Recipe names or paths.")] = None,
+    all_recipes: Annotated[
+        bool, typer.Option("--all", help="Publish every recipe, in build-graph order.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print results as JSON on stdout.")
+    ] = False,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Push what `repro build` wrote (out/<name>) to each recipe's repository and tags."""
+    from repro.errors import InputError
+    from repro.publish import Publication, publish_recipes
+    from repro.recipe import find_recipes
+
+    try:
+        if all_recipes and recipes:
+            raise InputError("give recipe names or --all, not both")
+        found = find_recipes(recipes_dir, recipes or None)
+
+        def line(p: Publication) -> None:
+            if as_json:
+                return
+            c = p.counters
+            done = (
+                "unchanged, the tags already name it"
+                if c["images_present"]
+                else f"{c['blobs_uploaded']} blobs uploaded, {c['blobs_mounted']} mounted, "
+                f"{c['blobs_present']} present; {c['bytes_uploaded'] / 1e6:.1f} MB"
+            )
+            typer.echo(
+                f"{p.recipe}: {p.reference}  tags {', '.join(p.tags)}  ({done}, {p.seconds:.1f}s)"
+            )
+
+        # One recipe has no order to keep: the rest of the graph is not even loaded.
+        everything = _graph_recipes(recipes_dir, found) if len(found) > 1 else found
+        results = publish_recipes(found, everything, on_published=line)
         if as_json:
             typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     except ReproError as exc:

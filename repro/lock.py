@@ -241,16 +241,10 @@ class Resolver:
     # bases
 
     def publish_ref(self, recipe_name: str, recipe: Recipe | None = None) -> str:
-        repository = recipe.publish.repository if recipe else ""
-        if not repository:
-            if not self.repo.registry:
-                raise InputError(
-                    f"recipe:{recipe_name} needs a place to be pulled from: set [publish] "
-                    f"repository in its recipe.toml or registry in {self.repo.root / 'repro.toml'}"
-                )
-            repository = f"{self.repo.registry}/{recipe_name}"
-        tag = recipe.publish.tags[0] if recipe and recipe.publish.tags else "latest"
-        return f"{repository}:{tag}"
+        """Where recipe:NAME is pulled from: its publish repository and first tag."""
+        from repro.publish import publish_reference
+
+        return publish_reference(recipe_name, recipe, self.repo)
 
     def resolve_image(self, ref: str, platforms: Sequence[str]) -> dict[str, Any]:
         from repro import oci
@@ -1122,17 +1116,3 @@ def vanished_pins(recipe: Recipe, data: Mapping[str, Any], repo: RepoConfig | No
                     "run repro lock --update, or install it from the vault (repro vault push)"
                 )
     return ""
-
-
-def push_recipe_image(recipe: Recipe, output: str, repo: RepoConfig | None = None) -> str:
-    """Push a built recipe's OCI layout (``oci:DIR``) to where its dependants pull it."""
-    from repro.oci import OCILayout
-    from repro.registry import Registry
-
-    kind, _, path = output.partition(":")
-    if kind != "oci":
-        raise InputError(f"{recipe.name}: a base recipe must be built to an oci: layout to push")
-    repo = repo or load_repo_config(recipe.directory.parent)
-    ref = Resolver(repo).publish_ref(recipe.name, recipe)
-    with Registry() as registry:
-        return str(registry.push_layout(OCILayout(path), ref))

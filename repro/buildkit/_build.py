@@ -24,6 +24,7 @@ import grpc
 
 from repro.buildkit._connect import Connection
 from repro.buildkit._control import Control, describe_rpc_error
+from repro.buildkit._exporter import exporter_attrs
 from repro.buildkit._session import Session, SessionServer
 from repro.buildkit.proto import buildkit_pb2 as pb
 from repro.errors import (
@@ -58,6 +59,9 @@ class BuildRequest:
     extra_frontend_attrs: dict[str, str] = field(default_factory=dict)
     # Extra attributes for the OCI exporter, e.g. {"compression": "zstd"}.
     exporter_attrs: dict[str, str] = field(default_factory=dict)
+    # The version the BuildKit reports (set by `build` from the connection); decides
+    # whether `compatibility-version` is sent.
+    buildkit_version: str = ""
     # The user's Dockerfile when `dockerfile` is a rendered copy (errors name this one).
     source_dockerfile: Path | None = None
     # BuildKit source policy rules, in order: (action, selector, match type, new
@@ -77,6 +81,16 @@ class BuildResult:
     seconds: float
     exporter_response: dict[str, str]
     descriptor: dict[str, Any] | None = None
+    # The exporter attributes sent, and the version the BuildKit reported.
+    exporter_attrs: dict[str, str] = field(default_factory=dict)
+    buildkit_version: str = ""
+
+
+def request_exporter_attrs(req: BuildRequest) -> dict[str, str]:
+    """The OCI exporter's attributes for `req`: repro's pins (repro.buildkit._exporter)."""
+    return exporter_attrs(
+        req.buildkit_version, rewrite_timestamp=req.rewrite_timestamp, extra=req.exporter_attrs
+    )
 
 
 def solve_request(req: BuildRequest, session_id: str, ref: str) -> pb.SolveRequest:
@@ -101,10 +115,7 @@ def solve_request(req: BuildRequest, session_id: str, ref: str) -> pb.SolveReque
     for name in sorted(req.named_contexts):
         attrs[f"context:{name}"] = f"local:{name}"
     attrs.update(req.extra_frontend_attrs)
-    exporter_attrs: dict[str, str] = {}
-    if req.rewrite_timestamp:
-        exporter_attrs["rewrite-timestamp"] = "true"
-    exporter_attrs.update(req.exporter_attrs)
+    exporter_attrs = request_exporter_attrs(req)
     entitlements = ["network.host"] if req.network == "host" else []
     policy = None
     if req.source_policy:
@@ -285,6 +296,8 @@ def build(
 ) -> BuildResult:
     """Run one build; return the exporter's digests. Raises ReproError subclasses."""
     check_inputs(req)
+    if not req.buildkit_version:
+        req.buildkit_version = conn.buildkit_version
     started = time.monotonic()
     control = Control(conn.channel, conn.address)
     writer = _ExportWriter(req.output)
@@ -334,6 +347,8 @@ def build(
             seconds=time.monotonic() - started,
             exporter_response=exporter_response,
             descriptor=descriptor,
+            exporter_attrs=request_exporter_attrs(req),
+            buildkit_version=req.buildkit_version,
         )
     finally:
         if session is not None:
