@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from repro.errors import ContextError, InputError
+from repro.errors import ContextError, InputError, ReproError
 from repro.recipe import Recipe
 
 if TYPE_CHECKING:
-    from repro.buildkit import Output
+    from repro.buildkit import Connection, Output
     from repro.normalise import NormaliseResult
+    from repro.registry import Registry
 
 
 @dataclass
@@ -155,6 +158,15 @@ def record_build(recipe: Recipe, result: RecipeResult) -> None:
     )
 
 
+def _registry(shared: Registry | None) -> contextlib.AbstractContextManager[Registry]:
+    """The shared registry client (left open), else a new one closed after use."""
+    if shared is not None:
+        return contextlib.nullcontext(shared)
+    from repro.registry import Registry
+
+    return Registry()
+
+
 def _new_parents(path: Path) -> list[Path]:
     """The folders above `path` that do not exist yet, deepest first."""
     out = []
@@ -182,11 +194,17 @@ def _build_recipe(
     on_status: Callable[[Any], None] | None = None,
     allow_unpinned: bool = False,
     offline: bool = False,
+    connection: Connection | None = None,
+    registry: Registry | None = None,
+    cancel: threading.Event | None = None,
 ) -> RecipeResult:
     """Build one recipe with BuildKit and write its OCI image (normalised unless told not).
 
     `rewrite_timestamp` and `exporter_attrs` (e.g. ``compression=zstd``) pass through
     to BuildKit's OCI exporter; normalisation makes the result independent of them.
+    `connection` (an open, preflighted builder connection) and `registry` are shared
+    by the builds of a graph instead of opened per build; `cancel`, set from another
+    thread, abandons the build.
     """
     if recipe.rootfs is not None:
         # Packages unpacked into one layer by repro itself: no Dockerfile, no BuildKit.
@@ -210,7 +228,7 @@ def _build_recipe(
     from repro.lock import apply_lock
 
     pinned = apply_lock(recipe, build_args or {}, built)
-    _check_locked_bases(recipe, pinned.lock)
+    _check_locked_bases(recipe, pinned.lock, registry)
     args = pinned.build_args
     request = BuildRequest(
         context=recipe.context,
@@ -230,6 +248,7 @@ def _build_recipe(
         session_name=recipe.name,
         rewrite_timestamp=rewrite_timestamp,
         exporter_attrs=dict(exporter_attrs or {}),
+        cancel=cancel,
     )
     staging: Path | None = None
     from repro.binding import Binding, UnpinnedPackages, _checked_base, check_image
@@ -250,7 +269,8 @@ def _build_recipe(
     display = Progress(mode=progress, stream=stream or sys.stderr, title=recipe.name)  # type: ignore[arg-type]
     success = False
     try:
-        with connect(builder) as conn:
+        opened = contextlib.nullcontext(connection) if connection else connect(builder)
+        with opened as conn:
             conn.preflight()
             try:
                 result = build(
@@ -278,7 +298,7 @@ def _build_recipe(
             _move_raw(staging / "raw", out)
         elif staging is not None:
             norm = normalise_output(
-                recipe, staging / "raw", out, request.source_date_epoch, pinned.lock
+                recipe, staging / "raw", out, request.source_date_epoch, pinned.lock, registry
             )
             digest, config_digest, normalised = norm.digest, norm.config_digest, norm.to_json()
             for warning in norm.warnings:
@@ -305,16 +325,17 @@ def _build_recipe(
     )
 
 
-def _check_locked_bases(recipe: Recipe, lock: dict[str, Any] | None) -> None:
+def _check_locked_bases(
+    recipe: Recipe, lock: dict[str, Any] | None, registry: Registry | None = None
+) -> None:
     """Every base digest the lock pins must be in its registry: one line naming the
     lock entry before anything is built (BuildKit would report it three times over)."""
     from repro.errors import RegistryError
     from repro.lock import _image_name
-    from repro.registry import Registry
 
     if not lock or not lock.get("bases"):
         return
-    with Registry() as client:
+    with _registry(registry) as client:
         for ref, entry in lock["bases"].items():
             if entry.get("image"):
                 image = str(entry["image"])  # a recipe: base, as it was published
@@ -403,6 +424,7 @@ def normalise_output(
     out: Output,
     epoch: int | None,
     lock: dict[str, Any] | None = None,
+    registry: Registry | None = None,
 ) -> NormaliseResult:
     """Normalise the raw export at `raw` into `out` (a layout or an archive).
 
@@ -422,11 +444,9 @@ def normalise_output(
     keep = min((base_layer_count(c, epoch) for c in configs), default=0)
     base_layers: tuple[oci.Descriptor, ...] = ()
     if lock and len(images) == 1:
-        from repro.registry import Registry
-
         platform = str(images[0].platform) if images[0].platform else ""
         try:
-            with Registry() as client:
+            with _registry(registry) as client:
                 base = locked_base_layers(lock, platform, configs[0], client)
                 if base is not None:
                     oci.copy_blobs(client, base.repository, base.layers, layout)
@@ -446,3 +466,191 @@ def normalise_output(
     oci.check_output_target(out.kind, out.path)
     oci.write_oci_archive(oci.OCILayout(raw.parent / "normalised"), out.path)
     return result
+
+
+# --- a graph of recipes ------------------------------------------------------------------
+
+# Builds at a time on each builder. BuildKit does the heavy work and this process
+# mostly waits on it (normalising is the part that costs CPU here), so a 2-core
+# machine keeps busy with a few more builds than cores.
+DEFAULT_JOBS = 4
+
+
+@dataclass
+class BuildOutcome:
+    """One recipe of `build_recipes`: built (`result`), failed (`error`), or not
+    started because a base recipe it needs failed (`skipped_for`)."""
+
+    recipe: str
+    result: RecipeResult | None = None
+    error: ReproError | None = None
+    skipped_for: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    @property
+    def message(self) -> str:
+        """One line saying why the recipe has no image ("" when it has one), naming
+        the recipe."""
+        if self.error is not None:
+            text = str(self.error)
+            return text if text.startswith(f"{self.recipe}: ") else f"{self.recipe}: {text}"
+        if self.skipped_for:
+            return f"{self.recipe}: not built: its base recipe:{self.skipped_for} failed"
+        return ""
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return self.error.exit_code
+        return 1 if self.skipped_for else 0
+
+
+def build_recipes(
+    selected: Sequence[Recipe],
+    everything: Sequence[Recipe] | None = None,
+    *,
+    builders: Sequence[str | None] = (None,),
+    jobs: int = DEFAULT_JOBS,
+    progress: str = "auto",
+    stream: TextIO | None = None,
+    on_outcome: Callable[[BuildOutcome], None] | None = None,
+    **options: Any,
+) -> list[BuildOutcome]:
+    """Build `selected` (a graph over `everything`, default `selected`) in one process.
+
+    Each recipe starts as soon as the recipes it builds on are built (and pushed to
+    their publish repository, where its lock expects them), up to `jobs` builds at a
+    time on each of `builders`, over one connection per builder and one registry
+    client. A failed recipe stops its dependants, not the others. `options` go to
+    `build_recipe` (output, no_cache, secrets, build_args, normalise, …).
+
+    Progress goes to `stream` (default stderr): one build at a time is shown live as
+    `progress` says; concurrent builds are shown as plain text, one block per recipe
+    when it ends, in a GitHub Actions log group when GITHUB_ACTIONS=true. Returns one
+    outcome per recipe in graph order; `on_outcome` sees each in that order as soon
+    as the ones before it are done. Ctrl-C cancels every running build (nothing
+    half-written is left) and raises KeyboardInterrupt.
+    """
+    import io
+
+    from repro.errors import ReproError
+    from repro.graph import Outcome, schedule
+    from repro.publish import push_recipe_image
+    from repro.registry import Registry
+
+    if jobs < 1:
+        raise InputError("--jobs must be at least 1")
+    err = stream or sys.stderr
+    slots = list(builders) or [None]
+    concurrent = len(selected) > 1 and jobs * len(slots) > 1
+    groups = os.environ.get("GITHUB_ACTIONS") == "true"
+    cancel = threading.Event()
+    write_lock = threading.Lock()
+    connections: dict[str | None, Connection] = {}
+    buffers: dict[str, io.StringIO] = {}
+
+    def connection(builder: str | None) -> Connection | None:
+        """One connection per builder address, opened and checked once, by the
+        scheduling thread (see `start`), before any build uses it."""
+        return connections.get(builder)
+
+    def start(recipe: Recipe, builder: str | None) -> None:
+        if builder not in connections and recipe.rootfs is None:
+            from repro.buildkit import connect
+
+            conn = connect(builder)
+            connections[builder] = conn
+            conn.preflight()
+        if concurrent and progress != "quiet":
+            buffers[recipe.name] = io.StringIO()
+            with write_lock:
+                print(f"repro: {recipe.name}: building", file=err, flush=True)
+        elif groups and progress != "quiet":
+            print(f"::group::{recipe.name}", file=err, flush=True)
+
+    def finish(outcome: Outcome[RecipeResult]) -> None:
+        name = outcome.recipe.name
+        if name in buffers:
+            text = buffers.pop(name).getvalue()
+            state = "done" if outcome.ok else "failed"
+            with write_lock:
+                print(f"::group::{name} ({state})" if groups else f"--- {name} ({state})", file=err)
+                err.write(text if text.endswith("\n") or not text else text + "\n")
+                if groups:
+                    print("::endgroup::", file=err)
+                err.flush()
+        elif groups and progress != "quiet":
+            print("::endgroup::", file=err, flush=True)
+
+    with Registry() as registry:
+
+        def build_one(recipe: Recipe, builder: str | None, built: dict[str, str]) -> RecipeResult:
+            buffer = buffers.get(recipe.name)
+            with vanished_pins_explained(recipe):
+                return build_recipe(
+                    recipe,
+                    builder=builder,
+                    built=built,
+                    progress="plain" if buffer is not None else progress,
+                    stream=buffer if buffer is not None else err,
+                    connection=connection(builder),
+                    registry=registry,
+                    cancel=cancel,
+                    **options,
+                )
+
+        def publish(recipe: Recipe, result: RecipeResult) -> str:
+            return push_recipe_image(recipe, result.output, registry=registry)
+
+        def outcome_of(o: Outcome[RecipeResult]) -> BuildOutcome:
+            error = o.error
+            if error is not None and not isinstance(error, ReproError):
+                raise error  # a bug: its traceback is the report
+            return BuildOutcome(o.recipe.name, o.result, error, o.skipped_for)
+
+        def report(o: Outcome[RecipeResult]) -> None:
+            if on_outcome is not None:
+                on_outcome(outcome_of(o))
+
+        try:
+            outcomes = schedule(
+                selected,
+                everything or selected,
+                build_one,
+                builders=slots,
+                jobs=jobs,
+                publish=publish,
+                on_start=start,
+                on_finish=finish,
+                on_outcome=report,
+                cancel=cancel,
+            )
+        finally:
+            for conn in connections.values():
+                conn.close()
+    return [outcome_of(o) for o in outcomes]
+
+
+@contextlib.contextmanager
+def vanished_pins_explained(recipe: Recipe) -> Iterator[None]:
+    """A failed build whose locked package version is gone says so, not just "failed"."""
+    from repro.errors import BuildFailed, ReproError
+
+    try:
+        yield
+    except BuildFailed as exc:
+        from repro.lock import read_lock, vanished_pins
+
+        lock = read_lock(recipe)
+        gone = ""
+        if lock and lock.get("packages"):
+            try:
+                gone = vanished_pins(recipe, lock)
+            except ReproError:
+                gone = ""
+        if gone:
+            raise BuildFailed(f"{recipe.name}: {gone} ({exc})") from None
+        raise

@@ -7,11 +7,10 @@ Heavy modules (grpc, diffoscope) are imported inside the commands that need them
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -148,12 +147,22 @@ def build(
             "then $DOCKER_HOST, then the usual sockets.",
         ),
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Builds at a time on each builder; a recipe starts as soon as the "
+            "recipes it builds on are built.",
+        ),
+    ] = 4,  # repro.build.DEFAULT_JOBS
     all_recipes: Annotated[
         bool,
         typer.Option(
             "--all",
-            help="Build every recipe in build-graph order; recipes that others build on "
-            "are pushed to their publish repository first.",
+            help="Build every recipe as a graph, independent ones concurrently; recipes "
+            "that others build on are pushed to their publish repository first. A "
+            "failed recipe stops the recipes built on it, not the others.",
         ),
     ] = False,
     recipes_dir: RecipesDir = Path("recipes"),
@@ -169,7 +178,7 @@ def build(
     ] = "on",
 ) -> None:
     """Build recipes into OCI images and print each image's digest."""
-    from repro.build import SecretSpec, build_recipe
+    from repro.build import BuildOutcome, SecretSpec, build_recipes
     from repro.errors import InputError
     from repro.recipe import find_recipes
 
@@ -191,44 +200,38 @@ def build(
             if not sep or not name:
                 raise InputError(f"--build-arg {item!r}: expected NAME=value")
             args[name] = value
-        from repro.graph import walk
-        from repro.publish import push_recipe_image
 
-        def build_one(recipe: Recipe, builder: str | None, built: dict[str, str]) -> Any:
-            with _vanished_pins_explained(recipe):
-                return _build_and_print(recipe, builder, built)
+        def line(outcome: BuildOutcome) -> None:
+            r = outcome.result
+            if r is not None and not as_json:
+                typer.echo(f"{r.recipe}: {r.digest}  {r.output}  ({r.seconds:.1f}s)")
 
-        def _build_and_print(recipe: Recipe, builder: str | None, built: dict[str, str]) -> Any:
-            result = build_recipe(
-                recipe,
-                builder=builder,
-                built=built,
-                output=output,
-                no_cache=no_cache,
-                secrets=secrets,
-                progress="quiet"
-                if (as_json and progress == "auto" and not sys.stderr.isatty())
-                else progress,
-                build_args=args,
-                normalise=normalise == "on",
-                allow_unpinned=allow_unpinned,
-                offline=offline,
-            )
-            if not as_json:
-                typer.echo(
-                    f"{result.recipe}: {result.digest}  {result.output}  ({result.seconds:.1f}s)"
-                )
-            return result
-
-        results = walk(
+        outcomes = build_recipes(
             found,
             everything,
-            build_one,
             builders=list(builders) if builders else [None],
-            publish=lambda recipe, result: push_recipe_image(recipe, result.output),
+            jobs=jobs,
+            progress="quiet"
+            if (as_json and progress == "auto" and not sys.stderr.isatty())
+            else progress,
+            on_outcome=line,
+            output=output,
+            no_cache=no_cache,
+            secrets=secrets,
+            build_args=args,
+            normalise=normalise == "on",
+            allow_unpinned=allow_unpinned,
+            offline=offline,
         )
         if as_json:
-            typer.echo(json.dumps([r.to_json() for r in results], indent=2))
+            typer.echo(json.dumps([o.result.to_json() for o in outcomes if o.result], indent=2))
+        failed = [o for o in outcomes if not o.ok]
+        for o in failed:
+            # One recipe: its error as it is; several: each line names its recipe.
+            why = o.message if len(outcomes) > 1 or o.error is None else str(o.error)
+            typer.echo(f"repro: error: {why}", err=True)
+        if failed:
+            raise typer.Exit(max(o.exit_code for o in failed))
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -281,28 +284,6 @@ def publish(
     except KeyboardInterrupt:
         typer.echo("repro: interrupted", err=True)
         raise typer.Exit(130) from None
-
-
-@contextlib.contextmanager
-def _vanished_pins_explained(recipe: Recipe) -> Iterator[None]:
-    """A failed build whose locked package version is gone says so, not just "failed"."""
-    from repro.errors import BuildFailed
-
-    try:
-        yield
-    except BuildFailed as exc:
-        from repro.lock import read_lock, vanished_pins
-
-        lock = read_lock(recipe)
-        gone = ""
-        if lock and lock.get("packages"):
-            try:
-                gone = vanished_pins(recipe, lock)
-            except ReproError:
-                gone = ""
-        if gone:
-            raise BuildFailed(f"{recipe.name}: {gone} ({exc})") from None
-        raise
 
 
 @app.command()

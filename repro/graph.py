@@ -6,8 +6,10 @@ holds recipes that do not depend on each other and may be built concurrently.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from repro.errors import RecipeError
 from repro.recipe import Recipe
@@ -95,55 +97,143 @@ def to_dot(recipes: Sequence[Recipe]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def walk(
+@dataclass
+class Outcome(Generic[R]):
+    """What became of one recipe in `schedule`: its result, its error, or the base
+    recipe whose failure stopped it (`skipped_for`)."""
+
+    recipe: Recipe
+    result: R | None = None
+    error: BaseException | None = None
+    skipped_for: str = ""
+    # The digest `publish` pushed, for a recipe that others build on.
+    published: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.skipped_for
+
+
+def schedule(
     selected: Sequence[Recipe],
     everything: Sequence[Recipe],
     build_one: Callable[[Recipe, str | None, dict[str, str]], R],
     *,
     builders: Sequence[str | None] = (None,),
+    jobs: int = 1,
     publish: Callable[[Recipe, R], str] | None = None,
-) -> list[R]:
-    """Build `selected` in topological order; independent recipes of one level are
-    spread over `builders` (one build at a time on each), results in a fixed order.
+    on_start: Callable[[Recipe, str | None], None] | None = None,
+    on_finish: Callable[[Outcome[R]], None] | None = None,
+    on_outcome: Callable[[Outcome[R]], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[Outcome[R]]:
+    """Build `selected` as a graph: each recipe starts as soon as the selected recipes
+    it builds on are done, up to `jobs` builds at a time on each of `builders` (a new
+    build goes to the least busy one). Returns one outcome per recipe, in graph order.
 
-    A recipe that another selected recipe builds on is published after its build
-    (``publish`` returns the pushed digest), and its dependants' builds are given
-    ``built[name] = digest`` so that their locks are checked against it.
+    A recipe that another selected recipe builds on is published right after its
+    build (``publish`` returns the pushed digest), and its dependants' builds are
+    given ``built[name] = digest`` so that their locks are checked against it. A
+    recipe that fails stops its dependants (``skipped_for``), not the others.
+
+    `on_start` and `on_finish` are called as builds start and end (completion order);
+    `on_outcome` in graph order, as soon as every earlier recipe has its outcome. All
+    callbacks run in the calling thread. On KeyboardInterrupt (or an exception from a
+    callback) `cancel` is set, the running builds are waited for (they should watch
+    `cancel`) and the exception re-raised.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    import queue
 
+    if jobs < 1:
+        raise ValueError("jobs must be at least 1")
     names = {r.name for r in selected}
     by_name = {r.name: r for r in everything}
-    needed_as_base = {dep for r in selected for dep in r.recipe_bases if dep in names}
-    built: dict[str, str] = {}
-    results: list[R] = []
+    for r in selected:
+        by_name.setdefault(r.name, r)
+    graph_order = [n for level in levels(list(by_name.values()), only=names) for n in level]
+    deps = {n: sorted(set(by_name[n].recipe_bases) & names) for n in graph_order}
+    needed_as_base = {d for n in graph_order for d in deps[n]}
     slots = list(builders) or [None]
-    for level in levels(list(everything), only=names):
-        todo = [by_name[n] for n in level]
-        queues: list[list[Recipe]] = [todo[i :: len(slots)] for i in range(len(slots))]
+    busy = [0] * len(slots)
+    cancel = cancel if cancel is not None else threading.Event()
+    finished: queue.Queue[tuple[int, Outcome[R]]] = queue.Queue()
+    built: dict[str, str] = {}
+    outcomes: dict[str, Outcome[R]] = {}
+    running: dict[str, threading.Thread] = {}
+    emitted = 0
 
-        def run(
-            slot: int, queues: list[list[Recipe]] = queues
-        ) -> list[tuple[Recipe, R | BaseException]]:
-            out: list[tuple[Recipe, R | BaseException]] = []
-            for recipe in queues[slot]:
-                try:
-                    out.append((recipe, build_one(recipe, slots[slot], dict(built))))
-                except BaseException as exc:  # noqa: BLE001 - reported in order below
-                    out.append((recipe, exc))
+    def run(recipe: Recipe, slot: int, snapshot: dict[str, str]) -> None:
+        outcome: Outcome[R] = Outcome(recipe)
+        try:
+            if cancel.is_set():
+                raise KeyboardInterrupt
+            outcome.result = build_one(recipe, slots[slot], snapshot)
+            if publish is not None and recipe.name in needed_as_base and not cancel.is_set():
+                outcome.published = publish(recipe, outcome.result)
+        except BaseException as exc:  # noqa: BLE001 - handed to the scheduling thread
+            outcome.error = exc
+        finished.put((slot, outcome))
+
+    def ready() -> list[str]:
+        return [
+            n
+            for n in graph_order
+            if n not in outcomes
+            and n not in running
+            and all(d in outcomes and outcomes[d].ok for d in deps[n])
+        ]
+
+    def settle(outcome: Outcome[R]) -> None:
+        """Record an outcome; stop the recipes that build on a failed one."""
+        nonlocal emitted
+        outcomes[outcome.recipe.name] = outcome
+        if not outcome.ok:
+            for n in graph_order:
+                if n not in outcomes and any(d in outcomes and not outcomes[d].ok for d in deps[n]):
+                    base = next(d for d in deps[n] if d in outcomes and not outcomes[d].ok)
+                    outcomes[n] = Outcome(
+                        by_name[n], skipped_for=outcomes[base].skipped_for or base
+                    )
+        while emitted < len(graph_order) and graph_order[emitted] in outcomes:
+            if on_outcome is not None:
+                on_outcome(outcomes[graph_order[emitted]])
+            emitted += 1
+
+    try:
+        while len(outcomes) < len(graph_order):
+            for name in ready():
+                slot = min(range(len(slots)), key=lambda i: (busy[i], i))
+                if busy[slot] >= jobs:
                     break
-            return out
-
-        if len(slots) == 1:
-            done = run(0)
-        else:
-            with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-                done = [item for part in pool.map(run, range(len(slots))) for item in part]
-        done.sort(key=lambda item: item[0].name)
-        for recipe, outcome in done:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            results.append(outcome)
-            if publish is not None and recipe.name in needed_as_base:
-                built[recipe.name] = publish(recipe, outcome)
-    return results
+                busy[slot] += 1
+                recipe = by_name[name]
+                if on_start is not None:
+                    on_start(recipe, slots[slot])
+                thread = threading.Thread(
+                    target=run,
+                    args=(recipe, slot, dict(built)),
+                    name=f"repro-build-{name}",
+                    daemon=True,
+                )
+                running[name] = thread
+                thread.start()
+            if not running:
+                break  # nothing can start: every remaining recipe waits on a failure
+            try:
+                slot, outcome = finished.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            busy[slot] -= 1
+            running.pop(outcome.recipe.name).join()
+            name = outcome.recipe.name
+            if outcome.ok and name in needed_as_base:
+                built[name] = outcome.published
+            if on_finish is not None:
+                on_finish(outcome)
+            settle(outcome)
+    except BaseException:  # Ctrl-C, or a callback failed: stop every running build
+        cancel.set()
+        for thread in running.values():
+            thread.join()
+        raise
+    return [outcomes[n] for n in graph_order]

@@ -112,10 +112,17 @@ def publish_reference(recipe_name: str, recipe: Recipe | None, repo: RepoConfig)
     return f"{publish_repository(recipe_name, recipe, repo)}:{publish_tags(recipe)[0]}"
 
 
-def push_recipe_image(recipe: Recipe, output: str, repo: RepoConfig | None = None) -> str:
+def push_recipe_image(
+    recipe: Recipe,
+    output: str,
+    repo: RepoConfig | None = None,
+    registry: Registry | None = None,
+) -> str:
     """Push a built recipe's OCI layout (``oci:DIR``) to where its dependants pull it
     (its first tag); returns the image digest. `repro build --all` uses this for
-    recipes that others build on."""
+    recipes that others build on, with its shared `registry` client."""
+    import contextlib
+
     from repro.oci import OCILayout
     from repro.registry import Registry
 
@@ -123,7 +130,8 @@ def push_recipe_image(recipe: Recipe, output: str, repo: RepoConfig | None = Non
     if kind != "oci":
         raise InputError(f"{recipe.name}: a base recipe must be built to an oci: layout to push")
     repo = repo or load_repo_config(recipe.directory.parent)
-    with Registry() as registry:
+    client = contextlib.nullcontext(registry) if registry is not None else Registry()
+    with client as registry:
         pushed = registry.push_image(
             OCILayout(path),
             publish_repository(recipe.name, recipe, repo),

@@ -71,6 +71,9 @@ class BuildRequest:
     # Named build contexts served from local directories (`FROM name`,
     # `RUN --mount=from=name`), like buildx's --build-context name=DIR.
     named_contexts: dict[str, Path] = field(default_factory=dict)
+    # Set from another thread to abandon the build (a scheduler's Ctrl-C): the Solve is
+    # cancelled on BuildKit and `build` raises Cancelled.
+    cancel: threading.Event | None = None
 
 
 @dataclass
@@ -415,6 +418,9 @@ def _wait_for(
             try:
                 return future.result(timeout=0.25)  # type: ignore[no-any-return]
             except grpc.FutureTimeoutError:
+                if req.cancel is not None and req.cancel.is_set():
+                    future.cancel()
+                    raise Cancelled("build cancelled; BuildKit was told to stop") from None
                 if watchdog is not None and watchdog.stalled:
                     future.cancel()
                     waited = int(watchdog.MISSES * (watchdog.PERIOD + watchdog.TIMEOUT))
