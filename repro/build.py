@@ -194,7 +194,7 @@ def _build_recipe(
     on_status: Callable[[Any], None] | None = None,
     allow_unpinned: bool = False,
     offline: bool = False,
-    connection: Connection | None = None,
+    connection: Callable[[], Connection] | None = None,
     registry: Registry | None = None,
     cancel: threading.Event | None = None,
 ) -> RecipeResult:
@@ -202,8 +202,9 @@ def _build_recipe(
 
     `rewrite_timestamp` and `exporter_attrs` (e.g. ``compression=zstd``) pass through
     to BuildKit's OCI exporter; normalisation makes the result independent of them.
-    `connection` (an open, preflighted builder connection) and `registry` are shared
-    by the builds of a graph instead of opened per build; `cancel`, set from another
+    `connection` (returning an open, preflighted builder connection, asked for just
+    before the build needs it) and `registry` are shared by the builds of a graph
+    instead of opened per build; `cancel`, set from another
     thread, abandons the build.
     """
     if recipe.rootfs is not None:
@@ -269,7 +270,7 @@ def _build_recipe(
     display = Progress(mode=progress, stream=stream or sys.stderr, title=recipe.name)  # type: ignore[arg-type]
     success = False
     try:
-        opened = contextlib.nullcontext(connection) if connection else connect(builder)
+        opened = contextlib.nullcontext(connection()) if connection else connect(builder)
         with opened as conn:
             conn.preflight()
             try:
@@ -358,10 +359,10 @@ def _check_locked_bases(
 def _package_context(recipe: Recipe, lock: dict[str, Any] | None, offline: bool) -> Path | None:
     """The locked packages laid out for the build's ``repro-apt`` context, when the
     Dockerfile mounts it (from the checked cache, the mirror, or the vault)."""
-    from repro import vault
-
     if not lock or not lock.get("packages"):
         return None
+    from repro import vault  # with its package fetchers: only for recipes with packages
+
     try:
         text = recipe.dockerfile.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -535,6 +536,7 @@ def build_recipes(
     half-written is left) and raises KeyboardInterrupt.
     """
     import io
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from repro.errors import ReproError
     from repro.graph import Outcome, schedule
@@ -549,21 +551,17 @@ def build_recipes(
     groups = os.environ.get("GITHUB_ACTIONS") == "true"
     cancel = threading.Event()
     write_lock = threading.Lock()
-    connections: dict[str | None, Connection] = {}
     buffers: dict[str, io.StringIO] = {}
-
-    def connection(builder: str | None) -> Connection | None:
-        """One connection per builder address, opened and checked once, by the
-        scheduling thread (see `start`), before any build uses it."""
-        return connections.get(builder)
+    # One connection per builder, opened and checked in the background from the start
+    # (creating the first gRPC channel alone takes a tenth of a second) while the
+    # first builds read their locks and ask the registry about their bases.
+    opening: dict[str | None, Future[Connection]] = {}
+    if any(r.rootfs is None for r in selected):
+        pool = ThreadPoolExecutor(max_workers=len(set(slots)), thread_name_prefix="repro-connect")
+        opening = {b: pool.submit(_open_builder, b) for b in dict.fromkeys(slots)}
+        pool.shutdown(wait=False)
 
     def start(recipe: Recipe, builder: str | None) -> None:
-        if builder not in connections and recipe.rootfs is None:
-            from repro.buildkit import connect
-
-            conn = connect(builder)
-            connections[builder] = conn
-            conn.preflight()
         if concurrent and progress != "quiet":
             buffers[recipe.name] = io.StringIO()
             with write_lock:
@@ -596,7 +594,7 @@ def build_recipes(
                     built=built,
                     progress="plain" if buffer is not None else progress,
                     stream=buffer if buffer is not None else err,
-                    connection=connection(builder),
+                    connection=opening[builder].result if builder in opening else None,
                     registry=registry,
                     cancel=cancel,
                     **options,
@@ -629,9 +627,27 @@ def build_recipes(
                 cancel=cancel,
             )
         finally:
-            for conn in connections.values():
-                conn.close()
+            for future in opening.values():
+                with contextlib.suppress(BaseException):
+                    future.result().close()
+    for future in opening.values():
+        # A builder that cannot be used is one error, not one per recipe.
+        error = future.exception()
+        if error is not None:
+            raise error
     return [outcome_of(o) for o in outcomes]
+
+
+def _open_builder(builder: str | None) -> Connection:
+    from repro.buildkit import connect
+
+    conn = connect(builder)
+    try:
+        conn.preflight()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 @contextlib.contextmanager

@@ -23,11 +23,14 @@ def graph_names(shape: Sequence[int]) -> list[list[str]]:
 def dockerfile(base: str, name: str, fail_arg: bool = False, sleep: int = 0) -> str:
     lines = [f"FROM {base}", "ARG NAME"]
     if fail_arg:
-        lines += ["ARG FAIL=0", 'RUN test "$FAIL" != 1']
+        lines += ["ARG FAIL=0", 'RUN --network=none test "$FAIL" != 1']
     if sleep:
-        lines.append(f"RUN sleep {sleep}")
+        lines.append(f"RUN --network=none sleep {sleep}")
+    # --network=none in the Dockerfile itself: `buildx bake` (bench/bench_graph.py)
+    # builds the same files, and its bake files cannot say it before buildx 0.14.
     lines += [
-        'RUN echo "$NAME" > /name-$NAME && seq 1 500 | sed "s/^/$NAME /" > /lines-$NAME',
+        'RUN --network=none echo "$NAME" > /name-$NAME'
+        ' && seq 1 500 | sed "s/^/$NAME /" > /lines-$NAME',
         "COPY note /note-" + name,
     ]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import email.utils
 import hashlib
 import ipaddress
 import logging
@@ -311,6 +310,8 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value.isdigit():
         return float(value)
     try:
+        import email.utils  # only for a Retry-After date
+
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
