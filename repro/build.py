@@ -474,7 +474,7 @@ def normalise_output(
 # Builds at a time on each builder. BuildKit does the heavy work and this process
 # mostly waits on it (normalising is the part that costs CPU here), so a 2-core
 # machine keeps busy with a few more builds than cores.
-DEFAULT_JOBS = 4
+DEFAULT_JOBS = 8
 
 
 @dataclass
@@ -518,6 +518,7 @@ def build_recipes(
     progress: str = "auto",
     stream: TextIO | None = None,
     on_outcome: Callable[[BuildOutcome], None] | None = None,
+    speculate: bool = True,
     **options: Any,
 ) -> list[BuildOutcome]:
     """Build `selected` (a graph over `everything`, default `selected`) in one process.
@@ -525,8 +526,12 @@ def build_recipes(
     Each recipe starts as soon as the recipes it builds on are built (and pushed to
     their publish repository, where its lock expects them), up to `jobs` builds at a
     time on each of `builders`, over one connection per builder and one registry
-    client. A failed recipe stops its dependants, not the others. `options` go to
-    `build_recipe` (output, no_cache, secrets, build_args, normalise, …).
+    client. With `speculate`, a recipe whose lock pins its base recipes to digests the
+    registry has already starts at once: it is built beside its output and moved
+    there when the bases' rebuilds end with those digests (else it fails as a stale
+    lock, its output untouched). A failed recipe stops its dependants, not the
+    others. `options` go to `build_recipe` (output, no_cache, secrets, build_args,
+    normalise, …).
 
     Progress goes to `stream` (default stderr): one build at a time is shown live as
     `progress` says; concurrent builds are shown as plain text, one block per recipe
@@ -584,21 +589,64 @@ def build_recipes(
             print("::endgroup::", file=err, flush=True)
 
     with Registry() as registry:
+        early = {}
+        if speculate and not options.get("output"):
+            early = _early_recipes(selected, registry)
+        staged: dict[str, tuple[Path, Path]] = {}  # early recipe -> (staging dir, output)
 
         def build_one(recipe: Recipe, builder: str | None, built: dict[str, str]) -> RecipeResult:
             buffer = buffers.get(recipe.name)
-            with vanished_pins_explained(recipe):
-                return build_recipe(
-                    recipe,
-                    builder=builder,
-                    built=built,
-                    progress="plain" if buffer is not None else progress,
-                    stream=buffer if buffer is not None else err,
-                    connection=opening[builder].result if builder in opening else None,
-                    registry=registry,
-                    cancel=cancel,
-                    **options,
-                )
+            extra = dict(options)
+            if recipe.name in early:
+                # Built beside its output and moved there once its bases are confirmed.
+                final = Path(default_output(recipe).partition(":")[2])
+                from repro import oci
+
+                oci.check_output_target("oci", final)
+                directory = oci.staging_dir_beside(final, "early")
+                staged[recipe.name] = (directory, final)
+                extra["output"] = f"oci:{directory / 'image'}"
+            try:
+                with vanished_pins_explained(recipe):
+                    return build_recipe(
+                        recipe,
+                        builder=builder,
+                        built=built,
+                        progress="plain" if buffer is not None else progress,
+                        stream=buffer if buffer is not None else err,
+                        connection=opening[builder].result if builder in opening else None,
+                        registry=registry,
+                        cancel=cancel,
+                        **extra,
+                    )
+            except BaseException:
+                if recipe.name in staged:
+                    shutil.rmtree(staged.pop(recipe.name)[0], ignore_errors=True)
+                raise
+
+        def confirm(recipe: Recipe, result: RecipeResult, built: dict[str, str]) -> RecipeResult:
+            """An early recipe's bases were rebuilt as its lock says: its image stands."""
+            from repro import oci
+            from repro.lock import StaleLock
+
+            directory, final = staged.pop(recipe.name)
+            try:
+                for base, locked in early[recipe.name].items():
+                    if built.get(base) != locked:
+                        raise StaleLock(
+                            f"{recipe.name}: base recipe:{base} was rebuilt as "
+                            f"{built.get(base, '?')[:19]}… but the lock has {locked[:19]}…: "
+                            "run repro lock"
+                        )
+                oci.replace_output("oci", directory / "image", final)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+            return dataclasses.replace(result, output=f"oci:{final}")
+
+        def discard(recipe: Recipe, result: RecipeResult) -> None:
+            directory, _ = staged.pop(recipe.name, (None, None))
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
         def publish(recipe: Recipe, result: RecipeResult) -> str:
             return push_recipe_image(recipe, result.output, registry=registry)
@@ -621,6 +669,9 @@ def build_recipes(
                 builders=slots,
                 jobs=jobs,
                 publish=publish,
+                early=early,
+                confirm=confirm,
+                discard=discard,
                 on_start=start,
                 on_finish=finish,
                 on_outcome=report,
@@ -636,6 +687,39 @@ def build_recipes(
         if error is not None:
             raise error
     return [outcome_of(o) for o in outcomes]
+
+
+def _early_recipes(selected: Sequence[Recipe], registry: Registry) -> dict[str, dict[str, str]]:
+    """The recipes that can be built without waiting for the selected recipes they
+    build on: each such base is pinned in the recipe's lock to a digest that is in
+    the registry already. Recipe name -> {base recipe: locked digest}."""
+    from repro.errors import RegistryError
+    from repro.lock import read_lock
+
+    names = {r.name for r in selected}
+    out: dict[str, dict[str, str]] = {}
+    for recipe in selected:
+        bases = sorted(set(recipe.recipe_bases) & names)
+        if not bases or recipe.rootfs is not None:
+            continue
+        try:
+            lock = read_lock(recipe) or {}
+        except ReproError:
+            continue  # the build reports it
+        pins: dict[str, str] = {}
+        for base in bases:
+            entry = (lock.get("bases") or {}).get(f"recipe:{base}") or {}
+            digest, image = str(entry.get("digest", "")), str(entry.get("image", ""))
+            if not digest.startswith("sha256:") or not image:
+                break
+            try:
+                registry.resolve(f"{image}@{digest}")
+            except RegistryError:
+                break
+            pins[base] = digest
+        else:
+            out[recipe.name] = pins
+    return out
 
 
 def _open_builder(builder: str | None) -> Connection:

@@ -155,7 +155,7 @@ def build(
             help="Builds at a time on each builder; a recipe starts as soon as the "
             "recipes it builds on are built.",
         ),
-    ] = 4,  # repro.build.DEFAULT_JOBS
+    ] = 8,  # repro.build.DEFAULT_JOBS
     all_recipes: Annotated[
         bool,
         typer.Option(

@@ -7,7 +7,7 @@ holds recipes that do not depend on each other and may be built concurrently.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -122,6 +122,9 @@ def schedule(
     builders: Sequence[str | None] = (None,),
     jobs: int = 1,
     publish: Callable[[Recipe, R], str] | None = None,
+    early: Collection[str] = (),
+    confirm: Callable[[Recipe, R, dict[str, str]], R] | None = None,
+    discard: Callable[[Recipe, R], None] | None = None,
     on_start: Callable[[Recipe, str | None], None] | None = None,
     on_finish: Callable[[Outcome[R]], None] | None = None,
     on_outcome: Callable[[Outcome[R]], None] | None = None,
@@ -131,16 +134,23 @@ def schedule(
     it builds on are done, up to `jobs` builds at a time on each of `builders` (a new
     build goes to the least busy one). Returns one outcome per recipe, in graph order.
 
-    A recipe that another selected recipe builds on is published right after its
-    build (``publish`` returns the pushed digest), and its dependants' builds are
-    given ``built[name] = digest`` so that their locks are checked against it. A
-    recipe that fails stops its dependants (``skipped_for``), not the others.
+    A recipe that another selected recipe builds on is published once it is built
+    (``publish`` returns the pushed digest), and its dependants' builds are given
+    ``built[name] = digest`` so that their locks are checked against it. A recipe
+    that fails stops its dependants (``skipped_for``), not the others.
+
+    Recipes named in `early` start at once, without waiting for their bases (their
+    lock says which images the bases will be, and those are at hand). Their result is
+    held until the bases are done: then ``confirm(recipe, result, built)`` either
+    returns the final result (and the recipe is published, if others build on it) or
+    raises (the recipe failed); if a base failed, ``discard(recipe, result)`` is
+    called and the recipe is skipped.
 
     `on_start` and `on_finish` are called as builds start and end (completion order);
     `on_outcome` in graph order, as soon as every earlier recipe has its outcome. All
     callbacks run in the calling thread. On KeyboardInterrupt (or an exception from a
     callback) `cancel` is set, the running builds are waited for (they should watch
-    `cancel`) and the exception re-raised.
+    `cancel`), held results are discarded and the exception re-raised.
     """
     import queue
 
@@ -152,6 +162,7 @@ def schedule(
         by_name.setdefault(r.name, r)
     graph_order = [n for level in levels(list(by_name.values()), only=names) for n in level]
     deps = {n: sorted(set(by_name[n].recipe_bases) & names) for n in graph_order}
+    waits = {n: [] if n in early else deps[n] for n in graph_order}
     needed_as_base = {d for n in graph_order for d in deps[n]}
     slots = list(builders) or [None]
     busy = [0] * len(slots)
@@ -160,6 +171,7 @@ def schedule(
     built: dict[str, str] = {}
     outcomes: dict[str, Outcome[R]] = {}
     running: dict[str, threading.Thread] = {}
+    held: dict[str, Outcome[R]] = {}  # early recipes built, their bases not yet done
     emitted = 0
 
     def run(recipe: Recipe, slot: int, snapshot: dict[str, str]) -> None:
@@ -168,7 +180,12 @@ def schedule(
             if cancel.is_set():
                 raise KeyboardInterrupt
             outcome.result = build_one(recipe, slots[slot], snapshot)
-            if publish is not None and recipe.name in needed_as_base and not cancel.is_set():
+            if (
+                publish is not None
+                and recipe.name in needed_as_base
+                and recipe.name not in early
+                and not cancel.is_set()
+            ):
                 outcome.published = publish(recipe, outcome.result)
         except BaseException as exc:  # noqa: BLE001 - handed to the scheduling thread
             outcome.error = exc
@@ -180,24 +197,53 @@ def schedule(
             for n in graph_order
             if n not in outcomes
             and n not in running
-            and all(d in outcomes and outcomes[d].ok for d in deps[n])
+            and n not in held
+            and all(d in outcomes and outcomes[d].ok for d in waits[n])
         ]
 
+    def failed_base(name: str) -> str:
+        return next((d for d in deps[name] if d in outcomes and not outcomes[d].ok), "")
+
     def settle(outcome: Outcome[R]) -> None:
-        """Record an outcome; stop the recipes that build on a failed one."""
+        """Record an outcome; stop the recipes that build on a failed one; settle the
+        early recipes whose bases are now all done."""
         nonlocal emitted
         outcomes[outcome.recipe.name] = outcome
+        if outcome.ok and outcome.recipe.name in needed_as_base:
+            built[outcome.recipe.name] = outcome.published
         if not outcome.ok:
             for n in graph_order:
-                if n not in outcomes and any(d in outcomes and not outcomes[d].ok for d in deps[n]):
-                    base = next(d for d in deps[n] if d in outcomes and not outcomes[d].ok)
+                base = failed_base(n)
+                if n not in outcomes and n not in running and n not in held and base:
                     outcomes[n] = Outcome(
                         by_name[n], skipped_for=outcomes[base].skipped_for or base
                     )
+        for n in [n for n in graph_order if n in held]:
+            if n in held and all(d in outcomes for d in deps[n]):
+                settle(finalise(held.pop(n)))
         while emitted < len(graph_order) and graph_order[emitted] in outcomes:
             if on_outcome is not None:
                 on_outcome(outcomes[graph_order[emitted]])
             emitted += 1
+
+    def finalise(outcome: Outcome[R]) -> Outcome[R]:
+        """An early recipe's outcome once its bases are done."""
+        recipe, result = outcome.recipe, outcome.result
+        assert result is not None
+        base = failed_base(recipe.name)
+        if base:
+            if discard is not None:
+                discard(recipe, result)
+            return Outcome(recipe, skipped_for=outcomes[base].skipped_for or base)
+        try:
+            if confirm is not None:
+                result = confirm(recipe, result, dict(built))
+            outcome.result = result
+            if publish is not None and recipe.name in needed_as_base:
+                outcome.published = publish(recipe, result)
+        except Exception as exc:  # noqa: BLE001 - the recipe's failure, reported in order
+            return Outcome(recipe, error=exc)
+        return outcome
 
     try:
         while len(outcomes) < len(graph_order):
@@ -224,16 +270,24 @@ def schedule(
             except queue.Empty:
                 continue
             busy[slot] -= 1
-            running.pop(outcome.recipe.name).join()
             name = outcome.recipe.name
-            if outcome.ok and name in needed_as_base:
-                built[name] = outcome.published
+            running.pop(name).join()
             if on_finish is not None:
                 on_finish(outcome)
-            settle(outcome)
+            if outcome.ok and name in early and not all(d in outcomes for d in deps[name]):
+                held[name] = outcome
+                continue
+            settle(finalise(outcome) if outcome.ok and name in early else outcome)
     except BaseException:  # Ctrl-C, or a callback failed: stop every running build
         cancel.set()
         for thread in running.values():
             thread.join()
+        while not finished.empty():
+            _, outcome = finished.get()
+            if outcome.ok and outcome.recipe.name in early:
+                held[outcome.recipe.name] = outcome
+        for outcome in held.values():
+            if discard is not None and outcome.result is not None:
+                discard(outcome.recipe, outcome.result)
         raise
     return [outcomes[n] for n in graph_order]

@@ -253,3 +253,49 @@ def test_ctrl_c_cancels_every_build_and_leaves_nothing(tmp_path: Path) -> None:
     assert stdout == ""
     left = list((work / "out").iterdir()) if (work / "out").exists() else []
     assert left == [], left
+
+
+def test_early_recipes_start_at_once_and_are_confirmed_after_their_bases(
+    tmp_path: Path,
+) -> None:
+    recipes = _recipes(tmp_path, (2, 2, 1))  # l1a <- l2a <- l3a, l1b <- l2b
+    # All five builds must be running at once to get past the barrier.
+    barrier = threading.Barrier(5, timeout=30)
+
+    def build(recipe: Recipe, builder: str | None, built: dict[str, str]) -> str:
+        barrier.wait()
+        if recipe.name == "l1b":
+            raise RuntimeError("l1b failed")
+        return f"image-{recipe.name}"
+
+    confirmed: dict[str, dict[str, str]] = {}
+    discarded: list[str] = []
+    pushed: list[str] = []
+
+    def confirm(recipe: Recipe, result: str, built: dict[str, str]) -> str:
+        confirmed[recipe.name] = built
+        if recipe.name == "l3a":
+            raise RuntimeError("l3a: base recipe:l2a was rebuilt as another image")
+        return result + "-confirmed"
+
+    outcomes = schedule(
+        recipes,
+        recipes,
+        build,
+        jobs=8,
+        early={"l2a", "l2b", "l3a"},
+        confirm=confirm,
+        discard=lambda r, _: discarded.append(r.name),
+        publish=lambda r, result: pushed.append(r.name) or f"sha256:{r.name}",
+    )
+    state = {o.recipe.name: o for o in outcomes}
+    assert isinstance(state["l1b"].error, RuntimeError)
+    assert state["l2a"].ok and state["l2a"].result == "image-l2a-confirmed"
+    assert confirmed["l2a"] == {"l1a": "sha256:l1a"}  # confirmed once l1a was pushed
+    assert confirmed["l3a"] == {"l1a": "sha256:l1a", "l2a": "sha256:l2a"}
+    assert isinstance(state["l3a"].error, RuntimeError)
+    # l2b was built, but its base failed: its result is thrown away, the recipe skipped.
+    assert discarded == ["l2b"] and state["l2b"].skipped_for == "l1b"
+    assert "l2b" not in confirmed
+    # An early recipe is pushed only once confirmed.
+    assert sorted(pushed) == ["l1a", "l2a"]
