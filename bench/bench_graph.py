@@ -39,7 +39,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -127,7 +126,9 @@ class GraphBench:
         work = self.tmp / f"repro-{i}"
         work.mkdir()
         argv = ["build", "--all", "--no-cache", "--recipes-dir", str(self.root)]
-        argv += ["--json", "--progress", "quiet", "--jobs", str(self.args.jobs)]
+        argv += ["--json", "--progress", "quiet"]
+        if self.args.jobs:
+            argv += ["--jobs", str(self.args.jobs)]
         run = self.repro(*argv, cwd=work)
         digests = {x["recipe"]: x["digest"] for x in json.loads(run.stdout)}
         shutil.rmtree(work)
@@ -153,9 +154,7 @@ class GraphBench:
     def verify_all(self, i: int) -> float:
         work = self.tmp / f"verify-{i}"
         work.mkdir()
-        run = self.repro(
-            "verify", "--all", "--recipes-dir", str(self.root), "--json", cwd=work
-        )
+        run = self.repro("verify", "--all", "--recipes-dir", str(self.root), "--json", cwd=work)
         results = json.loads(run.stdout)
         bad = [r.get("recipe") for r in results if r.get("verdict") != "identical"]
         if bad:
@@ -167,8 +166,8 @@ class GraphBench:
         n = sum(self.shape)
         graph = Case(
             "graph-build",
-            f"build --all --no-cache of {n} recipes in {len(self.shape)} levels "
-            f"(--jobs {self.args.jobs})",
+            f"build --all --no-cache of {n} recipes in {len(self.shape)} levels"
+            + (f" (--jobs {self.args.jobs})" if self.args.jobs else ""),
             "s", "buildx bake", "<= 0.8x buildx bake", "ratio", 0.8,
         )  # fmt: skip
         verify = Case(
@@ -209,7 +208,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a 2+2+2 graph, one repetition")
     p.add_argument("--repeat", type=int, default=None, help="repetitions (default 3)")
-    p.add_argument("--jobs", type=int, default=4, help="repro build --jobs (default 4)")
+    p.add_argument("--jobs", type=int, default=None, help="repro build --jobs (default: repro's)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip verify")
     p.add_argument("--json", type=Path, help="write all results and samples as JSON")
     p.add_argument("--markdown", type=Path, help="write a markdown table")
@@ -245,12 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     print(text_table(cases, header))
     elapsed = time.monotonic() - started
     print(f"\n(bench took {elapsed:.0f} s)")
-    for case in cases:
-        if case.samples and case.name == "graph-build":
-            pairs = [s["repro"] / s["bake"] for s in case.samples if s.get("bake")]
-            if pairs:
-                ratio = statistics.median(pairs)
-                print(f"{case.name}: median of per-repetition ratios {ratio:.2f}")
     if args.json:
         args.json.write_text(
             json.dumps(

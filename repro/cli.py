@@ -192,7 +192,8 @@ def build(
         found = find_recipes(recipes_dir, recipes or None)
         if output and len(found) != 1:
             raise InputError("--output names one image; give exactly one recipe with it")
-        everything = _graph_recipes(recipes_dir, found)
+        # Every recipe of the directory was found already: no need to read them twice.
+        everything = found if not recipes else _graph_recipes(recipes_dir, found)
         secrets = [SecretSpec.parse(s) for s in secret or []]
         args: dict[str, str] = {}
         for item in build_arg or []:
