@@ -195,9 +195,7 @@ def _build_recipe(
         return build_rootfs(
             recipe, output=output, progress=progress, stream=stream, offline=offline
         )
-    from repro.buildkit import BuildRequest, Output, build, connect
-    from repro.buildkit._build import check_inputs
-    from repro.buildkit._progress import Progress
+    from repro.buildkit import BuildRequest, Output, Progress, build, check_inputs, connect
 
     out = Output.parse(output or default_output(recipe))
     from repro import oci
@@ -232,7 +230,7 @@ def _build_recipe(
         exporter_attrs=dict(exporter_attrs or {}),
     )
     staging: Path | None = None
-    from repro.binding import Binding, UnpinnedPackages, _checked_base, check_image
+    from repro.binding import Binding, UnpinnedPackages, check_image, checked_base
 
     packages_dir = _package_context(recipe, pinned.lock, offline)
     if packages_dir is not None:
@@ -240,7 +238,7 @@ def _build_recipe(
 
         request.named_contexts[CONTEXT_NAME] = packages_dir
 
-    bind = bool(pinned.lock) and _checked_base(recipe, pinned.lock or {}) is not None
+    bind = bool(pinned.lock) and checked_base(recipe, pinned.lock or {}) is not None
     if normalise or bind:
         # BuildKit's export is staged beside the output, checked against the lock
         # and normalised (or moved) into place.
@@ -309,7 +307,7 @@ def _check_locked_bases(recipe: Recipe, lock: dict[str, Any] | None) -> None:
     """Every base digest the lock pins must be in its registry: one line naming the
     lock entry before anything is built (BuildKit would report it three times over)."""
     from repro.errors import RegistryError
-    from repro.lock import _image_name
+    from repro.lock import image_name
     from repro.registry import Registry
 
     if not lock or not lock.get("bases"):
@@ -321,7 +319,7 @@ def _check_locked_bases(recipe: Recipe, lock: dict[str, Any] | None) -> None:
             elif ref.startswith("recipe:"):
                 continue
             else:
-                image = _image_name(ref)
+                image = image_name(ref)
             try:
                 client.resolve(f"{image}@{entry['digest']}")
             except RegistryError as exc:

@@ -32,15 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from repro.config import RepoConfig, load_repo_config, mirror_url
-from repro.errors import InputError, RecipeError, ReproError
+from repro.errors import (
+    InputError,
+    RecipeError,
+    ReproError,
+    StaleLock,  # noqa: F401 - defined in errors, re-exported here
+)
 from repro.recipe import Base, Download, GitInput, PackageSet, Recipe
 
 LOCK_VERSION = 1
 LOCK_HEADER = "# Written by `repro lock`; do not edit. `repro lock --update` moves the pins.\n"
 
 
-class StaleLock(InputError):
-    """A recipe's lock is missing or does not match the recipe."""
 
 
 # --- what a lock is made from -----------------------------------------------------
@@ -317,7 +320,7 @@ class Resolver:
                 f"package set {s.kind}.{s.name}: base {ref} has no image for {platform} "
                 f"(architecture {s.architecture})"
             )
-        image = entry.get("image") or _image_name(ref)
+        image = entry.get("image") or image_name(ref)
         db = from_registry(self.client(), image, manifest)
         return platform, manifest, db
 
@@ -473,7 +476,7 @@ def download_url(d: Download, repo: RepoConfig, environ: Mapping[str, str] | Non
     return mirror_url(d.mirror, repo=repo, environ=environ) + "/" + d.path.lstrip("/")
 
 
-def _image_name(ref: str) -> str:
+def image_name(ref: str) -> str:
     """``host/repo:tag`` or ``host/repo@sha256:…`` -> ``host/repo``."""
     from repro.registry import parse_reference
 
