@@ -4,7 +4,8 @@ ReproError
 ├── InputError            bad input from the user: exit code 2
 │   ├── RecipeError       a recipe file is wrong (carries file and line)
 │   ├── ContextError      a build context or Dockerfile is missing or unreadable
-│   └── KeyringError      a configured keyring or key directory is missing or unreadable
+│   ├── KeyringError      a configured keyring or key directory is missing or unreadable
+│   └── SigningKeyError   a signing or verification key is wrong, or locked without a passphrase
 ├── EnvironmentError_     the environment is broken or missing a part: exit code 2
 │   ├── BuilderError      no BuildKit, unreachable, too old, wrong image store
 │   └── RegistryError     registry unreachable, refused, or sent bad data
@@ -12,6 +13,7 @@ ReproError
 │       └── MirrorError     a package mirror unreachable, or sent what does not check out
 │           └── SignatureError  an index unsigned, or its signature not trusted
 ├── BuildFailed           BuildKit ran the build and it failed: exit code 1
+├── NotVerified           attestations missing, badly signed or short of the policy: exit code 1
 └── Cancelled             the user interrupted: exit code 130
 """
 
@@ -68,6 +70,10 @@ class KeyringError(InputError):
     """A keyring or key directory that the configuration names is missing or unreadable."""
 
 
+class SigningKeyError(InputError):
+    """A key file is missing, not an ECDSA P-256 key, or encrypted without a passphrase."""
+
+
 class EnvironmentError_(ReproError):  # noqa: N801 - avoid shadowing the builtin
     """A part of the environment (builder, registry, tool) is missing or broken."""
 
@@ -95,6 +101,13 @@ class SignatureError(MirrorError):
 
 class BuildFailed(ReproError):
     """BuildKit ran the build and a step failed (the log says which)."""
+
+    exit_code = 1
+
+
+class NotVerified(ReproError):
+    """Attestations were found wanting: none, a bad signature, a subject that is not the
+    image, or fewer agreeing builders than the policy asks for."""
 
     exit_code = 1
 
