@@ -30,6 +30,7 @@ from repro.attest._keys import (
     load_private_key,
     load_public_key,
 )
+from repro.attest._recipe import recipe_statements
 from repro.attest._sbom import SbomCheck, check_sbom, sbom_document, sbom_statement
 from repro.attest._statements import (
     BUILD_TYPE,
@@ -88,6 +89,7 @@ __all__ = [
     "platform_manifest",
     "provenance",
     "recipe_source",
+    "recipe_statements",
     "reproduced",
     "sbom_document",
     "sbom_statement",

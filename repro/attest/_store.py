@@ -30,8 +30,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from repro.attest._dsse import (
     BUNDLE_MEDIA_TYPE,
@@ -174,40 +175,15 @@ def attach_envelopes(
     result = AttachResult(image=ref.name, digest=manifest_digest)
     config = _push_bytes(registry, ref, EMPTY_CONFIG)
     assert config["digest"] == EMPTY_DESCRIPTOR["digest"]
-    entries: list[dict[str, Any]] = []
-    layers: list[dict[str, Any]] = []
-    for envelope in envelopes:
-        predicate_type = str(envelope.statement().get("predicateType", ""))
-        bundle_bytes = canonical_json(bundle(envelope, key.public))
-        layer = {"mediaType": BUNDLE_MEDIA_TYPE, **_push_bytes(registry, ref, bundle_bytes)}
-        annotations = {BUNDLE_CONTENT: "dsse-envelope", BUNDLE_PREDICATE: predicate_type}
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MEDIA_TYPE_OCI_MANIFEST,
-            "artifactType": BUNDLE_MEDIA_TYPE,
-            "config": EMPTY_DESCRIPTOR,
-            "layers": [layer],
-            "subject": subject,
-            "annotations": annotations,
-        }
-        data = canonical_json(manifest)
-        digest = registry.put_manifest(
-            ref, "sha256:" + hashlib.sha256(data).hexdigest(), data, MEDIA_TYPE_OCI_MANIFEST
-        )
-        result.referrers.append(digest)
-        entries.append(
-            {
-                "mediaType": MEDIA_TYPE_OCI_MANIFEST,
-                "digest": digest,
-                "size": len(data),
-                "artifactType": BUNDLE_MEDIA_TYPE,
-                "annotations": annotations,
-            }
-        )
-        if legacy:
-            dsse = {"mediaType": DSSE_MEDIA_TYPE, **_push_bytes(registry, ref, envelope.to_bytes())}
-            dsse["annotations"] = {COSIGN_SIGNATURE: "", "predicateType": predicate_type}
-            layers.append(dsse)
+    stored = _parallel(
+        [
+            lambda e=e: _store_one(registry, ref, e, key, subject, legacy)  # type: ignore[misc]
+            for e in envelopes
+        ]
+    )
+    entries = [entry for entry, _layer in stored]
+    layers = [layer for _entry, layer in stored if layer is not None]
+    result.referrers = [str(entry["digest"]) for entry in entries]
 
     jobs: list[Callable[[], None]] = []
     if registry.referrers(ref, manifest_digest) is None:
@@ -230,6 +206,60 @@ def attach_envelopes(
         )
     _run_all(jobs)
     return result
+
+
+def _store_one(
+    registry: Registry,
+    ref: Reference,
+    envelope: Envelope,
+    key: PrivateKey,
+    subject: Mapping[str, Any],
+    legacy: bool,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Push one envelope's bundle and referrer manifest (and its `.att` layer blob);
+    returns the fallback index entry and the `.att` layer descriptor."""
+    predicate_type = str(envelope.statement().get("predicateType", ""))
+    bundle_bytes = canonical_json(bundle(envelope, key.public))
+    layer = {"mediaType": BUNDLE_MEDIA_TYPE, **_push_bytes(registry, ref, bundle_bytes)}
+    annotations = {BUNDLE_CONTENT: "dsse-envelope", BUNDLE_PREDICATE: predicate_type}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "artifactType": BUNDLE_MEDIA_TYPE,
+        "config": EMPTY_DESCRIPTOR,
+        "layers": [layer],
+        "subject": dict(subject),
+        "annotations": annotations,
+    }
+    data = canonical_json(manifest)
+    digest = registry.put_manifest(
+        ref, "sha256:" + hashlib.sha256(data).hexdigest(), data, MEDIA_TYPE_OCI_MANIFEST
+    )
+    entry = {
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "digest": digest,
+        "size": len(data),
+        "artifactType": BUNDLE_MEDIA_TYPE,
+        "annotations": annotations,
+    }
+    if not legacy:
+        return entry, None
+    dsse = {"mediaType": DSSE_MEDIA_TYPE, **_push_bytes(registry, ref, envelope.to_bytes())}
+    dsse["annotations"] = {COSIGN_SIGNATURE: "", "predicateType": predicate_type}
+    return entry, dsse
+
+
+T = TypeVar("T")
+
+
+def _parallel(jobs: Sequence[Callable[[], T]]) -> list[T]:
+    """Run small registry jobs side by side (each is a few round trips); results in
+    order, the first error raised."""
+    if len(jobs) <= 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        return [f.result() for f in futures]
 
 
 def _run_all(jobs: Sequence[Callable[[], None]]) -> None:
