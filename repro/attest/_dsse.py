@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from repro.attest._keys import PrivateKey, PublicKey
+from repro.attest._keys import PublicKey, Signer
 
 PAYLOAD_TYPE_INTOTO = "application/vnd.in-toto+json"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -121,7 +121,7 @@ def canonical_json(doc: object) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign_statement(statement: Mapping[str, Any], key: PrivateKey) -> Envelope:
+def sign_statement(statement: Mapping[str, Any], key: Signer) -> Envelope:
     """A DSSE envelope holding `statement`, signed with `key`. The keyid is left empty,
     as cosign writes it: go-securesystemslib skips a signature whose keyid differs
     from the verifier's, and the key is named in the bundle's hint instead."""
@@ -130,11 +130,11 @@ def sign_statement(statement: Mapping[str, Any], key: PrivateKey) -> Envelope:
     return Envelope(PAYLOAD_TYPE_INTOTO, payload, (("", signature),))
 
 
-def bundle(envelope: Envelope, key: PublicKey) -> dict[str, Any]:
-    """A Sigstore bundle v0.3 for a key-signed envelope."""
+def bundle(envelope: Envelope, signer: Signer) -> dict[str, Any]:
+    """A Sigstore bundle v0.3 for an envelope `signer` signed."""
     return {
         "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {"publicKey": {"hint": key.fingerprint}},
+        "verificationMaterial": signer.verification_material(),
         "dsseEnvelope": envelope.to_json(),
     }
 

@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -60,6 +61,19 @@ class PublicKey:
         )
 
 
+class Signer(Protocol):
+    """What signs attestations: a key file here; a Fulcio certificate for a CI's OIDC
+    identity in hosted CI (docs/attestations.md), behind the same two methods."""
+
+    def sign(self, data: bytes) -> bytes:
+        """An ECDSA P-256 / SHA-256 signature (DER) over `data`."""
+        ...
+
+    def verification_material(self) -> dict[str, Any]:
+        """The Sigstore bundle's `verificationMaterial` for these signatures."""
+        ...
+
+
 @dataclass(frozen=True)
 class PrivateKey:
     """A key that signs: ECDSA P-256 with SHA-256 (DER signatures, as DSSE and cosign use)."""
@@ -73,6 +87,10 @@ class PrivateKey:
 
     def sign(self, data: bytes) -> bytes:
         return self.key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    def verification_material(self) -> dict[str, Any]:
+        # The key itself reaches verifiers out of band; the bundle names it.
+        return {"publicKey": {"hint": self.public.fingerprint}}
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -16,9 +16,12 @@ Both tags are shared by every writer (a verifier, later a rebuilder), so an upda
 reads the tag, merges, and writes with If-Match on the ETag it read. distribution
 2.8 ignores If-Match, so after a write the tag is read again once `settle` has
 passed, and the merge is repeated if an entry of ours (or one we had seen) is gone.
-A writer that read before our write finishes its own write well within `settle`
-(it is a read, a merge and a PUT), so a second read after `settle` sees any write
-that could have dropped ours: no statement is lost, on any registry.
+A writer that read before our write finishes its own write within the settle time
+(it is a read, a merge and a PUT, like ours; we wait at least twice as long as ours
+took), so a second read then sees any write that could have dropped ours: no
+statement is lost unless another writer's read-merge-write is more than twice as
+slow as ours. A registry that honours If-Match needs none of this, and is not
+harmed by it.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from repro.attest._dsse import (
     envelope_from_bundle,
     sign_statement,
 )
-from repro.attest._keys import PrivateKey
+from repro.attest._keys import Signer
 from repro.attest._statements import iter_subject_digests
 from repro.errors import InputError, RegistryError
 from repro.oci import (
@@ -66,7 +69,7 @@ COSIGN_SIGNATURE = "dev.cosignproject.cosign/signature"
 BUNDLE_CONTENT = "dev.sigstore.bundle.content"
 BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
 MAX_ATTESTATION = 16 * 1024 * 1024
-DEFAULT_SETTLE = 0.15  # seconds; see the module docstring
+DEFAULT_SETTLE = 0.1  # seconds, at least; see the module docstring
 MAX_ROUNDS = 20
 
 
@@ -126,7 +129,7 @@ def check_subjects(statements: Sequence[Mapping[str, Any]], digest: str) -> None
             )
 
 
-def sign_statements(statements: Sequence[Mapping[str, Any]], key: PrivateKey) -> list[Envelope]:
+def sign_statements(statements: Sequence[Mapping[str, Any]], key: Signer) -> list[Envelope]:
     return [sign_statement(doc, key) for doc in statements]
 
 
@@ -135,7 +138,7 @@ def attach_statements(
     repo: Reference | str,
     manifest_digest: str,
     statements: Sequence[Mapping[str, Any]],
-    key: PrivateKey,
+    key: Signer,
     *,
     legacy: bool = True,
     settle: float = DEFAULT_SETTLE,
@@ -158,7 +161,7 @@ def attach_envelopes(
     repo: Reference | str,
     manifest_digest: str,
     envelopes: Sequence[Envelope],
-    key: PrivateKey,
+    key: Signer,
     *,
     legacy: bool = True,
     settle: float = DEFAULT_SETTLE,
@@ -212,14 +215,14 @@ def _store_one(
     registry: Registry,
     ref: Reference,
     envelope: Envelope,
-    key: PrivateKey,
+    key: Signer,
     subject: Mapping[str, Any],
     legacy: bool,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Push one envelope's bundle and referrer manifest (and its `.att` layer blob);
     returns the fallback index entry and the `.att` layer descriptor."""
     predicate_type = str(envelope.statement().get("predicateType", ""))
-    bundle_bytes = canonical_json(bundle(envelope, key.public))
+    bundle_bytes = canonical_json(bundle(envelope, key))
     layer = {"mediaType": BUNDLE_MEDIA_TYPE, **_push_bytes(registry, ref, bundle_bytes)}
     annotations = {BUNDLE_CONTENT: "dsse-envelope", BUNDLE_PREDICATE: predicate_type}
     manifest = {
@@ -313,8 +316,10 @@ def _update_tag(registry: Registry, repo: Reference, tag: str, merge: Merge, set
             time.sleep(random.uniform(0.01, 0.05))
             continue
         writes += 1
+        # Another writer's read-merge-write takes about as long as ours did: wait
+        # twice that (at least `settle`) before checking that our entries survived.
         window = time.monotonic() - started
-        time.sleep(max(settle, 3 * window) + random.uniform(0, settle / 3))
+        time.sleep(max(settle, 2 * window) + random.uniform(0, settle / 4))
     raise RegistryError(
         f"registry {repo.host}: {repo.name}:{tag} kept changing; gave up after {MAX_ROUNDS} tries"
     )
