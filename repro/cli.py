@@ -879,6 +879,77 @@ def attest_verify(
     raise typer.Exit(0 if outcome.ok else 1)
 
 
+@app.command()
+def rebuild(
+    ref: Annotated[str, typer.Argument(help="The published image: host/repo:tag or @sha256:….")],
+    source: Annotated[
+        Path, typer.Option("--source", help="The recipe directory to rebuild from (a checkout).")
+    ],
+    key: Annotated[
+        list[Path] | None,
+        typer.Option("--key", help="Public key the provenance must be signed with."),
+    ] = None,
+    sign: Annotated[
+        Path | None,
+        typer.Option("--sign", help="Private key: attach your own signed reproduced statement."),
+    ] = None,
+    builder: Builder = None,
+    builder_id: Annotated[
+        str | None,
+        typer.Option(
+            "--builder-id", help="Your identity (default: $REPRO_BUILDER_ID or user@host)."
+        ),
+    ] = None,
+    no_legacy: Annotated[
+        bool, typer.Option("--no-legacy", help="Do not write cosign 2's .att tag.")
+    ] = False,
+    platform: Annotated[str, typer.Option("--platform")] = "linux/amd64",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Differing paths shown in text.")] = 40,
+) -> None:
+    """Rebuild a published image from its recipe and compare (exit 0 identical, 1 not).
+
+    The recipe in --source must be the one the image's provenance names (tree and lock
+    digests); the build uses your BuildKit with no cache.
+    """
+    from repro.attest import load_private_key, load_public_key
+    from repro.attest import rebuild as rebuild_image
+    from repro.diff import present
+    from repro.registry import Registry
+
+    try:
+        keys = [load_public_key(k) for k in key or []]
+        signer = (
+            load_private_key(sign, passphrase=_passphrase_prompt(confirm=False)) if sign else None
+        )
+        with Registry() as registry:
+            result = rebuild_image(
+                registry,
+                ref,
+                source,
+                keys=keys,
+                builder=builder,
+                sign=signer,
+                builder_id=builder_id or "",
+                legacy=not no_legacy,
+                platform=platform,
+            )
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        typer.echo(f"{result.image}@{result.digest}: {result.verdict} (rebuilt {result.rebuilt})")
+        if result.report is not None:
+            typer.echo(present.text(result.report, limit), nl=False)
+        if result.attached is not None:
+            typer.echo(f"signed reproduced statement attached ({result.attached.path})")
+    raise typer.Exit(0 if result.verdict == "identical" else 1)
+
+
 def main() -> None:
     try:
         app()

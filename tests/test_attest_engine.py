@@ -22,6 +22,7 @@ from repro.attest._dsse import Envelope
 from repro.attest._store import attach_envelopes, fallback_tag, find_attestations, legacy_tag
 from repro.build import SecretSpec
 from repro.registry import Registry
+from tests.test_verify_engine import second_engine  # noqa: F401 - a fixture used below
 
 pytestmark = pytest.mark.engine
 
@@ -326,3 +327,120 @@ def test_sbom_lists_exactly_the_dpkg_database_of_a_debian_image(tmp_path: Path) 
     assert ("jq", lock["packages"]["apt"]["tools"]["package"][0]["version"]) in {
         (p.name, p.version) for p in db.packages.values()
     }
+
+
+# --- repro rebuild ---------------------------------------------------------------------
+
+
+@dataclass
+class Published:
+    repo: str
+    digest: str
+    keys: Path
+    checkout: Path  # a second checkout of the recipes, at another path
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory, registry: str) -> Published:
+    """hello, built here and published with the publisher's provenance (key a)."""
+    from repro.build import build_recipe
+    from repro.recipe import load_recipe
+
+    root = tmp_path_factory.mktemp("rebuild")
+    recipe = load_recipe(ROOT / "recipes" / "hello")
+    build_recipe(recipe, output=f"oci:{root / 'image'}", progress="quiet")
+    repo = f"{registry}/repro-test/attest-rb-{uuid.uuid4().hex[:10]}"
+    keys = root / "keys"
+    keys.mkdir()
+    for name in ("a", "b"):
+        attest.generate(keys / name)
+    with Registry() as client:
+        digest = client.push_layout(oci.OCILayout(root / "image"), f"{repo}:hello")
+        docs = attest.recipe_statements(client, repo, digest, recipe, builder_id="publisher")
+        attest.attach_statements(
+            client, repo, digest, docs, attest.load_private_key(keys / "a.key")
+        )
+    checkout = root / "checkout2" / "recipes"
+    shutil.copytree(ROOT / "recipes", checkout)
+    return Published(repo, digest, keys, checkout)
+
+
+def test_rebuild_on_another_engine_countersigns(
+    published: Published,
+    second_engine: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    both = ["--key", str(published.keys / "a.pub"), "--key", str(published.keys / "b.pub")]
+    ref = f"{published.repo}:hello"
+    r = repro("attest", "verify", ref, *both, "--policy", "builders>=2")
+    assert r.returncode == 1, r.stdout  # only the publisher so far
+    r = repro(
+        "rebuild",
+        ref,
+        "--source",
+        str(published.checkout / "hello"),
+        "--key",
+        str(published.keys / "a.pub"),
+        "--sign",
+        str(published.keys / "b.key"),
+        "--builder",
+        second_engine,
+        "--builder-id",
+        "rebuilder",
+        "--json",
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(r.stdout)
+    assert result["verdict"] == "identical" and result["rebuilt"] == published.digest
+    assert result["publisher"] == "publisher" and result["attached"]["path"] == "tag-fallback"
+    r = repro("attest", "verify", ref, *both, "--policy", "builders>=2", "--json")
+    assert r.returncode == 0, r.stdout
+    assert sorted(json.loads(r.stdout)["builders"]) == ["publisher", "rebuilder"]
+    with Registry() as client:
+        found = find_attestations(client, published.repo, published.digest)
+    claims = [
+        f.envelope.statement()["predicate"]
+        for f in found
+        if f.envelope is not None
+        and f.source == "tag-fallback"
+        and attest.REPRODUCED_TYPE in f.envelope.payload.decode()
+    ]
+    assert len(claims) == 1
+    builds = claims[0]["buildDefinition"]["resolvedDependencies"]
+    assert [b["annotations"]["builder"] for b in builds] == ["publisher", second_engine]
+
+
+def test_rebuild_refuses_another_source_and_reports_a_lying_image(
+    published: Published, registry: str, tmp_path: Path
+) -> None:
+    from repro.build import build_recipe
+    from repro.recipe import load_recipe
+
+    # A source that is not the recipe the provenance names: bad input, exit 2.
+    other = tmp_path / "other" / "recipes"
+    shutil.copytree(published.checkout, other)
+    (other / "hello" / "notes.md").write_text("changed\n")
+    r = repro("rebuild", f"{published.repo}:hello", "--source", str(other / "hello"))
+    assert r.returncode == 2 and "is not the recipe the image was built from" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+    # An image built from a modified Dockerfile, published with provenance naming the
+    # clean recipe: the rebuild from the clean source differs, exit 1, with the diff.
+    evil = tmp_path / "evil" / "recipes"
+    shutil.copytree(published.checkout, evil)
+    with (evil / "hello" / "Dockerfile").open("a") as dockerfile:
+        dockerfile.write("RUN echo planted > /etc/planted\n")
+    build_recipe(
+        load_recipe(evil / "hello"), output=f"oci:{tmp_path / 'evil-image'}", progress="quiet"
+    )
+    repo = f"{registry}/repro-test/attest-evil-{uuid.uuid4().hex[:10]}"
+    clean = load_recipe(published.checkout / "hello")
+    with Registry() as client:
+        digest = client.push_layout(oci.OCILayout(tmp_path / "evil-image"), f"{repo}:hello")
+        docs = attest.recipe_statements(client, repo, digest, clean, builder_id="liar")
+        attest.attach_statements(
+            client, repo, digest, docs, attest.load_private_key(published.keys / "a.key")
+        )
+    r = repro("rebuild", f"{repo}:hello", "--source", str(published.checkout / "hello"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "different" in r.stdout.splitlines()[0]
+    assert "etc/planted" in r.stdout

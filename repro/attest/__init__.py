@@ -31,6 +31,7 @@ from repro.attest._keys import (
     load_private_key,
     load_public_key,
 )
+from repro.attest._rebuild import RebuildResult, rebuild
 from repro.attest._recipe import recipe_statements
 from repro.attest._sbom import SbomCheck, check_sbom, sbom_document, sbom_statement
 from repro.attest._statements import (
@@ -72,6 +73,7 @@ __all__ = [
     "Outcome",
     "PrivateKey",
     "PublicKey",
+    "RebuildResult",
     "SbomCheck",
     "Signer",
     "attach_envelopes",
@@ -87,6 +89,7 @@ __all__ = [
     "load_public_key",
     "lock_digest",
     "pae",
+    "rebuild",
     "parse_policy",
     "platform_manifest",
     "provenance",
