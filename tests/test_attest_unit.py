@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -446,3 +447,68 @@ def test_policy_counts_distinct_builders(key: attest.PrivateKey) -> None:
         )
         outcome = attest.verify_image(client, f"{HOST}/app:1", [key.public], required=2)
     assert outcome.ok and sorted(outcome.best[1]) == ["b1", "b2"]
+
+
+def test_downloads_and_git_inputs_without_credentials() -> None:
+    from repro.recipe import Download, GitInput
+
+    @dataclass
+    class FakeRecipe:  # the fields the statements read
+        name: str = "tool"
+        directory: Path = ROOT / "recipes" / "hello"
+        downloads: tuple[Download, ...] = (
+            Download("src", url="https://user:pw@example.org/src.tar.gz?token=abc#x"),
+        )
+        git: tuple[GitInput, ...] = (GitInput("lib", "https://tok@example.org/lib.git", "v1"),)
+
+    lock = {
+        "source_date_epoch": 0,
+        "downloads": {"src": {"sha256": "sha256:" + "e" * 64, "size": 3}},
+        "git": {"lib": {"ref": "v1", "commit": "f" * 40}},
+    }
+    deps = attest.provenance(
+        f"{HOST}/tool", IMAGE_DIGEST, FakeRecipe(), lock, "sha256:" + "1" * 64, attest.BuildFacts()
+    )
+    resolved = deps["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert {
+        "name": "download src",
+        "digest": {"sha256": "e" * 64},
+        "uri": "https://example.org/src.tar.gz",
+    } in resolved
+    assert {
+        "name": "git lib",
+        "digest": {"gitCommit": "f" * 40},
+        "uri": "git+https://example.org/lib.git@v1",
+    } in resolved
+    document = attest.sbom_document(f"{HOST}/tool", IMAGE_DIGEST, FakeRecipe(), lock)
+    text = json.dumps([deps, document])
+    assert "pw" not in text and "abc" not in text and "tok@" not in text
+    names = {p["name"]: p for p in document["packages"]}
+    assert names["src"]["checksums"] == [{"algorithm": "SHA256", "checksumValue": "e" * 64}]
+    assert names["lib"]["versionInfo"] == "f" * 40
+
+
+def test_build_facts_from_a_build_result() -> None:
+    from repro.build import RecipeResult
+
+    result = RecipeResult(
+        recipe="x",
+        digest=IMAGE_DIGEST,
+        config_digest=IMAGE_DIGEST,
+        output="oci:x",
+        seconds=1.0,
+        builder="b",
+        builder_version="26.1.5",
+        source_date_epoch=0,
+    )
+    facts = attest.BuildFacts.from_result(result, builder_id="ci")
+    assert facts.buildkit_version == "26.1.5" and facts.exporter_options is None
+    result.exporter_options = {"oci-mediatypes": "true"}  # type: ignore[attr-defined]
+    assert attest.BuildFacts.from_result(result).exporter_options == {"oci-mediatypes": "true"}
+
+
+def test_list_tags() -> None:
+    fake = FakeRegistry()
+    with _registry(fake) as client:
+        assert client.list_tags(f"{HOST}/app") == ["1"]
+        assert client.list_tags(f"{HOST}/none") == []

@@ -238,6 +238,17 @@ class BuildFacts:
     started: str = ""  # RFC 3339, optional: provenance stays byte-stable without it
     finished: str = ""
 
+    @classmethod
+    def from_result(cls, result: Any, builder_id: str = "") -> BuildFacts:
+        """From a repro.build.RecipeResult: its BuildKit version, and its exporter
+        options once the build result records them (`exporter_options`)."""
+        options = getattr(result, "exporter_options", None)
+        return cls(
+            buildkit_version=str(getattr(result, "builder_version", "") or ""),
+            exporter_options=dict(options) if options is not None else None,
+            builder_id=builder_id,
+        )
+
 
 def provenance(
     image: str,

@@ -426,7 +426,9 @@ def _from_referrer(
         envelope = envelope_from_bundle(doc)
         hint = (doc.get("verificationMaterial") or {}).get("publicKey", {}).get("hint", "")
         return Found(source, entry.digest, envelope, hint=str(hint))
-    except (ValueError, AttributeError, EnvelopeError, InputError) as exc:
+    except (ValueError, AttributeError, EnvelopeError, InputError, RegistryError) as exc:
+        # One attestation that cannot be read (a blob gone, bad bytes) is listed as
+        # such; the others are still checked.
         return Found(source, entry.digest, None, problem=f"unreadable: {exc}")
 
 
@@ -464,7 +466,7 @@ def find_attestations(registry: Registry, repo: Reference | str, digest: str) ->
         try:
             envelope = Envelope.from_json(json.loads(_blob(registry, ref, layer)))
             found.append(Found("legacy", str(layer.get("digest")), envelope))
-        except (ValueError, EnvelopeError) as exc:
+        except (ValueError, EnvelopeError, RegistryError) as exc:
             found.append(
                 Found("legacy", str(layer.get("digest")), None, problem=f"unreadable: {exc}")
             )
