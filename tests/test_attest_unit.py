@@ -512,3 +512,17 @@ def test_list_tags() -> None:
     with _registry(fake) as client:
         assert client.list_tags(f"{HOST}/app") == ["1"]
         assert client.list_tags(f"{HOST}/none") == []
+
+
+def test_a_missing_bundle_blob_is_listed_not_fatal(key: attest.PrivateKey) -> None:
+    fake = FakeRegistry()
+    with _registry(fake) as client:
+        result = attest.attach_statements(
+            client, f"{HOST}/app", IMAGE_DIGEST, [_statement()], key, settle=0.01
+        )
+        manifest = json.loads(fake.manifests[("app", result.referrers[0])][0])
+        del fake.blobs[manifest["layers"][0]["digest"]]
+        outcome = attest.verify_image(client, f"{HOST}/app:1", [key.public])
+    assert outcome.ok, outcome.failures  # the .att copy still verifies
+    problems = [a.problem for a in outcome.attestations if a.problem]
+    assert len(problems) == 1 and problems[0].startswith("unreadable: blob")
