@@ -284,6 +284,46 @@ def test_concurrent_attachers_lose_no_statement(verified: Verified, registry: st
     assert r.returncode == 1 and "1 builder(s) agree" in r.stdout
 
 
+def test_many_writers_at_once_lose_nothing(verified: Verified, registry: str) -> None:
+    """Six writers released together by a barrier, each with its own connection."""
+    import threading
+
+    repo, digest = push(verified, registry)
+    key = attest.load_private_key(verified.keys / "a.key")
+    barrier = threading.Barrier(6)
+    results: list[attest.AttachResult] = []
+
+    def writer(i: int) -> None:
+        doc = attest.reproduced(
+            repo,
+            digest,
+            None,
+            "sha256:" + "1" * 64,
+            attest.Comparison(
+                "identical",
+                [{"label": "a", "digest": digest, "builder": "x", "builder_version": ""}],
+            ),
+            builder_id=f"writer-{i}",
+        )
+        with Registry() as client:
+            barrier.wait()
+            results.append(attest.attach_statements(client, repo, digest, [doc], key))
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 6
+    with Registry() as client:
+        data, _mt, _d = client.get_manifest(f"{repo}:{fallback_tag(digest)}")
+        listed = {m["digest"] for m in json.loads(data)["manifests"]}
+        data, _mt, _d = client.get_manifest(f"{repo}:{legacy_tag(digest)}")
+        layers = json.loads(data)["layers"]
+    assert listed == {r.referrers[0] for r in results}
+    assert len(layers) == 6
+
+
 def test_build_secret_reaches_no_attestation(verified: Verified, registry: str) -> None:
     repo, digest = push(verified, registry)
     with Registry() as client:

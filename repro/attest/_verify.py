@@ -85,7 +85,7 @@ class Outcome:
     def failures(self) -> list[str]:
         out = [f"{a.source} {a.where[:19]}: {a.problem}" for a in self.attestations if a.fatal]
         if not any(not a.problem for a in self.attestations):
-            out.append("no attestation is signed by the given key(s)")
+            out.append("no attestation repro reads is signed by the given key(s)")
         elif "provenance" not in self.verified_kinds:
             out.append("no signed provenance statement")
         _lock, builders = self.best
@@ -180,7 +180,8 @@ def _check(found: Found, digest: str, keys: Sequence[PublicKey]) -> Checked:
     checked.predicate_type = str(doc.get("predicateType", ""))
     checked.kind = statement_kind(doc)
     if doc.get("_type") != STATEMENT_TYPE:
-        checked.problem, checked.fatal = f"not an in-toto Statement v1 ({doc.get('_type')})", True
+        # Signed, but a kind repro does not read (cosign 2 writes Statement v0.1).
+        checked.problem = f"not an in-toto Statement v1 ({doc.get('_type')})"
         return checked
     subjects = list(iter_subject_digests(doc))
     if digest not in subjects:
