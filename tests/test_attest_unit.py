@@ -526,3 +526,25 @@ def test_a_missing_bundle_blob_is_listed_not_fatal(key: attest.PrivateKey) -> No
     assert outcome.ok, outcome.failures  # the .att copy still verifies
     problems = [a.problem for a in outcome.attestations if a.problem]
     assert len(problems) == 1 and problems[0].startswith("unreadable: blob")
+
+
+def test_keygen_command(tmp_path: Path) -> None:
+    from repro.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["keygen", str(tmp_path / "ci")], env={"REPRO_KEY_PASSWORD": ""})
+    assert result.exit_code == 0, result.output
+    assert b"ENCRYPTED" not in (tmp_path / "ci.key").read_bytes()
+    result = runner.invoke(
+        app, ["keygen", str(tmp_path / "enc"), "--encrypt"], env={"REPRO_KEY_PASSWORD": "pw"}
+    )
+    assert result.exit_code == 0 and "encrypted" in result.output
+    assert attest.load_private_key(tmp_path / "enc.key", environ={attest.PASSWORD_ENV: "pw"})
+    # --encrypt with no passphrase and no terminal: one line, exit 2, nothing written.
+    result = runner.invoke(
+        app, ["keygen", str(tmp_path / "none"), "--encrypt"], env={"REPRO_KEY_PASSWORD": ""}
+    )
+    assert result.exit_code == 2 and "--encrypt needs a passphrase" in result.output
+    assert not list(tmp_path.glob("none*"))
+    result = runner.invoke(app, ["keygen", str(tmp_path / "ci")])
+    assert result.exit_code == 2 and "exists already" in result.output
