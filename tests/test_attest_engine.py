@@ -122,14 +122,26 @@ def statements(v: Verified, repo: str, digest: str, client: Registry, builder: s
     )
 
 
-def cosign_verify(cosign: str, tmp: Path, key: Path, kind: str, ref: str) -> tuple[int, list[dict]]:  # type: ignore[type-arg]
+def cosign_verify(
+    cosign: str, tmp: Path, key: Path, kind: str, ref: str, *, bundles: bool = False
+) -> tuple[int, list[dict]]:  # type: ignore[type-arg]
+    """cosign verify-attestation: from the `.att` tag, or with `bundles` from the
+    Sigstore bundles among the image's referrers (an empty trusted root: keys only)."""
     config = tmp / "docker-config"
     config.mkdir(exist_ok=True)
     (config / "config.json").write_text("{}")
+    extra = []
+    if bundles:
+        root = tmp / "trusted-root.json"
+        root.write_text(
+            '{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}'
+        )
+        extra = ["--new-bundle-format", "--trusted-root", str(root)]
     out = subprocess.run(
         [
             cosign,
             "verify-attestation",
+            *extra,
             "--key",
             str(key),
             "--insecure-ignore-tlog",
@@ -186,6 +198,34 @@ def test_cosign_verifies_provenance_and_reproduced(
     assert rc != 0
     r = repro("attest", "verify", ref, "--key", str(verified.keys / "wrong.pub"))
     assert r.returncode == 1 and "NOT verified" in r.stdout
+
+
+def test_cosign_verifies_the_bundles_in_the_referrers_fallback(
+    verified: Verified, cosign: str, registry: str, tmp_path: Path
+) -> None:
+    """cosign 2.5's --new-bundle-format reads Sigstore bundles from OCI referrers
+    (here through the sha256-<hex> fallback tag); with no .att tag written, that is
+    the only place it can find them."""
+    repo, digest = push(verified, registry)
+    with Registry() as client:
+        docs = statements(verified, repo, digest, client, "builder-a")
+        key = attest.load_private_key(verified.keys / "a.key")
+        result = attest.attach_statements(client, repo, digest, docs, key, legacy=False)
+    assert result.path == "tag-fallback" and not result.legacy
+    ref = f"{repo}@{digest}"
+    pub = verified.keys / "a.pub"
+    rc, payloads = cosign_verify(
+        cosign, tmp_path, pub, attest.SLSA_PROVENANCE_V1, ref, bundles=True
+    )
+    assert rc == 0 and len(payloads) == 2  # provenance and reproduced
+    rc, payloads = cosign_verify(cosign, tmp_path, pub, "spdxjson", ref, bundles=True)
+    assert rc == 0 and len(payloads) == 1
+    rc, _ = cosign_verify(
+        cosign, tmp_path, verified.keys / "wrong.pub", attest.SLSA_PROVENANCE_V1, ref, bundles=True
+    )
+    assert rc != 0
+    rc, _ = cosign_verify(cosign, tmp_path, pub, attest.SLSA_PROVENANCE_V1, ref)
+    assert rc != 0  # no .att: the legacy path finds nothing
 
 
 def test_tampered_envelope_is_rejected(
