@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_verify_engine import second_engine  # noqa: F401 - a fixture used below
 
 from repro import attest, oci
 from repro.attest._dsse import Envelope
 from repro.attest._store import attach_envelopes, fallback_tag, find_attestations, legacy_tag
 from repro.build import SecretSpec
 from repro.registry import Registry
-from tests.test_verify_engine import second_engine  # noqa: F401 - a fixture used below
 
 pytestmark = pytest.mark.engine
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fakeregistry import FakeRegistry
 from typer.testing import CliRunner
 
 from repro import attest
@@ -24,7 +25,6 @@ from repro.lock import read_lock
 from repro.packages.installed import InstalledDb, InstalledPackage
 from repro.recipe import load_recipe
 from repro.registry import Registry
-from tests.fakeregistry import FakeRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1:5999"
