@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -45,6 +46,14 @@ def cosign_path() -> str:
 
 
 def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-attest-"))
+    try:
+        run(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path) -> None:
     from repro import attest, oci
     from repro.recipe import load_recipe
     from repro.registry import Registry
@@ -54,7 +63,6 @@ def main() -> None:
     parser.add_argument("--layout", default=str(ROOT / "out" / "hello"))
     args = parser.parse_args()
     registry = os.environ.get("REPRO_REGISTRY", "127.0.0.1:5000")
-    work = Path(tempfile.mkdtemp(prefix="bench-attest-"))
     cosign = cosign_path()
     private, public = attest.generate(work / "k")
     env = {**os.environ, "COSIGN_PASSWORD": "bench", "DOCKER_CONFIG": str(work)}
