@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from repro.attest._dsse import (
     BUNDLE_MEDIA_TYPE,
@@ -176,20 +176,25 @@ def attach_envelopes(
         )
     subject = {"mediaType": image.media_type, "digest": image.digest, "size": image.size}
     result = AttachResult(image=ref.name, digest=manifest_digest)
-    config = _push_bytes(registry, ref, EMPTY_CONFIG)
-    assert config["digest"] == EMPTY_DESCRIPTOR["digest"]
-    stored = _parallel(
-        [
-            lambda e=e: _store_one(registry, ref, e, key, subject, legacy)  # type: ignore[misc]
+    # Side by side: the empty config, the referrers probe, and each statement's blobs
+    # and manifest. A referrer manifest names the empty config, which the registry
+    # checks when the manifest arrives: each waits for the config before its PUT.
+    with ThreadPoolExecutor(max_workers=min(6, 2 + len(envelopes))) as pool:
+        config = pool.submit(_push_bytes, registry, ref, EMPTY_CONFIG)
+        probe = pool.submit(registry.referrers, ref, manifest_digest)
+        futures = [
+            pool.submit(_store_one, registry, ref, e, key, subject, legacy, config.result)
             for e in envelopes
         ]
-    )
+        stored = [f.result() for f in futures]
+        config.result()
+        has_referrers_api = probe.result() is not None
     entries = [entry for entry, _layer in stored]
     layers = [layer for _entry, layer in stored if layer is not None]
     result.referrers = [str(entry["digest"]) for entry in entries]
 
     jobs: list[Callable[[], None]] = []
-    if registry.referrers(ref, manifest_digest) is None:
+    if not has_referrers_api:
         result.path = "tag-fallback"
         tag = fallback_tag(manifest_digest)
         jobs.append(
@@ -218,6 +223,7 @@ def _store_one(
     key: Signer,
     subject: Mapping[str, Any],
     legacy: bool,
+    config_pushed: Callable[[], object],
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Push one envelope's bundle and referrer manifest (and its `.att` layer blob);
     returns the fallback index entry and the `.att` layer descriptor."""
@@ -235,6 +241,7 @@ def _store_one(
         "annotations": annotations,
     }
     data = canonical_json(manifest)
+    config_pushed()
     digest = registry.put_manifest(
         ref, "sha256:" + hashlib.sha256(data).hexdigest(), data, MEDIA_TYPE_OCI_MANIFEST
     )
@@ -250,19 +257,6 @@ def _store_one(
     dsse = {"mediaType": DSSE_MEDIA_TYPE, **_push_bytes(registry, ref, envelope.to_bytes())}
     dsse["annotations"] = {COSIGN_SIGNATURE: "", "predicateType": predicate_type}
     return entry, dsse
-
-
-T = TypeVar("T")
-
-
-def _parallel(jobs: Sequence[Callable[[], T]]) -> list[T]:
-    """Run small registry jobs side by side (each is a few round trips); results in
-    order, the first error raised."""
-    if len(jobs) <= 1:
-        return [job() for job in jobs]
-    with ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
-        futures = [pool.submit(job) for job in jobs]
-        return [f.result() for f in futures]
 
 
 def _run_all(jobs: Sequence[Callable[[], None]]) -> None:
