@@ -10,6 +10,7 @@ ReproError
 │   ├── NoPackageDatabase an image has no package database of the kind needed
 │   ├── PackageGone       a locked package is no longer on its mirror
 │   │   (NotInVault: nor in the vault)
+│   ├── SigningKeyError   a signing or verification key is wrong, or locked without a passphrase
 │   └── DebError          a package file is not valid, or holds what a rootfs must not
 │       ├── ApkFileError  an .apk is not valid, or does not match its index
 │       └── RootfsError   packages cannot make one root filesystem
@@ -21,6 +22,7 @@ ReproError
 │           └── SignatureError  an index unsigned, or its signature not trusted
 ├── BuildFailed           BuildKit ran the build and it failed: exit code 1
 ├── UnpinnedPackages      the built image holds packages the lock does not pin: exit 1
+├── NotVerified           attestations missing, badly signed or short of the policy: exit code 1
 └── Cancelled             the user interrupted: exit code 130
 """
 
@@ -75,6 +77,10 @@ class ContextError(InputError):
 
 class KeyringError(InputError):
     """A keyring or key directory that the configuration names is missing or unreadable."""
+
+
+class SigningKeyError(InputError):
+    """A key file is missing, not an ECDSA P-256 key, or encrypted without a passphrase."""
 
 
 class EnvironmentError_(ReproError):  # noqa: N801 - avoid shadowing the builtin
@@ -142,6 +148,13 @@ class UnpinnedPackages(ReproError):
 
 class BuildFailed(ReproError):
     """BuildKit ran the build and a step failed (the log says which)."""
+
+    exit_code = 1
+
+
+class NotVerified(ReproError):
+    """Attestations were found wanting: none, a bad signature, a subject that is not the
+    image, or fewer agreeing builders than the policy asks for."""
 
     exit_code = 1
 
