@@ -245,9 +245,28 @@ def publish(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print results as JSON on stdout.")
     ] = False,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Sign provenance and an SBOM with this private key (repro keygen) and "
+            "attach them to each platform manifest before the tags move.",
+        ),
+    ] = None,
+    no_legacy: Annotated[
+        bool, typer.Option("--no-legacy", help="With --key: no cosign 2 sha256-<hex>.att tag.")
+    ] = False,
+    no_sbom: Annotated[bool, typer.Option("--no-sbom", help="With --key: attach no SBOM.")] = False,
+    builder_id: Annotated[
+        str | None,
+        typer.Option(
+            "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
+        ),
+    ] = None,
     recipes_dir: RecipesDir = Path("recipes"),
 ) -> None:
-    """Push what `repro build` wrote (out/<name>) to each recipe's repository and tags."""
+    """Push what `repro build` wrote (out/<name>) to each recipe's repository and tags;
+    with --key, signed attestations go with it."""
     from repro.errors import InputError
     from repro.publish import Publication, publish_recipes
     from repro.recipe import find_recipes
@@ -256,6 +275,18 @@ def publish(
         if all_recipes and recipes:
             raise InputError("give recipe names or --all, not both")
         found = find_recipes(recipes_dir, recipes or None)
+        attach = None
+        if key is not None:
+            from repro.attest import load_private_key, publication_attacher
+
+            signer = load_private_key(key, passphrase=_passphrase_prompt(confirm=False))
+            attach = publication_attacher(
+                {r.name: r for r in found},
+                signer,
+                legacy=not no_legacy,
+                sbom=not no_sbom,
+                builder_id=builder_id or "",
+            )
 
         def line(p: Publication) -> None:
             if as_json:
@@ -273,7 +304,7 @@ def publish(
 
         # One recipe has no order to keep: the rest of the graph is not even loaded.
         everything = _graph_recipes(recipes_dir, found) if len(found) > 1 else found
-        results = publish_recipes(found, everything, on_published=line)
+        results = publish_recipes(found, everything, on_published=line, attach=attach)
         if as_json:
             typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     except ReproError as exc:

@@ -524,3 +524,51 @@ def test_rebuild_refuses_another_source_and_reports_a_lying_image(
     assert r.returncode == 1, r.stdout + r.stderr
     assert "different" in r.stdout.splitlines()[0]
     assert "etc/planted" in r.stdout
+
+
+def test_publish_with_a_key_attaches_what_cosign_and_attest_verify_accept(
+    cosign: str, registry: str, tmp_path: Path
+) -> None:
+    """The whole flow a user runs: build, keygen, publish --key; then a stranger with
+    the public key checks it with cosign and with repro attest verify."""
+    namespace = f"repro-test/publish-key-{uuid.uuid4().hex[:10]}"
+    work = tmp_path / "work"
+    (work / "recipes").mkdir(parents=True)
+    shutil.copytree(ROOT / "recipes" / "hello", work / "recipes" / "hello")
+    (work / "recipes" / "repro.toml").write_text(f'registry = "{registry}/{namespace}"\n')
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "repro", *args],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    built = run("build", "hello", "--json", "--progress", "quiet")
+    assert built.returncode == 0, built.stderr
+    digest = json.loads(built.stdout)[0]["digest"]
+    assert run("keygen", "key").returncode == 0
+    published = run("publish", "hello", "--key", "key.key", "--builder-id", "ci-a", "--json")
+    assert published.returncode == 0, published.stderr
+    [result] = json.loads(published.stdout)
+    assert result["digest"] == digest
+
+    ref = f"{registry}/{namespace}/hello@{digest}"
+    rc, payloads = cosign_verify(cosign, tmp_path, work / "key.pub", attest.SLSA_PROVENANCE_V1, ref)
+    assert rc == 0
+    [prov] = payloads
+    external = prov["predicate"]["buildDefinition"]["externalParameters"]
+    # The exporter options repro sent, from the build record, not left empty.
+    assert external["buildkit"]["exporterOptions"]["oci-mediatypes"] == "true"
+    assert external["lock"]["digest"]["sha256"] == result["lock"]["digest"].split(":")[1]
+    rc, payloads = cosign_verify(cosign, tmp_path, work / "key.pub", "spdxjson", ref)
+    assert rc == 0
+
+    checked = run("attest", "verify", f"{registry}/{namespace}/hello:latest", "--key", "key.pub")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    wrong = run("keygen", "other")
+    assert wrong.returncode == 0
+    refused = run("attest", "verify", ref, "--key", "other.pub")
+    assert refused.returncode == 1, refused.stdout + refused.stderr

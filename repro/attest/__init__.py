@@ -32,7 +32,7 @@ from repro.attest._keys import (
     load_public_key,
 )
 from repro.attest._rebuild import RebuildResult, rebuild
-from repro.attest._recipe import recipe_statements
+from repro.attest._recipe import publication_attacher, recipe_statements
 from repro.attest._sbom import SbomCheck, check_sbom, sbom_document, sbom_statement
 from repro.attest._statements import (
     BUILD_TYPE,
@@ -94,6 +94,7 @@ __all__ = [
     "platform_manifest",
     "provenance",
     "recipe_source",
+    "publication_attacher",
     "recipe_statements",
     "reproduced",
     "sbom_document",

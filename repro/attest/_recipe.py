@@ -12,6 +12,7 @@ from typing import Any
 
 from repro.attest._sbom import sbom_document, sbom_statement
 from repro.attest._statements import BuildFacts, Comparison, lock_digest, provenance, reproduced
+from repro.attest._store import attach_statements
 from repro.errors import InputError
 
 
@@ -54,3 +55,29 @@ def recipe_statements(
             )
         )
     return out
+
+
+def publication_attacher(
+    recipes: Mapping[str, Any],
+    signer: Any,
+    *,
+    legacy: bool = True,
+    sbom: bool = True,
+    builder_id: str = "",
+) -> Any:
+    """The `attach` callback of `repro.publish.publish_recipes`: for each platform
+    manifest of a published recipe, sign provenance (with the build record's BuildKit
+    version and exporter options) and the SBOM, and attach them, before the tags move."""
+
+    def attach(publication: Any, registry: Any) -> None:
+        recipe = recipes[publication.recipe]
+        facts = BuildFacts.from_record(publication.build, builder_id)
+        for digest in sorted(set(publication.platforms.values())):
+            statements = recipe_statements(
+                registry, publication.repository, digest, recipe, facts=facts, sbom=sbom
+            )
+            attach_statements(
+                registry, publication.repository, digest, statements, signer, legacy=legacy
+            )
+
+    return attach

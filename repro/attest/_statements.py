@@ -240,12 +240,23 @@ class BuildFacts:
 
     @classmethod
     def from_result(cls, result: Any, builder_id: str = "") -> BuildFacts:
-        """From a repro.build.RecipeResult: its BuildKit version, and its exporter
-        options once the build result records them (`exporter_options`)."""
-        options = getattr(result, "exporter_options", None)
+        """From a repro.build.RecipeResult: the BuildKit version it reported and the
+        OCI exporter options sent (None for a [rootfs] recipe, built without BuildKit)."""
+        options = getattr(result, "exporter", None)
         return cls(
-            buildkit_version=str(getattr(result, "builder_version", "") or ""),
+            buildkit_version=str(getattr(result, "buildkit_version", "") or ""),
             exporter_options=dict(options) if options is not None else None,
+            builder_id=builder_id,
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None, builder_id: str = "") -> BuildFacts:
+        """From the build record `repro build` left (repro.records), as publish has it."""
+        record = record or {}
+        options = record.get("exporter")
+        return cls(
+            buildkit_version=str(record.get("buildkit_version") or ""),
+            exporter_options=dict(options) if isinstance(options, Mapping) else None,
             builder_id=builder_id,
         )
 
