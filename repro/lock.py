@@ -38,13 +38,8 @@ from repro.errors import (
     ReproError,
     StaleLock,  # noqa: F401 - defined in errors, re-exported here
 )
+from repro.lockfile import LOCK_VERSION, Lock, LockInvalid, dump_toml
 from repro.recipe import Base, Download, GitInput, PackageSet, Recipe
-
-LOCK_VERSION = 1
-LOCK_HEADER = "# Written by `repro lock`; do not edit. `repro lock --update` moves the pins.\n"
-
-
-
 
 # --- what a lock is made from -----------------------------------------------------
 
@@ -196,24 +191,7 @@ def read_lock(recipe: Recipe) -> dict[str, Any] | None:
 
 
 def dump_lock(data: Mapping[str, Any]) -> str:
-    import tomli_w
-
-    return LOCK_HEADER + tomli_w.dumps(_sorted(data))
-
-
-_TOP_ORDER = ("version", "recipe", "inputs", "source_date_epoch")
-
-
-def _sorted(value: Any, top: bool = True) -> Any:
-    if isinstance(value, Mapping) and top:
-        first = [k for k in _TOP_ORDER if k in value]
-        rest = sorted(k for k in value if k not in _TOP_ORDER)
-        return {k: _sorted(value[k], False) for k in first + rest}
-    if isinstance(value, Mapping):
-        return {k: _sorted(value[k], False) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(v, False) for v in value]
-    return value
+    return dump_toml(data)
 
 
 def write_lock(recipe: Recipe, data: Mapping[str, Any]) -> None:
@@ -689,48 +667,25 @@ def lock_problem(recipe: Recipe, data: Mapping[str, Any] | None) -> str:
     return ""
 
 
-_TOP_KEYS = {"version", "recipe", "inputs", "source_date_epoch", "bases", "packages"}
-_TOP_KEYS |= {"downloads", "git"}
-
-
-def _is_digest(value: object) -> bool:
-    if not isinstance(value, str) or not value.startswith("sha256:"):
-        return False
-    hex_part = value[7:]
-    return len(hex_part) == 64 and all(c in "0123456789abcdef" for c in hex_part)
-
-
 def _lock_inconsistency(recipe: Recipe, data: Mapping[str, Any]) -> str:
     """What in a lock disagrees with itself or its recipe ("" when nothing): a lock is
-    written by repro, so any of these means it was edited or damaged."""
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        return f"has an unknown key {unknown[0]!r}"
-    if data.get("recipe") != recipe.name:
-        return f"is for recipe {data.get('recipe')!r}, not {recipe.name!r}"
-    epoch = data.get("source_date_epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        return "has no valid source_date_epoch"
+    written by repro, so any of these means it was edited or damaged. The lock's own
+    consistency is the model's (`repro.lockfile.Lock.from_toml`); its agreement with
+    the recipe is checked here."""
+    try:
+        lock = Lock.from_toml(data)
+    except LockInvalid as exc:
+        return exc.message
+    if lock.recipe != recipe.name:
+        return f"is for recipe {lock.recipe!r}, not {recipe.name!r}"
+    epoch = lock.source_date_epoch
     if recipe.source_date_epoch is not None and epoch != recipe.source_date_epoch:
         return (
             f"says source_date_epoch = {epoch} but recipe.toml says {recipe.source_date_epoch}"
         )
-    for ref, entry in (data.get("bases") or {}).items():
-        if not isinstance(entry, Mapping) or not _is_digest(entry.get("digest")):
-            return f"has no valid digest for base {ref}"
-        platforms = entry.get("platforms") or {}
-        if not isinstance(platforms, Mapping) or not all(
-            _is_digest(d) for d in platforms.values()
-        ):
-            return f"has an invalid platform digest for base {ref}"
-        is_index = entry.get("media_type") in (
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-        )
-        if platforms and not is_index and set(platforms.values()) != {entry["digest"]}:
-            return f"disagrees with itself on base {ref} (digest vs platforms)"
+    for ref, entry in lock.bases.items():
         name = Base(ref).recipe
-        if name is not None and "image" in entry and not str(entry["image"]).startswith(
+        if name is not None and entry.image and not entry.image.startswith(
             _publish_prefix(recipe, name)
         ):
             return f"pins recipe:{name} to an image outside its publish repository"
@@ -994,13 +949,6 @@ def lock_all(
 
 def render_change_line(outcome: LockOutcome) -> str:
     return f"[{outcome.recipe}] " + ", ".join(outcome.changes)
-
-
-def iter_pins(data: Mapping[str, Any]) -> Iterable[tuple[str, str, Mapping[str, Any]]]:
-    for kind, sets in data.get("packages", {}).items():
-        for name, entry in sets.items():
-            for pin in entry.get("package", []):
-                yield kind, name, pin
 
 
 @dataclass

@@ -502,9 +502,17 @@ def test_build_facts_from_a_build_result() -> None:
         source_date_epoch=0,
     )
     facts = attest.BuildFacts.from_result(result, builder_id="ci")
-    assert facts.buildkit_version == "26.1.5" and facts.exporter_options is None
-    result.exporter_options = {"oci-mediatypes": "true"}  # type: ignore[attr-defined]
-    assert attest.BuildFacts.from_result(result).exporter_options == {"oci-mediatypes": "true"}
+    # builder_version is the engine's (Docker 26.1.5); the BuildKit version is its own
+    assert facts.buildkit_version == "" and facts.exporter_options is None
+    assert facts.builder_id == "ci"
+    result.buildkit_version = "v0.13.2"
+    result.exporter = {"oci-mediatypes": "true"}
+    facts = attest.BuildFacts.from_result(result)
+    assert facts.buildkit_version == "v0.13.2"
+    assert facts.exporter_options == {"oci-mediatypes": "true"}
+    record = {"buildkit_version": "v0.13.2", "exporter": {"oci-mediatypes": "true"}}
+    assert attest.BuildFacts.from_record(record) == facts
+    assert attest.BuildFacts.from_record(None).exporter_options is None
 
 
 def test_list_tags() -> None:
