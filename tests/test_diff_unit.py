@@ -327,8 +327,13 @@ def test_random_bytes_and_hints() -> None:
     hints = Hints(hostnames=("builder-one",))
     assert "hostname" in causes("x", ["content"], b"builder-one", b"builder-two", hints=hints)
     assert causes("seed", ["content"], b"190322950\n", b"163014475\n") == {"random-data"}
-    # A plain text change with no known pattern has no cause.
-    assert causes("etc/motd", ["content"], b"hello world\n", b"goodbye world\n") == set()
+    # A plain text change with no known pattern says what is known instead.
+    [unknown] = classify(
+        PathChange("etc/motd", ["content"], head1=b"hello world\n", head2=b"goodbye world\n")
+    )
+    assert unknown.id == "unclassified"
+    assert unknown.title.startswith("text; 1 of 1 lines differ")
+    assert "does not look random" in unknown.title
 
 
 # --- whole images ---------------------------------------------------------------------

@@ -173,6 +173,14 @@ def _path_node(
         head1=x1.head if x1 else b"",
         head2=x2.head if x2 else b"",
         hints=hints,
+        type1=e1.type if e1 else "",
+        type2=e2.type if e2 else "",
+        link1=e1.linkname if e1 else "",
+        link2=e2.linkname if e2 else "",
+        size1=e1.size if e1 else 0,
+        size2=e2.size if e2 else 0,
+        file1=x1.file if x1 and x2 and x2.file else None,
+        file2=x2.file if x1 and x2 and x1.file else None,
     )
     comment_parts = []
     if e1 and e2:
