@@ -84,14 +84,16 @@ FIXTURES: tuple[Fixture, ...] = (
     Fixture(
         "file-set",
         "/opt/build.lock",
-        f'mkdir -p /opt && case "$(hostname)" in {IN_BUILD_1}) ;; *) echo locked > /opt/build.lock;; esac',
+        f'mkdir -p /opt && case "$(hostname)" in {IN_BUILD_1}) ;; '
+        "*) echo locked > /opt/build.lock;; esac",
         simulated="a lock file left behind in one build only",
     ),
     Fixture(
         "hardlink-vs-copy",
         "/opt/hl/b",
         "mkdir -p /opt/hl && echo data > /opt/hl/a && "
-        f'case "$(hostname)" in {IN_BUILD_1}) ln /opt/hl/a /opt/hl/b;; *) cp /opt/hl/a /opt/hl/b;; esac',
+        f'case "$(hostname)" in {IN_BUILD_1}) ln /opt/hl/a /opt/hl/b;; '
+        "*) cp /opt/hl/a /opt/hl/b;; esac",
         simulated="cp -l in one build, a plain copy in the other",
     ),
     Fixture("symlink-target", "/opt/current", "ln -s /tmp/cache-$(date +%s) /opt/current"),
@@ -189,7 +191,8 @@ FIXTURES: tuple[Fixture, ...] = (
         "locale",
         "/opt/ratio.txt",
         "ARG LC_ALL\n"
-        "RUN case \"$LC_ALL\" in fr_*) echo 'ratio 1,5';; *) echo 'ratio 1.5';; esac > /opt/ratio.txt",
+        "RUN case \"$LC_ALL\" in fr_*) echo 'ratio 1,5';; *) echo 'ratio 1.5';; esac "
+        "> /opt/ratio.txt",
         simulated="busybox has no locales: the step prints a decimal comma under fr_FR, "
         "as printf and many tools do",
     ),
