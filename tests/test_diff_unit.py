@@ -598,3 +598,66 @@ def test_a_small_gzip_bomb_is_refused_by_its_ratio_not_after_minutes() -> None:
     ordinary = gz(tar_bytes([F("random", os.urandom(2 * 1024 * 1024))]))
     read_table(io.BytesIO(ordinary), "layer", limits, compressed_size=len(ordinary))
     read_table(io.BytesIO(bomb), "layer", Limits(ratio_floor=10**12), compressed_size=len(bomb))
+
+
+def test_diffoscope_hunks_keep_one_order() -> None:
+    from repro.diff._diffoscope import one_order
+
+    diff = "@@ -1,3 +1,3 @@\n ctx\n+new a\n-old a\n ctx\n@@ -9 +9 @@\n-old b\n+new b\n"
+    assert one_order(diff) == (
+        "@@ -1,3 +1,3 @@\n ctx\n-old a\n+new a\n ctx\n@@ -9 +9 @@\n-old b\n+new b\n"
+    )
+
+
+def test_causes_from_structure_and_variations(tmp_path: Path) -> None:
+    import io as _io
+    import tarfile as _tarfile
+
+    def tar(mtime: int, order: list[str]) -> bytes:
+        out = _io.BytesIO()
+        with _tarfile.open(fileobj=out, mode="w") as t:
+            for name in order:
+                info = _tarfile.TarInfo(name)
+                info.size, info.mtime = 1, mtime
+                t.addfile(info, _io.BytesIO(b"x"))
+        return out.getvalue()
+
+    def archive(a: bytes, b: bytes) -> list[str]:
+        (tmp_path / "1").write_bytes(a)
+        (tmp_path / "2").write_bytes(b)
+        change = PathChange(
+            "opt/x.tar",
+            ["content"],
+            head1=a[:65536],
+            head2=b[:65536],
+            file1=tmp_path / "1",
+            file2=tmp_path / "2",
+        )
+        return [c.id for c in classify(change)]
+
+    assert archive(tar(1, ["a", "b"]), tar(2, ["a", "b"])) == ["archive-member-times"]
+    assert archive(tar(1, ["a", "b"]), tar(1, ["b", "a"])) == ["archive-member-order"]
+    tz = Hints(variations=(("timezone", ("UTC", "<+14>-14")),))
+    assert causes(
+        "etc/t",
+        ["content"],
+        b"Tue Nov 14 22:13:20 UTC 2023\n",
+        b"Wed Nov 15 12:13:20 +14 2023\n",
+        hints=tz,
+    ) == {"timezone"}
+    loc = Hints(variations=(("locale", ("C.UTF-8", "fr_FR.UTF-8")),))
+    assert causes("o", ["content"], b"B\na\nc\n", b"a\nB\nc\n", hints=loc) == {"locale-sort"}
+    assert causes("o", ["content"], b"c\na\nB\n", b"a\nc\nB\n") == {"random-order"}
+    assert causes("o", ["content"], b"ratio 1.5\n", b"ratio 1,5\n") == {"locale"}
+    assert causes("o", ["type", "content", "link"], type1="hardlink", type2="file") == {
+        "hardlink-vs-copy"
+    }
+    assert causes("o", ["added"]) == {"file-set"}
+    [unknown] = classify(
+        PathChange("bin/x", ["content"], head1=b"\x7fELF\x01\x02", head2=b"\x7fELF\x01\x03")
+    )
+    assert unknown.id == "unclassified"
+    assert unknown.title.startswith(
+        "ELF binary; 1 of 6 bytes differ in 1 run, the first at offset 5"
+    )
+    assert "build IDs" in unknown.fix
