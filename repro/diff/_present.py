@@ -264,7 +264,8 @@ def write_report_dir(
     """report.html, report.json, summary.txt and summary.md, written atomically.
 
     verify passes its own summaries, the HTML list of its builds and its result's
-    JSON (under "verify"), so one directory holds the whole evidence either way."""
+    JSON (added as "verify" beside the diff's keys), so one directory holds the
+    whole evidence either way."""
     if directory.exists() and not directory.is_dir():
         raise InputError(f"--report-dir {directory}: exists and is not a directory")
     try:
@@ -274,7 +275,7 @@ def write_report_dir(
         raise InputError(f"--report-dir {directory}: cannot create it ({reason})") from None
     doc: dict[str, object] = report.to_json()
     if extra_json:
-        doc = {**extra_json, "diff": doc}
+        doc = {**doc, **extra_json}
     files = {
         "report.html": html_report(report, title, preamble),
         "report.json": json.dumps(doc, indent=2) + "\n",
