@@ -348,8 +348,21 @@ def test_identical_images_compare_identical(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("compress", [True, False])
-def test_one_differing_file_is_named_with_diffoscope_view(tmp_path: Path, compress: bool) -> None:
-    """gzip layers are streamed twice; uncompressed ones are read back by offset."""
+def test_one_differing_file_is_named_with_diffoscope_view(
+    tmp_path: Path, compress: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gzip layers are read once (small differing files are kept from the first
+    pass, big ones stream a second time); uncompressed ones are read back by offset."""
+    from repro.diff._sources import ImageSource
+
+    opened: list[tuple[str, str]] = []
+    real_open = ImageSource.open_blob
+
+    def counting(self: ImageSource, descriptor: object) -> object:
+        opened.append((self.label, descriptor.digest))  # type: ignore[attr-defined]
+        return real_open(self, descriptor)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ImageSource, "open_blob", counting)
     files = [F(f"usr/share/f{i}", os.urandom(2000)) for i in range(50)]
     a = [*files, F("etc/stamp", b"built 2026-01-01 10:00:00\n")]
     b = [*files, F("etc/stamp", b"built 2026-01-01 10:00:07\n")]
@@ -364,6 +377,8 @@ def test_one_differing_file_is_named_with_diffoscope_view(tmp_path: Path, compre
     assert "/etc/stamp" in text and "timestamp-in-content" in text
     assert "+built 2026-01-01 10:00:07" in text  # diffoscope's view
     assert "-built 2026-01-01 10:00:00" in text
+    # Each side's layer blobs were opened once (verify_blobs reads the equal ones once).
+    assert len(opened) == len(set(opened))
 
 
 def test_same_content_different_compression(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from repro.diff._layers import (
     PathDelta,
     compare_tables,
     extract_at_offsets,
+    extract_kept,
     extract_paths,
     pair_layers,
     read_table,
@@ -152,6 +153,9 @@ def _extract_both(
             entries = [table.entries[p] for p in wanted]
             blob = src.layout.blob_path(layer.digest)
             return extract_at_offsets(blob, label, entries, root, limits)
+        if wanted <= table.kept.keys():
+            # Small files kept from the first (checked) pass: no second decompression.
+            return extract_kept(table, label, wanted, root, limits)
         with src.open_blob(layer) as blob_stream:
             return extract_paths(blob_stream, label, wanted, root, limits)
 

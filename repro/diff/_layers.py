@@ -36,6 +36,11 @@ from repro.errors import InputError
 
 CHUNK = 1024 * 1024
 HEAD_SIZE = 64 * 1024  # bytes of each side kept for classifying a content change
+# Regular files of compressed layers up to this size are kept in memory while the
+# table is read (up to KEEP_BUDGET bytes per layer), so that when the differing
+# files are among them the layer is not decompressed a second time to extract them.
+KEEP_FILE = 256 * 1024
+KEEP_BUDGET = 16 * 1024 * 1024
 
 _TYPE_NAMES = {
     tarfile.REGTYPE: "file",
@@ -98,6 +103,8 @@ class LayerTable:
     unsafe: list[str] = field(default_factory=list)  # names with "..", or absolute
     bytes_read: int = 0
     compressed: bool = False
+    kept: dict[str, bytes] = field(default_factory=dict)  # small files of compressed layers
+    kept_bytes: int = 0
 
 
 def normalise_name(name: str) -> tuple[str, bool]:
@@ -347,9 +354,20 @@ def read_table(
                         f"{label} unpacks to {why} (raise --max-layer-size to compare it)"
                     )
                 h = hashlib.sha256()
+                keep = (
+                    tar.compressed
+                    and member.size <= KEEP_FILE
+                    and table.kept_bytes + member.size <= KEEP_BUDGET
+                )
+                data = bytearray() if keep else None
                 for chunk in tar.chunks():
                     h.update(chunk)
+                    if data is not None:
+                        data += chunk
                 digest = h.hexdigest()
+                if data is not None:
+                    table.kept[path] = bytes(data)
+                    table.kept_bytes += len(data)
             entry = Entry(
                 path=path,
                 type=_TYPE_NAMES.get(member.type, "other"),
@@ -531,6 +549,29 @@ def extract_paths(
                     f.write(chunk)
             total += member.size
             out[path] = Extracted(path, target, bytes(head), member.size)
+    return out
+
+
+def extract_kept(
+    table: LayerTable, label: str, wanted: set[str], root: Path, limits: Limits
+) -> dict[str, Extracted]:
+    """Like extract_paths, from the files the table kept while its (digest-checked)
+    stream went past: no second pass over the layer."""
+    out: dict[str, Extracted] = {}
+    total = 0
+    root_real = os.path.realpath(root)
+    for path in sorted(wanted, key=lambda p: table.entries[p].index):
+        data = table.kept[path]
+        entry = table.entries[path]
+        over = _bound(len(out), len(data), total, limits)
+        if over:
+            out[path] = Extracted(path, None, data[:HEAD_SIZE], len(data), over)
+            continue
+        f, target = _writer(root, root_real, path, str(entry.index), label)
+        with f:
+            f.write(data)
+        total += len(data)
+        out[path] = Extracted(path, target, data[:HEAD_SIZE], len(data))
     return out
 
 
