@@ -676,3 +676,43 @@ def test_causes_from_structure_and_variations(tmp_path: Path) -> None:
         "ELF binary; 1 of 6 bytes differ in 1 run, the first at offset 5"
     )
     assert "build IDs" in unknown.fix
+
+
+def test_keep_window_pins_only_differing_files_and_the_latest_entry() -> None:
+    from repro.diff._layers import KeepWindow, LayerTable
+
+    tables = (LayerTable(), LayerTable())
+    w = KeepWindow(tables)
+    w.offer(0, "same", "h1", b"x")
+    w.offer(1, "same", "h1", b"x")
+    w.offer(0, "diff", "h1", b"a")
+    w.offer(1, "diff", "h2", b"b")
+    assert tables[0].kept == {"diff": b"a"} and tables[1].kept == {"diff": b"b"}
+    # The same path again on side 0, too big to keep: the earlier bytes must go.
+    w.offer(0, "diff", "h3", None)
+    assert "diff" not in tables[0].kept
+
+
+def test_gzip_layers_with_many_files_are_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The differing file is deep in the layer, past any fixed budget: the window
+    still keeps it, because both sides stream at the same time."""
+    from repro.diff._sources import ImageSource
+
+    opened: list[tuple[str, str]] = []
+    real_open = ImageSource.open_blob
+
+    def counting(self: ImageSource, descriptor: object) -> object:
+        opened.append((self.label, descriptor.digest))  # type: ignore[attr-defined]
+        return real_open(self, descriptor)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ImageSource, "open_blob", counting)
+    files = [F(f"d/f{i:04d}", os.urandom(64 * 1024)) for i in range(600)]  # ~38 MiB
+    changed = list(files)
+    changed[500] = F("d/f0500", b"other bytes\n")
+    make_image(tmp_path / "a", [files])
+    make_image(tmp_path / "b", [changed])
+    report = diff(f"oci:{tmp_path / 'a'}", f"oci:{tmp_path / 'b'}")
+    assert [f.path for f in report.findings] == ["/d/f0500"]
+    assert len(opened) == len(set(opened)) == 2

@@ -30,6 +30,7 @@ from repro.diff._causes import (
 )
 from repro.diff._layers import (
     Extracted,
+    KeepWindow,
     LayerTable,
     Limits,
     PathDelta,
@@ -122,13 +123,24 @@ def _diff_ids(image: oci.Image) -> list[str]:
 def _read_tables(
     src1: ImageSource, l1: oci.Descriptor, src2: ImageSource, l2: oci.Descriptor, limits: Limits
 ) -> tuple[LayerTable, LayerTable]:
-    def table(src: ImageSource, layer: oci.Descriptor) -> LayerTable:
+    tables = (LayerTable(), LayerTable())
+    window = KeepWindow(tables)
+
+    def table(src: ImageSource, layer: oci.Descriptor, side: int) -> LayerTable:
         with src.open_blob(layer) as blob:
-            return read_table(blob, f"layer {layer.digest} of {src.label}", limits, layer.size)
+            return read_table(
+                blob,
+                f"layer {layer.digest} of {src.label}",
+                limits,
+                layer.size,
+                table=tables[side],
+                window=window,
+                side=side,
+            )
 
     with ThreadPoolExecutor(2) as pool:
-        f1 = pool.submit(table, src1, l1)
-        f2 = pool.submit(table, src2, l2)
+        f1 = pool.submit(table, src1, l1, 0)
+        f2 = pool.submit(table, src2, l2, 1)
         return f1.result(), f2.result()
 
 
@@ -154,7 +166,8 @@ def _extract_both(
             blob = src.layout.blob_path(layer.digest)
             return extract_at_offsets(blob, label, entries, root, limits)
         if wanted <= table.kept.keys():
-            # Small files kept from the first (checked) pass: no second decompression.
+            # The differing files were kept from the first (checked) pass: no second
+            # decompression.
             return extract_kept(table, label, wanted, root, limits)
         with src.open_blob(layer) as blob_stream:
             return extract_paths(blob_stream, label, wanted, root, limits)
