@@ -109,12 +109,12 @@ def test_umask_only_problem_fails_plain_verify_and_identical_gets_a_report(
 def _chromium() -> str:
     exe = shutil.which("chromium")
     if exe is None and os.geteuid() == 0:
-        subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            capture_output=True,
-            timeout=900,
-        )
+        # scripts/test installs it; a direct pytest run on a fresh machine does it here.
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+            subprocess.run(install, env=env, capture_output=True, timeout=900)
         exe = shutil.which("chromium")
     if exe is None:
         pytest.fail("chromium is needed (Debian 12's chromium package) and could not be installed")
