@@ -86,6 +86,10 @@ class RecipeResult:
     packages: dict[str, Any] | None = None
     # A [rootfs] recipe: its packages, what was reproduced of their scripts (repro.rootfs).
     rootfs: dict[str, Any] | None = None
+    # The version the BuildKit reported and the OCI exporter options sent (None for
+    # images repro writes itself); kept in the build record (repro.records).
+    buildkit_version: str = ""
+    exporter: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +122,7 @@ def build_recipe(recipe: Recipe, **options: Any) -> RecipeResult:
     output = str(options.get("output") or default_output(recipe))
     made = _new_parents(Path(output.partition(":")[2] or output))
     try:
-        return _build_recipe(recipe, **options)
+        result = _build_recipe(recipe, **options)
     except BaseException:
         for directory in made:
             try:
@@ -126,6 +130,29 @@ def build_recipe(recipe: Recipe, **options: Any) -> RecipeResult:
             except OSError:
                 break
         raise
+    record_build(recipe, result)
+    return result
+
+
+def record_build(recipe: Recipe, result: RecipeResult) -> None:
+    """Write the build record of `result` (repro.records) for publish and the provenance."""
+    from repro import __version__
+    from repro.records import file_digest, write_build_record
+
+    write_build_record(
+        {
+            "digest": result.digest,
+            "recipe": recipe.name,
+            "lock": {"path": str(recipe.lock_file), "digest": file_digest(recipe.lock_file)},
+            "builder": result.builder,
+            "builder_version": result.builder_version,
+            "buildkit_version": result.buildkit_version,
+            "exporter": result.exporter,
+            "source_date_epoch": result.source_date_epoch,
+            "normalised": result.normalised is not None,
+            "repro_version": __version__,
+        }
+    )
 
 
 def _new_parents(path: Path) -> list[Path]:
@@ -168,9 +195,7 @@ def _build_recipe(
         return build_rootfs(
             recipe, output=output, progress=progress, stream=stream, offline=offline
         )
-    from repro.buildkit import BuildRequest, Output, build, connect
-    from repro.buildkit._build import check_inputs
-    from repro.buildkit._progress import Progress
+    from repro.buildkit import BuildRequest, Output, Progress, build, check_inputs, connect
 
     out = Output.parse(output or default_output(recipe))
     from repro import oci
@@ -205,7 +230,7 @@ def _build_recipe(
         exporter_attrs=dict(exporter_attrs or {}),
     )
     staging: Path | None = None
-    from repro.binding import Binding, UnpinnedPackages, _checked_base, check_image
+    from repro.binding import Binding, UnpinnedPackages, check_image, checked_base
 
     packages_dir = _package_context(recipe, pinned.lock, offline)
     if packages_dir is not None:
@@ -213,7 +238,7 @@ def _build_recipe(
 
         request.named_contexts[CONTEXT_NAME] = packages_dir
 
-    bind = bool(pinned.lock) and _checked_base(recipe, pinned.lock or {}) is not None
+    bind = bool(pinned.lock) and checked_base(recipe, pinned.lock or {}) is not None
     if normalise or bind:
         # BuildKit's export is staged beside the output, checked against the lock
         # and normalised (or moved) into place.
@@ -273,6 +298,8 @@ def _build_recipe(
         builder_version=conn.engine_version,
         source_date_epoch=pinned.source_date_epoch,
         packages=binding.to_json() if binding.checked else None,
+        buildkit_version=result.buildkit_version,
+        exporter=dict(result.exporter_attrs),
     )
 
 
@@ -280,7 +307,7 @@ def _check_locked_bases(recipe: Recipe, lock: dict[str, Any] | None) -> None:
     """Every base digest the lock pins must be in its registry: one line naming the
     lock entry before anything is built (BuildKit would report it three times over)."""
     from repro.errors import RegistryError
-    from repro.lock import _image_name
+    from repro.lock import image_name
     from repro.registry import Registry
 
     if not lock or not lock.get("bases"):
@@ -292,7 +319,7 @@ def _check_locked_bases(recipe: Recipe, lock: dict[str, Any] | None) -> None:
             elif ref.startswith("recipe:"):
                 continue
             else:
-                image = _image_name(ref)
+                image = image_name(ref)
             try:
                 client.resolve(f"{image}@{entry['digest']}")
             except RegistryError as exc:
@@ -383,8 +410,7 @@ def normalise_output(
     """
     from repro import oci
     from repro.errors import ReproError
-    from repro.normalise import base_layer_count, normalise_layout
-    from repro.normalise._bases import fetch_missing_blobs, locked_base_layers
+    from repro.normalise import base_layer_count, locked_base_layers, normalise_layout
 
     layout = oci.OCILayout(raw)
     images = [d for d in layout.image_manifests() if not d.is_attestation]
@@ -401,10 +427,14 @@ def normalise_output(
             with Registry() as client:
                 base = locked_base_layers(lock, platform, configs[0], client)
                 if base is not None:
-                    fetch_missing_blobs(base, layout, client)
+                    oci.copy_blobs(client, base.repository, base.layers, layout)
                     keep, base_layers = len(base.layers), tuple(base.layers)
-        except ReproError:
-            pass  # the history's answer stands
+        except ReproError as e:
+            # Not silently: guessing the base's layers from the history instead could
+            # give another digest than a build that reached the registry.
+            raise type(e)(
+                f"cannot read the locked base image's layers for {recipe.name}: {e.message}"
+            ) from None
     options = dataclasses.replace(
         recipe.normalise.options(epoch, keep_layers=keep), base_layers=base_layers
     )

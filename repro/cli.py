@@ -192,7 +192,7 @@ def build(
                 raise InputError(f"--build-arg {item!r}: expected NAME=value")
             args[name] = value
         from repro.graph import walk
-        from repro.lock import push_recipe_image
+        from repro.publish import push_recipe_image
 
         def build_one(recipe: Recipe, builder: str | None, built: dict[str, str]) -> Any:
             with _vanished_pins_explained(recipe):
@@ -227,6 +227,84 @@ def build(
             builders=list(builders) if builders else [None],
             publish=lambda recipe, result: push_recipe_image(recipe, result.output),
         )
+        if as_json:
+            typer.echo(json.dumps([r.to_json() for r in results], indent=2))
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def publish(
+    recipes: Annotated[list[str] | None, typer.Argument(help="Recipe names or paths.")] = None,
+    all_recipes: Annotated[
+        bool, typer.Option("--all", help="Publish every recipe, in build-graph order.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print results as JSON on stdout.")
+    ] = False,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Sign provenance and an SBOM with this private key (repro keygen) and "
+            "attach them to each platform manifest before the tags move.",
+        ),
+    ] = None,
+    no_legacy: Annotated[
+        bool, typer.Option("--no-legacy", help="With --key: no cosign 2 sha256-<hex>.att tag.")
+    ] = False,
+    no_sbom: Annotated[bool, typer.Option("--no-sbom", help="With --key: attach no SBOM.")] = False,
+    builder_id: Annotated[
+        str | None,
+        typer.Option(
+            "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
+        ),
+    ] = None,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Push what `repro build` wrote (out/<name>) to each recipe's repository and tags;
+    with --key, signed attestations go with it."""
+    from repro.errors import InputError
+    from repro.publish import Publication, publish_recipes
+    from repro.recipe import find_recipes
+
+    try:
+        if all_recipes and recipes:
+            raise InputError("give recipe names or --all, not both")
+        found = find_recipes(recipes_dir, recipes or None)
+        attach = None
+        if key is not None:
+            from repro.attest import load_private_key, publication_attacher
+
+            signer = load_private_key(key, passphrase=_passphrase_prompt(confirm=False))
+            attach = publication_attacher(
+                {r.name: r for r in found},
+                signer,
+                legacy=not no_legacy,
+                sbom=not no_sbom,
+                builder_id=builder_id or "",
+            )
+
+        def line(p: Publication) -> None:
+            if as_json:
+                return
+            c = p.counters
+            done = (
+                "unchanged, the tags already name it"
+                if c["images_present"]
+                else f"{c['blobs_uploaded']} blobs uploaded, {c['blobs_mounted']} mounted, "
+                f"{c['blobs_present']} present; {c['bytes_uploaded'] / 1e6:.1f} MB"
+            )
+            typer.echo(
+                f"{p.recipe}: {p.reference}  tags {', '.join(p.tags)}  ({done}, {p.seconds:.1f}s)"
+            )
+
+        # One recipe has no order to keep: the rest of the graph is not even loaded.
+        everything = _graph_recipes(recipes_dir, found) if len(found) > 1 else found
+        results = publish_recipes(found, everything, on_published=line, attach=attach)
         if as_json:
             typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     except ReproError as exc:
@@ -663,6 +741,226 @@ def verify(
         typer.echo("repro: interrupted", err=True)
         raise typer.Exit(130) from None
     raise typer.Exit(0 if run.ok else 1)
+
+
+# --- keygen and attest: signed attestations (repro.attest, docs/attestations.md) -----
+
+
+def _passphrase_prompt(confirm: bool) -> Any:
+    """A prompt for a key's passphrase on a terminal; None (no prompt) otherwise."""
+    if not sys.stdin.isatty():
+        return None
+    return lambda: typer.prompt(
+        "passphrase", hide_input=True, confirmation_prompt=confirm, default="", show_default=False
+    )
+
+
+@app.command()
+def keygen(
+    prefix: Annotated[
+        str, typer.Argument(help="Write PREFIX.key (private, mode 0600) and PREFIX.pub.")
+    ] = "repro",
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt",
+            help="Encrypt the private key with a passphrase: $REPRO_KEY_PASSWORD, or asked.",
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+) -> None:
+    """Write an ECDSA P-256 key pair for signing attestations (cosign reads the .pub)."""
+    import os
+
+    from repro.attest import PASSWORD_ENV, generate
+    from repro.errors import SigningKeyError
+
+    try:
+        password = os.environ.get(PASSWORD_ENV) or None
+        if encrypt and password is None:
+            ask = _passphrase_prompt(confirm=True)
+            password = ask() if ask is not None else None
+            if not password:
+                raise SigningKeyError(f"--encrypt needs a passphrase: set ${PASSWORD_ENV}")
+        private, public = generate(prefix, password=password, force=force)
+    except ReproError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {private} (private{', encrypted' if password else ''}) and {public}")
+
+
+attest_app = typer.Typer(
+    help="Signed attestations on an image's platform manifest (docs/attestations.md).",
+    no_args_is_help=True,
+)
+app.add_typer(attest_app, name="attest")
+
+KeyFiles = Annotated[
+    list[Path],
+    typer.Option("--key", help="Public key (PEM) that may have signed; give one per signer."),
+]
+
+
+@attest_app.command("attach")
+def attest_attach(
+    ref: Annotated[str, typer.Argument(help="The image: host/repo:tag or host/repo@sha256:…")],
+    key: Annotated[Path, typer.Option("--key", help="Private key (PEM) to sign with.")],
+    recipe_name: Annotated[
+        str | None,
+        typer.Option("--recipe", help="The recipe it was built from (default: the repo's name)."),
+    ] = None,
+    no_legacy: Annotated[
+        bool, typer.Option("--no-legacy", help="Do not write cosign 2's sha256-<hex>.att tag.")
+    ] = False,
+    no_sbom: Annotated[bool, typer.Option("--no-sbom", help="Attach no SBOM.")] = False,
+    builder_id: Annotated[
+        str | None,
+        typer.Option(
+            "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
+        ),
+    ] = None,
+    platform: Annotated[str, typer.Option("--platform")] = "linux/amd64",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Sign provenance and an SBOM from the recipe's lock and attach them to the image."""
+    from repro.attest import (
+        attach_statements,
+        load_private_key,
+        platform_manifest,
+        recipe_statements,
+    )
+    from repro.recipe import find_recipes
+    from repro.registry import Registry
+
+    try:
+        signer = load_private_key(key, passphrase=_passphrase_prompt(confirm=False))
+        with Registry() as registry:
+            repo, digest = platform_manifest(registry, ref, platform)
+            name = recipe_name or repo.repository.rsplit("/", 1)[-1]
+            recipe = find_recipes(recipes_dir, [name])[0]
+            statements = recipe_statements(
+                registry, repo.name, digest, recipe, sbom=not no_sbom, builder_id=builder_id or ""
+            )
+            result = attach_statements(
+                registry, repo, digest, statements, signer, legacy=not no_legacy
+            )
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        typer.echo(
+            f"{result.image}@{result.digest}: {len(result.referrers)} statement(s) attached "
+            f"({result.path}{', ' + result.legacy if result.legacy else ''})"
+        )
+
+
+@attest_app.command("verify")
+def attest_verify(
+    ref: Annotated[str, typer.Argument(help="The image: host/repo:tag or host/repo@sha256:…")],
+    key: KeyFiles,
+    policy: Annotated[
+        str, typer.Option("--policy", help="builders>=K: K builders agree on digest and lock.")
+    ] = "builders>=1",
+    platform: Annotated[str, typer.Option("--platform")] = "linux/amd64",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Check the image's attestations: signatures, subject, predicate types, policy.
+
+    Exit 0 verified, 1 not verified, 2 bad input.
+    """
+    from repro.attest import load_public_key, parse_policy, verify_image
+    from repro.registry import Registry
+
+    try:
+        required = parse_policy(policy)
+        keys = [load_public_key(k) for k in key]
+        with Registry() as registry:
+            outcome = verify_image(registry, ref, keys, required=required, platform=platform)
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(outcome.to_json(), indent=2))
+    else:
+        typer.echo(outcome.text(), nl=False)
+    raise typer.Exit(0 if outcome.ok else 1)
+
+
+@app.command()
+def rebuild(
+    ref: Annotated[str, typer.Argument(help="The published image: host/repo:tag or @sha256:….")],
+    source: Annotated[
+        Path, typer.Option("--source", help="The recipe directory to rebuild from (a checkout).")
+    ],
+    key: Annotated[
+        list[Path] | None,
+        typer.Option("--key", help="Public key the provenance must be signed with."),
+    ] = None,
+    sign: Annotated[
+        Path | None,
+        typer.Option("--sign", help="Private key: attach your own signed reproduced statement."),
+    ] = None,
+    builder: Builder = None,
+    builder_id: Annotated[
+        str | None,
+        typer.Option(
+            "--builder-id", help="Your identity (default: $REPRO_BUILDER_ID or user@host)."
+        ),
+    ] = None,
+    no_legacy: Annotated[
+        bool, typer.Option("--no-legacy", help="Do not write cosign 2's .att tag.")
+    ] = False,
+    platform: Annotated[str, typer.Option("--platform")] = "linux/amd64",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Differing paths shown in text.")] = 40,
+) -> None:
+    """Rebuild a published image from its recipe and compare (exit 0 identical, 1 not).
+
+    The recipe in --source must be the one the image's provenance names (tree and lock
+    digests); the build uses your BuildKit with no cache.
+    """
+    from repro.attest import load_private_key, load_public_key
+    from repro.attest import rebuild as rebuild_image
+    from repro.diff import present
+    from repro.registry import Registry
+
+    try:
+        keys = [load_public_key(k) for k in key or []]
+        signer = (
+            load_private_key(sign, passphrase=_passphrase_prompt(confirm=False)) if sign else None
+        )
+        with Registry() as registry:
+            result = rebuild_image(
+                registry,
+                ref,
+                source,
+                keys=keys,
+                builder=builder,
+                sign=signer,
+                builder_id=builder_id or "",
+                legacy=not no_legacy,
+                platform=platform,
+            )
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        typer.echo(f"{result.image}@{result.digest}: {result.verdict} (rebuilt {result.rebuilt})")
+        if result.report is not None:
+            typer.echo(present.text(result.report, limit), nl=False)
+        if result.attached is not None:
+            typer.echo(f"signed reproduced statement attached ({result.attached.path})")
+    raise typer.Exit(0 if result.verdict == "identical" else 1)
 
 
 def main() -> None:

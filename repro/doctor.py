@@ -43,7 +43,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def _docker_facts(socket_path: str) -> dict[str, Any]:
-    from repro.buildkit._connect import docker_request
+    from repro.buildkit import docker_request
 
     facts: dict[str, Any] = {}
     status, body = docker_request(socket_path, "GET", "/version")

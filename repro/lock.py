@@ -32,15 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from repro.config import RepoConfig, load_repo_config, mirror_url
-from repro.errors import InputError, RecipeError, ReproError
+from repro.errors import (
+    InputError,
+    RecipeError,
+    ReproError,
+    StaleLock,  # noqa: F401 - defined in errors, re-exported here
+)
 from repro.recipe import Base, Download, GitInput, PackageSet, Recipe
 
 LOCK_VERSION = 1
 LOCK_HEADER = "# Written by `repro lock`; do not edit. `repro lock --update` moves the pins.\n"
 
 
-class StaleLock(InputError):
-    """A recipe's lock is missing or does not match the recipe."""
 
 
 # --- what a lock is made from -----------------------------------------------------
@@ -241,16 +244,10 @@ class Resolver:
     # bases
 
     def publish_ref(self, recipe_name: str, recipe: Recipe | None = None) -> str:
-        repository = recipe.publish.repository if recipe else ""
-        if not repository:
-            if not self.repo.registry:
-                raise InputError(
-                    f"recipe:{recipe_name} needs a place to be pulled from: set [publish] "
-                    f"repository in its recipe.toml or registry in {self.repo.root / 'repro.toml'}"
-                )
-            repository = f"{self.repo.registry}/{recipe_name}"
-        tag = recipe.publish.tags[0] if recipe and recipe.publish.tags else "latest"
-        return f"{repository}:{tag}"
+        """Where recipe:NAME is pulled from: its publish repository and first tag."""
+        from repro.publish import publish_reference
+
+        return publish_reference(recipe_name, recipe, self.repo)
 
     def resolve_image(self, ref: str, platforms: Sequence[str]) -> dict[str, Any]:
         from repro import oci
@@ -323,7 +320,7 @@ class Resolver:
                 f"package set {s.kind}.{s.name}: base {ref} has no image for {platform} "
                 f"(architecture {s.architecture})"
             )
-        image = entry.get("image") or _image_name(ref)
+        image = entry.get("image") or image_name(ref)
         db = from_registry(self.client(), image, manifest)
         return platform, manifest, db
 
@@ -479,7 +476,7 @@ def download_url(d: Download, repo: RepoConfig, environ: Mapping[str, str] | Non
     return mirror_url(d.mirror, repo=repo, environ=environ) + "/" + d.path.lstrip("/")
 
 
-def _image_name(ref: str) -> str:
+def image_name(ref: str) -> str:
     """``host/repo:tag`` or ``host/repo@sha256:…`` -> ``host/repo``."""
     from repro.registry import parse_reference
 
@@ -1122,17 +1119,3 @@ def vanished_pins(recipe: Recipe, data: Mapping[str, Any], repo: RepoConfig | No
                     "run repro lock --update, or install it from the vault (repro vault push)"
                 )
     return ""
-
-
-def push_recipe_image(recipe: Recipe, output: str, repo: RepoConfig | None = None) -> str:
-    """Push a built recipe's OCI layout (``oci:DIR``) to where its dependants pull it."""
-    from repro.oci import OCILayout
-    from repro.registry import Registry
-
-    kind, _, path = output.partition(":")
-    if kind != "oci":
-        raise InputError(f"{recipe.name}: a base recipe must be built to an oci: layout to push")
-    repo = repo or load_repo_config(recipe.directory.parent)
-    ref = Resolver(repo).publish_ref(recipe.name, recipe)
-    with Registry() as registry:
-        return str(registry.push_layout(OCILayout(path), ref))

@@ -63,9 +63,40 @@ def test_solve_request_has_reproducibility_attrs(tmp_path: Path) -> None:
     assert not any(k.startswith("attest:") for k in attrs), "no provenance/SBOM in the image"
     assert sr.session == "sess" and sr.ref == "ref1" and sr.frontend == "dockerfile.v0"
     assert [e.type for e in sr.exporters] == ["oci"]
-    assert dict(sr.exporters[0].attrs) == {"rewrite-timestamp": "true"}
+    pinned = {"rewrite-timestamp": "true", "oci-mediatypes": "true"}
+    assert dict(sr.exporters[0].attrs) == pinned
     assert sr.exporter_deprecated == "oci"
-    assert dict(sr.exporter_attrs_deprecated) == {"rewrite-timestamp": "true"}
+    assert dict(sr.exporter_attrs_deprecated) == pinned
+
+
+@pytest.mark.parametrize(
+    "version, sent",
+    [
+        ("", False),
+        ("v0.0.0+unknown", False),  # Debian's Docker 26.1 engine
+        ("v0.13.2", False),
+        ("v0.30.1", False),
+        ("v0.31.0", True),
+        ("v0.33.0-rc1", True),
+        ("v1.0.0", True),
+        ("garbage", False),
+    ],
+)
+def test_compatibility_version_only_where_the_buildkit_knows_it(
+    tmp_path: Path, version: str, sent: bool
+) -> None:
+    req = BuildRequest(
+        context=tmp_path,
+        dockerfile=tmp_path / "Dockerfile",
+        output=Output.parse("oci:out/x"),
+        buildkit_version=version,
+        exporter_attrs={"compression": "zstd"},
+    )
+    attrs = dict(solve_request(req, "s", "r").exporters[0].attrs)
+    assert attrs["oci-mediatypes"] == "true" and attrs["compression"] == "zstd"
+    assert attrs.get("compatibility-version") == ("30" if sent else None)
+    req.rewrite_timestamp = False
+    assert "rewrite-timestamp" not in dict(solve_request(req, "s", "r").exporters[0].attrs)
 
 
 def test_output_parse() -> None:

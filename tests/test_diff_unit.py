@@ -179,11 +179,17 @@ def test_gzip_with_fextra_header_and_zstd_layers_are_read() -> None:
 
 
 def test_garbage_and_truncated_layers_are_input_errors() -> None:
-    with pytest.raises(InputError, match="not a readable layer tar"):
+    with pytest.raises(InputError, match="^layer is not valid gzip"):
         read_table(io.BytesIO(b"\x1f\x8b" + b"garbage" * 100), "layer", Limits())
     truncated = gz(tar_bytes([F("a", os.urandom(100_000))]))[:2000]
-    with pytest.raises(InputError, match="not a readable layer tar"):
+    with pytest.raises(InputError, match="^layer is a truncated gzip stream"):
         read_table(io.BytesIO(truncated), "layer", Limits())
+
+
+def test_bzip2_and_xz_layers_are_refused_by_name() -> None:
+    for head, name in ((b"BZh91AY&SY", "bzip2"), (b"\xfd7zXZ\x00\x00", "xz")):
+        with pytest.raises(InputError, match=f"{name} layers are not supported"):
+            read_table(io.BytesIO(head + b"\0" * 100), "layer", Limits())
 
 
 def test_tar_bomb_is_refused_by_the_layer_size_bound() -> None:

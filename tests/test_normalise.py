@@ -753,7 +753,7 @@ class _FakeRegistry:
 
 
 def test_locked_base_layers_are_restored(tmp_path: Path) -> None:
-    from repro.normalise._bases import fetch_missing_blobs, locked_base_layers
+    from repro.normalise import locked_base_layers
 
     base_tar, top_tar = make_tar(SAMPLE[:3]), make_tar(SAMPLE[3:6])
     base_blob = gzip_bytes(base_tar, level=9)
@@ -785,7 +785,7 @@ def test_locked_base_layers_are_restored(tmp_path: Path) -> None:
     )
     assert found is not None and found.repository == "127.0.0.1:5000/base"
     assert [d.digest for d in found.layers] == [oci.sha256_digest(base_blob)]
-    fetch_missing_blobs(found, image, client)
+    oci.copy_blobs(client, found.repository, found.layers, image)
     result = normalise(image.path, tmp_path / "out", keep_layers=1, base_layers=tuple(found.layers))
     assert [layer.action for layer in result.layers] == ["restored", "rewritten"]
     assert oci.load_image(oci.OCILayout(tmp_path / "out")).layers[0].digest == oci.sha256_digest(

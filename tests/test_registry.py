@@ -307,7 +307,7 @@ def test_bearer_token_with_identity_token_uses_refresh_grant() -> None:
 def test_rejected_credentials_are_a_clear_error() -> None:
     handler, _ = bearer_registry(lambda r: False)
     registry, _ = make_registry(handler, credentials=lambda host: Credentials("a", "wrong"))
-    with pytest.raises(RegistryError, match="credentials in your Docker config were rejected"):
+    with pytest.raises(RegistryError, match="credentials for reg.example from .* not accepted"):
         registry.resolve("reg.example/foo:1")
     registry, _ = make_registry(handler)
     with pytest.raises(RegistryError, match="docker login reg.example"):
@@ -663,3 +663,188 @@ def test_registry_rejects_manifest_with_missing_blob(registry_host: str) -> None
     message = str(excinfo.value)
     assert "HTTP 400" in message and "\n" not in message
     assert json.dumps(message)  # one printable line
+
+
+# --- chunked uploads, resume, mounts ---
+
+
+class FakeChunked:
+    """The upload API with PATCH chunks, upload status and mounts, like distribution's:
+    each PATCH must start where the upload stands (else 416); GET says `Range: 0-N`."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.uploads: dict[str, bytearray] = {}
+        self.requests: list[httpx.Request] = []
+        self.other_repo: set[str] = set()  # digests another repository holds
+        self.fail: Callable[[httpx.Request], httpx.Response | None] = lambda r: None
+        self.count = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        failure = self.fail(request)
+        if failure is not None:
+            return failure
+        path = request.url.path
+        if request.method == "HEAD" and "/blobs/" in path:
+            return httpx.Response(200 if path.rsplit("/", 1)[1] in self.blobs else 404)
+        if request.method == "POST":
+            mount = request.url.params.get("mount")
+            if mount and mount in self.other_repo:
+                self.blobs[mount] = b"(mounted)"
+                return httpx.Response(201, headers={"Docker-Content-Digest": mount})
+            self.count += 1
+            uid = f"u{self.count}"
+            self.uploads[uid] = bytearray()
+            return httpx.Response(202, headers={"Location": f"/v2/foo/blobs/uploads/{uid}"})
+        uid = path.rsplit("/", 1)[1]
+        if uid not in self.uploads:
+            return httpx.Response(404, json={"errors": [{"code": "BLOB_UPLOAD_UNKNOWN"}]})
+        held = self.uploads[uid]
+        status = {"Range": f"0-{max(len(held) - 1, 0)}", "Location": path}
+        if request.method == "GET":
+            return httpx.Response(204, headers=status)
+        if request.method == "PATCH":
+            start, _, end = request.headers["Content-Range"].partition("-")
+            if int(start) != len(held):
+                return httpx.Response(416, headers=status)
+            body = request.read()
+            assert len(body) == int(end) - int(start) + 1
+            held.extend(body)
+            return httpx.Response(202, headers={**status, "Range": f"0-{len(held) - 1}"})
+        if request.method == "PUT":
+            held.extend(request.read())
+            digest = request.url.params["digest"]
+            if sha256_digest(bytes(held)) != digest:
+                return httpx.Response(400, json={"errors": [{"code": "DIGEST_INVALID"}]})
+            self.blobs[digest] = bytes(held)
+            del self.uploads[uid]
+            return httpx.Response(201, headers={"Docker-Content-Digest": digest})
+        if request.method == "DELETE":
+            del self.uploads[uid]
+            return httpx.Response(204)
+        return httpx.Response(405)
+
+    def methods(self) -> list[str]:
+        return [r.method for r in self.requests]
+
+
+DATA = bytes(range(256)) * 40  # 10240 bytes: three chunks of 4096
+
+
+def test_big_blobs_go_up_in_chunks() -> None:
+    fake = FakeChunked()
+    registry, _ = make_registry(fake, chunk_size=4096)
+    assert registry.push_blob("reg.example/foo", sha256_digest(DATA), len(DATA), io.BytesIO(DATA))
+    assert fake.blobs == {sha256_digest(DATA): DATA}
+    assert fake.methods() == ["HEAD", "POST", "PATCH", "PATCH", "PATCH", "PUT"]
+    ranges = [r.headers["Content-Range"] for r in fake.requests if r.method == "PATCH"]
+    assert ranges == ["0-4095", "4096-8191", "8192-10239"]
+    assert registry.counters.blobs_uploaded == 1 and registry.counters.bytes_uploaded == len(DATA)
+
+
+def test_a_dropped_chunk_resumes_where_the_registry_stands() -> None:
+    fake = FakeChunked()
+    patches = iter(range(100))
+
+    def drop_second_patch(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "PATCH" and next(patches) == 1:
+            raise httpx.WriteError("connection reset by peer")
+        return None
+
+    fake.fail = drop_second_patch
+    registry, sleeps = make_registry(fake, chunk_size=4096)
+    assert registry.push_blob("reg.example/foo", sha256_digest(DATA), len(DATA), io.BytesIO(DATA))
+    assert fake.blobs == {sha256_digest(DATA): DATA}
+    assert fake.methods() == ["HEAD", "POST", "PATCH", "PATCH", "GET", "PATCH", "PATCH", "PUT"]
+    ranges = [r.headers["Content-Range"] for r in fake.requests if r.method == "PATCH"]
+    assert ranges == ["0-4095", "4096-8191", "4096-8191", "8192-10239"]
+    assert registry.counters.resumed == 1 and registry.counters.restarted == 0
+    assert len(sleeps) == 1
+
+
+def test_an_upload_the_registry_lost_starts_over() -> None:
+    fake = FakeChunked()
+    state = {"patches": 0}
+
+    def lose_upload(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "PATCH":
+            state["patches"] += 1
+            if state["patches"] == 2:
+                fake.uploads.clear()  # the registry cancelled it
+                return httpx.Response(500)
+        return None
+
+    fake.fail = lose_upload
+    registry, _ = make_registry(fake, chunk_size=4096)
+    assert registry.push_blob("reg.example/foo", sha256_digest(DATA), len(DATA), io.BytesIO(DATA))
+    assert fake.blobs == {sha256_digest(DATA): DATA}
+    assert fake.methods().count("POST") == 2 and registry.counters.restarted == 1
+
+
+def test_chunked_bytes_that_do_not_match_are_cancelled_not_committed() -> None:
+    fake = FakeChunked()
+    registry, _ = make_registry(fake, chunk_size=4096)
+    wrong = sha256_digest(b"something else")
+    with pytest.raises(DigestMismatch):
+        registry.push_blob("reg.example/foo", wrong, len(DATA), io.BytesIO(DATA))
+    assert fake.blobs == {} and fake.uploads == {}
+    assert "PUT" not in fake.methods() and fake.methods()[-1] == "DELETE"
+
+
+def test_a_chunk_that_keeps_failing_gives_up_bounded() -> None:
+    fake = FakeChunked()
+    fake.fail = lambda r: httpx.Response(503) if r.method == "PATCH" else None
+    registry, sleeps = make_registry(fake, chunk_size=4096, tries=3)
+    with pytest.raises(RegistryError, match="HTTP 503"):
+        registry.push_blob("reg.example/foo", sha256_digest(DATA), len(DATA), io.BytesIO(DATA))
+    assert fake.methods().count("PATCH") == 3 and fake.blobs == {}
+
+
+def test_blobs_seen_in_another_repository_are_mounted() -> None:
+    fake = FakeChunked()
+    registry, _ = make_registry(fake)
+    digest = sha256_digest(b"layer")
+    fake.blobs[digest] = b"layer"
+    assert not registry.push_blob("reg.example/base", digest, 5, io.BytesIO(b"layer"))  # seen
+    del fake.blobs[digest]
+    fake.other_repo.add(digest)
+    fake.requests.clear()
+    assert registry.push_blob("reg.example/foo", digest, 5, io.BytesIO(b"layer"))
+    post = next(r for r in fake.requests if r.method == "POST")
+    assert post.url.params["mount"] == digest and post.url.params["from"] == "base"
+    assert fake.methods() == ["HEAD", "POST"]
+    assert registry.counters.blobs_mounted == 1 and registry.counters.blobs_uploaded == 0
+    # Another registry's repositories are never a mount source.
+    fake.requests.clear()
+    other = sha256_digest(b"x")
+    registry.push_blob("other.example/foo", other, 1, io.BytesIO(b"x"))
+    assert "mount" not in next(r for r in fake.requests if r.method == "POST").url.params
+
+
+def test_a_mount_the_registry_cannot_do_becomes_the_upload() -> None:
+    fake = FakeChunked()
+    registry, _ = make_registry(fake)
+    digest = sha256_digest(b"layer")
+    assert registry.push_blob(
+        "reg.example/foo", digest, 5, io.BytesIO(b"layer"), mount_from=["base"]
+    )
+    assert fake.methods() == ["HEAD", "POST", "PUT"] and fake.blobs[digest] == b"layer"
+    assert registry.counters.blobs_mounted == 0 and registry.counters.blobs_uploaded == 1
+
+
+def test_401_without_credentials_names_the_registry_and_the_config(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+
+    registry = Registry(
+        transport=httpx.MockTransport(handler),
+        credentials=lambda host: None,
+        environ={"DOCKER_CONFIG": str(tmp_path)},
+    )
+    with pytest.raises(RegistryError) as info:
+        registry.push_blob("reg.example/foo", D1, 3, io.BytesIO(b"one"))
+    message = str(info.value)
+    assert "registry reg.example requires a login" in message
+    assert str(tmp_path / "config.json") in message and "docker login reg.example" in message
+    assert "\n" not in message

@@ -11,9 +11,27 @@ talk to a builder.
 
 from __future__ import annotations
 
-from repro.buildkit._build import BuildRequest, BuildResult, Output, build, solve_request
-from repro.buildkit._connect import BuilderAddress, Connection, find_builder, parse_address
+from typing import TYPE_CHECKING
+
+from repro.buildkit._build import (
+    BuildRequest,
+    BuildResult,
+    Output,
+    build,
+    check_inputs,
+    solve_request,
+)
+from repro.buildkit._connect import (
+    BuilderAddress,
+    Connection,
+    docker_request,
+    find_builder,
+    parse_address,
+)
 from repro.buildkit._control import BuilderInfo, Control, WorkerInfo
+
+if TYPE_CHECKING:
+    from repro.buildkit._progress import Progress
 
 
 def __getattr__(name: str) -> object:
@@ -41,6 +59,8 @@ __all__ = [
     "Progress",
     "WorkerInfo",
     "build",
+    "check_inputs",
+    "docker_request",
     "connect",
     "find_builder",
     "parse_address",

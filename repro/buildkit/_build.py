@@ -24,6 +24,7 @@ import grpc
 
 from repro.buildkit._connect import Connection
 from repro.buildkit._control import Control, describe_rpc_error
+from repro.buildkit._exporter import exporter_attrs
 from repro.buildkit._session import Session, SessionServer
 from repro.buildkit.proto import buildkit_pb2 as pb
 from repro.errors import (
@@ -34,26 +35,9 @@ from repro.errors import (
     InputError,
     RegistryError,
 )
+from repro.oci import Output
 
 NETWORK_MODES = ("default", "none", "host")
-
-
-@dataclass(frozen=True)
-class Output:
-    """Where an image goes: an OCI layout directory or an OCI archive file."""
-
-    kind: str  # "oci" or "oci-archive"
-    path: Path
-
-    @classmethod
-    def parse(cls, value: str) -> Output:
-        kind, sep, path = value.partition(":")
-        if not sep or kind not in ("oci", "oci-archive") or not path:
-            raise InputError(f"--output {value!r}: expected oci:DIR or oci-archive:FILE")
-        return cls(kind, Path(path))
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.path}"
 
 
 @dataclass
@@ -75,6 +59,9 @@ class BuildRequest:
     extra_frontend_attrs: dict[str, str] = field(default_factory=dict)
     # Extra attributes for the OCI exporter, e.g. {"compression": "zstd"}.
     exporter_attrs: dict[str, str] = field(default_factory=dict)
+    # The version the BuildKit reports (set by `build` from the connection); decides
+    # whether `compatibility-version` is sent.
+    buildkit_version: str = ""
     # The user's Dockerfile when `dockerfile` is a rendered copy (errors name this one).
     source_dockerfile: Path | None = None
     # BuildKit source policy rules, in order: (action, selector, match type, new
@@ -94,6 +81,16 @@ class BuildResult:
     seconds: float
     exporter_response: dict[str, str]
     descriptor: dict[str, Any] | None = None
+    # The exporter attributes sent, and the version the BuildKit reported.
+    exporter_attrs: dict[str, str] = field(default_factory=dict)
+    buildkit_version: str = ""
+
+
+def request_exporter_attrs(req: BuildRequest) -> dict[str, str]:
+    """The OCI exporter's attributes for `req`: repro's pins (repro.buildkit._exporter)."""
+    return exporter_attrs(
+        req.buildkit_version, rewrite_timestamp=req.rewrite_timestamp, extra=req.exporter_attrs
+    )
 
 
 def solve_request(req: BuildRequest, session_id: str, ref: str) -> pb.SolveRequest:
@@ -118,10 +115,7 @@ def solve_request(req: BuildRequest, session_id: str, ref: str) -> pb.SolveReque
     for name in sorted(req.named_contexts):
         attrs[f"context:{name}"] = f"local:{name}"
     attrs.update(req.extra_frontend_attrs)
-    exporter_attrs: dict[str, str] = {}
-    if req.rewrite_timestamp:
-        exporter_attrs["rewrite-timestamp"] = "true"
-    exporter_attrs.update(req.exporter_attrs)
+    exporter_attrs = request_exporter_attrs(req)
     entitlements = ["network.host"] if req.network == "host" else []
     policy = None
     if req.source_policy:
@@ -180,7 +174,7 @@ class _ExportWriter:
                 stream = written()
                 # Checked as it arrives, not read back afterwards: BuildKit waits for
                 # this handler, and a second pass cost ~0.1 s per build.
-                verify_oci_archive(_ChunkReader(stream))
+                oci.check_archive_stream(_ChunkReader(stream))
                 for _ in stream:  # the tar's end padding, past what tarfile reads
                     pass
         else:
@@ -202,33 +196,6 @@ class _ExportWriter:
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
-
-
-def verify_oci_archive(source: _ChunkReader) -> None:
-    """Read an OCI archive as a stream and check every blob against its name."""
-    import tarfile
-
-    from repro import oci
-    from repro.errors import DigestMismatch
-
-    seen_index = False
-    with tarfile.open(fileobj=source, mode="r|") as tar:  # type: ignore[call-overload]
-        for member in tar:
-            name = member.name.lstrip("./")
-            if name == "index.json":
-                seen_index = True
-            parts = name.split("/")
-            if not (member.isfile() and len(parts) == 3 and parts[0] == "blobs"):
-                continue
-            digest = f"{parts[1]}:{parts[2]}"
-            hasher = oci.Hasher.for_digest(digest)
-            fh = tar.extractfile(member)
-            assert fh is not None
-            while chunk := fh.read(1 << 20):
-                hasher.update(chunk)
-            hasher.check(digest, member.size, f"blob {digest} in the export")
-    if not seen_index:
-        raise DigestMismatch("the export from BuildKit has no index.json")
 
 
 class _ChunkReader:
@@ -329,6 +296,8 @@ def build(
 ) -> BuildResult:
     """Run one build; return the exporter's digests. Raises ReproError subclasses."""
     check_inputs(req)
+    if not req.buildkit_version:
+        req.buildkit_version = conn.buildkit_version
     started = time.monotonic()
     control = Control(conn.channel, conn.address)
     writer = _ExportWriter(req.output)
@@ -378,6 +347,8 @@ def build(
             seconds=time.monotonic() - started,
             exporter_response=exporter_response,
             descriptor=descriptor,
+            exporter_attrs=request_exporter_attrs(req),
+            buildkit_version=req.buildkit_version,
         )
     finally:
         if session is not None:

@@ -372,6 +372,9 @@ class Connection:
         self._bridge: DockerGrpcBridge | None = None
         self._checked = False
         self.engine_version = ""  # known after preflight(), for results and provenance
+        # What the BuildKit itself reports (Info), after preflight(): decides the
+        # exporter options it is sent (repro.buildkit._exporter).
+        self.buildkit_version = ""
         options = list(CHANNEL_OPTIONS)
         if address.kind == "docker":
             if not os.path.exists(address.target):
@@ -439,11 +442,13 @@ class Connection:
                     f"({info.get('Driver', 'unknown')}), which refuses the oci exporter; enable "
                     '{"features": {"containerd-snapshotter": true}} in daemon.json'
                 )
+            self.buildkit_version = self._embedded_buildkit_version()
         else:
             from repro.buildkit._control import Control
 
             version = Control(self.channel, self.address).info(timeout=10).version
             self.engine_version = f"BuildKit {version}" if version else ""
+            self.buildkit_version = version
             if (
                 version.startswith("v")
                 and not version.startswith("v0.0.0")
@@ -454,6 +459,15 @@ class Connection:
                     "BuildKit v0.13 or newer is needed"
                 )
         self._checked = True
+
+    def _embedded_buildkit_version(self) -> str:
+        """The version the engine's BuildKit reports over /grpc; "" if it will not say."""
+        from repro.buildkit._control import Control
+
+        try:
+            return Control(self.channel, self.address).info(timeout=10).version
+        except BuilderError:
+            return ""
 
     @property
     def is_docker(self) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from repro.diff import _present as present
 from repro.diff._causes import ALL_CAUSES, Hints, PathChange, classify
 from repro.diff._compare import Options, compare
-from repro.diff._layers import Limits
+from repro.diff._layers import Limits, open_tar
 from repro.diff._sources import ImageSource, open_source
 from repro.diff._tree import (
     DIFFERENT,
@@ -54,5 +54,6 @@ __all__ = [
     "compare",
     "diff",
     "open_source",
+    "open_tar",
     "present",
 ]

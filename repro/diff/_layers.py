@@ -12,9 +12,7 @@ created, files are opened O_EXCL|O_NOFOLLOW, and symlinks are never materialised
 from __future__ import annotations
 
 import difflib
-import gzip
 import hashlib
-import io
 import os
 import tarfile
 import threading
@@ -22,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, cast
+from typing import IO
 
 from repro.diff._causes import (
     CONTENT,
@@ -34,6 +32,7 @@ from repro.diff._causes import (
     XATTRS,
 )
 from repro.errors import InputError
+from repro.oci import uncompressed
 
 CHUNK = 1024 * 1024
 HEAD_SIZE = 64 * 1024  # bytes of each side kept for classifying a content change
@@ -124,21 +123,6 @@ def _xattrs(member: tarfile.TarInfo) -> tuple[tuple[str, str], ...]:
         if key.startswith("SCHILY.xattr."):
             items.append((key[len("SCHILY.xattr.") :], value))
     return tuple(sorted(items))
-
-
-class _ZstdReader(io.RawIOBase):
-    def __init__(self, raw: IO[bytes]) -> None:
-        import zstandard
-
-        self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._reader.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 class TarReader:
@@ -282,37 +266,13 @@ def _apply_pax(info: tarfile.TarInfo, headers: dict[str, str]) -> None:
             pass
 
 
-def _gunzip(stream: IO[bytes]) -> IO[bytes]:
-    """A gzip reader: ISA-L's where installed (about twice as fast at decompressing;
-    the bytes out are the same, and nothing repro writes is compressed with it)."""
-    try:
-        from isal import igzip
-    except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
-        return cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb"))
-    return cast(IO[bytes], igzip.GzipFile(fileobj=stream, mode="rb"))
-
-
-def _decompressed(stream: IO[bytes]) -> tuple[IO[bytes], IO[bytes]]:
-    """The tar stream inside a (maybe gzip/zstd-compressed) layer, and the raw reader."""
-    reader = io.BufferedReader(cast(io.RawIOBase, stream), CHUNK)
-    magic = reader.peek(4)[:4]
-    buffered = cast(IO[bytes], reader)
-    if magic == b"\x28\xb5\x2f\xfd":
-        return cast(IO[bytes], io.BufferedReader(_ZstdReader(buffered), CHUNK)), buffered
-    if magic[:2] == b"\x1f\x8b":
-        return cast(IO[bytes], _gunzip(buffered)), buffered
-    if magic[:3] in (b"BZh", b"\xfd7z"):
-        raise InputError("bzip2/xz layers are not supported")
-    return buffered, buffered
-
-
 @contextmanager
 def open_tar(stream: IO[bytes], label: str) -> Iterator[TarReader]:
     """Read a layer as a tar; at the end, the rest of the blob, so its digest is checked."""
     try:
-        source, raw = _decompressed(stream)
+        source, raw, compression = uncompressed(stream, label)
         reader = TarReader(source, label)
-        reader.compressed = source is not raw
+        reader.compressed = compression != "none"
         yield reader
         while raw.read(CHUNK):
             pass

@@ -18,7 +18,6 @@ from repro.oci import (
     IMAGE_MANIFEST_MEDIA_TYPES,
     MAX_JSON_SIZE,
     Descriptor,
-    OCILayout,
     manifest_children,
     parse_json_document,
 )
@@ -62,7 +61,9 @@ def locked_base_layers(
         )
         if not isinstance(digest, str):
             continue
-        repository = parse_reference(ref).name
+        # A `recipe:NAME` base names its image in the entry; any other base is its ref.
+        image = entry.get("image")
+        repository = parse_reference(image if isinstance(image, str) else ref).name
         data, media_type, _ = client.get_manifest(f"{repository}@{digest}")
         if media_type not in IMAGE_MANIFEST_MEDIA_TYPES:
             continue  # an index without the platform: nothing to match
@@ -79,12 +80,3 @@ def locked_base_layers(
         if best is None or len(base_ids) > len(best.diff_ids):
             best = BaseLayers(repository, layers, base_ids)
     return best
-
-
-def fetch_missing_blobs(base: BaseLayers, layout: OCILayout, client: Any) -> None:
-    """Put the base's layer blobs that `layout` lacks into it (digest checked)."""
-    for layer in base.layers:
-        path = layout.blob_path(layer.digest)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            client.get_blob(base.repository, layer.digest, path, layer.size)

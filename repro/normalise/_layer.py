@@ -58,6 +58,7 @@ from repro.errors import EnvironmentError_, InputError
 from repro.normalise._rules import SHADOW_FILES, Change, ContentRules, NormaliseOptions
 from repro.oci import (
     CHUNK_SIZE,
+    GZIP_MAGIC,
     MEDIA_TYPE_OCI_LAYER_GZIP,
     MEDIA_TYPE_OCI_LAYER_ZSTD,
     Descriptor,
@@ -65,10 +66,10 @@ from repro.oci import (
     OCILayout,
     Readable,
     short_digest,
+    uncompressed,
+    zstandard_module,
 )
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MARKER_VERSION = 1
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
@@ -197,7 +198,7 @@ class _LayerSink:
         if options.compression == "gzip":
             self._emit(gzip_header(options))
         else:
-            zstandard = _zstandard()
+            zstandard = zstandard_module()
             self._zstd = zstandard.ZstdCompressor(
                 level=options.compression_level,
                 write_checksum=False,
@@ -250,74 +251,16 @@ class _LayerSink:
         )
 
 
-def _zstandard() -> Any:
-    try:
-        import zstandard
-    except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
-        raise EnvironmentError_(
-            "zstd layers need the 'zstandard' package: pip install zstandard"
-        ) from None
-    return zstandard
-
-
 # --- reading -----------------------------------------------------------------
 
 
 def _spill(reader: Readable, spill: BinaryIO, what: str) -> None:
-    """Decompress (gzip, zstd or none, by magic) a layer into `spill`."""
-    head = reader.read(4)
-    if head[:2] == GZIP_MAGIC:
-        _spill_gzip(head, reader, spill, what)
-    elif head == ZSTD_MAGIC:
-        zstandard = _zstandard()
-        source = _Prefixed(head, reader)
-        try:
-            with zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True) as zr:
-                while chunk := zr.read(CHUNK_SIZE):
-                    spill.write(chunk)
-        except zstandard.ZstdError as e:
-            raise InputError(f"{what} is not valid zstd: {e}") from None
-    else:
-        spill.write(head)
-        while chunk := reader.read(CHUNK_SIZE):
-            spill.write(chunk)
-
-
-def _spill_gzip(head: bytes, reader: Readable, spill: BinaryIO, what: str) -> None:
-    d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    pending = head
-    try:
-        while True:
-            data = pending or reader.read(CHUNK_SIZE)
-            pending = b""
-            if not data:
-                if not d.eof:
-                    raise InputError(f"{what} is a truncated gzip stream")
-                return
-            spill.write(d.decompress(data))
-            while d.eof and d.unused_data:  # another gzip member, or trailing zeros
-                rest = d.unused_data
-                if rest.strip(b"\0") == b"":
-                    rest = b""
-                    break
-                d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                spill.write(d.decompress(rest))
-    except zlib.error as e:
-        raise InputError(f"{what} is not valid gzip: {e}") from None
-
-
-class _Prefixed:
-    def __init__(self, prefix: bytes, rest: Readable) -> None:
-        self._prefix = prefix
-        self._rest = rest
-
-    def read(self, n: int = -1) -> bytes:
-        if self._prefix:
-            out, self._prefix = self._prefix[:n] if n >= 0 else self._prefix, b""
-            if n >= 0 and len(out) < n:
-                out += self._rest.read(n - len(out))
-            return out
-        return self._rest.read(n)
+    """Decompress a layer (gzip, zstd or none, told by `repro.oci`) into `spill`."""
+    stream, raw, _ = uncompressed(reader, what)
+    while chunk := stream.read(CHUNK_SIZE):
+        spill.write(chunk)
+    while raw.read(CHUNK_SIZE):  # trailing bytes: still part of the blob's digest
+        pass
 
 
 # --- the canonical tar -------------------------------------------------------
@@ -712,58 +655,10 @@ def normalise_layer(
     )
 
 
-class _Decompressing:
-    """A reader of a layer blob's tar stream, whatever its compression (gzip, zstd, none)."""
-
-    def __init__(self, raw: Readable, what: str) -> None:
-        self._what = what
-        head = raw.read(4)
-        self._zstd: Any = None
-        self._gz: Any = None
-        if head[:2] == GZIP_MAGIC:
-            self._gz = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        elif head == ZSTD_MAGIC:
-            self._zstd = (
-                _zstandard()
-                .ZstdDecompressor()
-                .stream_reader(_Prefixed(head, raw), read_across_frames=True)
-            )
-        self._raw = raw
-        self._buf = b"" if self._zstd is not None else head
-
-    def read(self, n: int = -1) -> bytes:
-        if self._zstd is not None:
-            return bytes(self._zstd.read(n if n >= 0 else CHUNK_SIZE))
-        if self._gz is None:
-            data, self._buf = self._buf + self._raw.read(max(n - len(self._buf), 0)), b""
-            return data
-        chunks: list[bytes] = []
-        have = 0
-        while n < 0 or have < n:
-            if self._gz.eof:  # another gzip member may follow, or trailing zeros
-                data = self._gz.unused_data or self._raw.read(CHUNK_SIZE)
-                if not data.strip(b"\0"):
-                    break
-                self._gz = zlib.decompressobj(zlib.MAX_WBITS | 16)
-            elif self._gz.unconsumed_tail:
-                data = self._gz.unconsumed_tail
-            else:
-                data, self._buf = self._buf or self._raw.read(CHUNK_SIZE), b""
-                if not data:
-                    raise InputError(f"{self._what} is a truncated gzip stream")
-            try:
-                out = self._gz.decompress(data, 0 if n < 0 else n - have)
-            except zlib.error as e:
-                raise InputError(f"{self._what} is not valid gzip: {e}") from None
-            chunks.append(out)
-            have += len(out)
-        return b"".join(chunks)
-
-
 def layer_paths(layout: OCILayout, layer: Descriptor, what: str) -> Iterator[str]:
     """The canonical names of a layer's entries, read as a stream (headers only)."""
     with layout.open_blob(layer.digest, layer.size) as raw:
-        reader = _Decompressing(raw, what)
+        reader, _, _ = uncompressed(raw, what)
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
                 for member in tar:

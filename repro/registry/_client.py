@@ -17,20 +17,22 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import hashlib
 import ipaddress
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from typing import IO
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
 
 import httpx
 
 from repro import __version__
-from repro.dockerconfig import Credentials, get_credentials
+from repro.dockerconfig import Credentials, config_path, get_credentials
 from repro.errors import DigestMismatch, InputError, RegistryError
 from repro.oci import (
     CHUNK_SIZE,
@@ -44,6 +46,7 @@ from repro.oci import (
     OCILayout,
     atomic_writer,
     is_digest,
+    parse_digest,
     parse_json_document,
 )
 
@@ -74,6 +77,12 @@ MAX_BACKOFF = 8.0
 MAX_RETRY_AFTER = 30.0
 # 501 and 505 say "never", not "later".
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
+# Blobs larger than this go up in chunks of this size (PATCH with Content-Range), so a
+# dropped connection costs at most one chunk: the upload resumes where the registry
+# says it stands. Smaller blobs go up in one PUT.
+DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024
+# Blobs of one image pushed at once.
+PUSH_PARALLEL = 4
 # Tokens without `expires_in` live 60 s (distribution spec); renew a little early.
 _TOKEN_MIN_LIFETIME = 60
 _TOKEN_MARGIN = 10
@@ -206,12 +215,67 @@ class _Token:
         return time.monotonic() < self.expires_at
 
 
+class ManifestNotFound(RegistryError):
+    """The registry has no manifest under that tag or digest (HTTP 404)."""
+
+
+class ManifestChanged(RegistryError):
+    """A conditional manifest PUT was refused: the tag moved since it was read (HTTP 412)."""
+
+
 class _Unreachable(RegistryError):
     """A request failed below HTTP (connection refused, reset, timeout)."""
 
 
 class _RetryUpload(RegistryError):
     """An upload's PUT failed in a way that a fresh upload session may fix."""
+
+
+class _UploadLost(RegistryError):
+    """The registry no longer knows an upload session (or cannot resume it)."""
+
+
+@dataclass
+class PushCounters:
+    """What a `Registry` did while pushing: blobs found, mounted, uploaded; bytes sent.
+
+    Counted over the client's life; `since` gives the part of one operation.
+    """
+
+    images_present: int = 0  # every tag already named the image: nothing checked below it
+    blobs_present: int = 0  # HEAD found the blob: nothing sent
+    blobs_mounted: int = 0  # mounted from another repository of the same registry
+    blobs_uploaded: int = 0
+    bytes_uploaded: int = 0  # blob bytes the registry accepted (a resent chunk counts twice)
+    manifests_put: int = 0  # manifests stored, by digest or under a tag
+    retries: int = 0  # waits before a retry (backoff or Retry-After)
+    resumed: int = 0  # uploads continued after a dropped or failed chunk
+    restarted: int = 0  # uploads started over in a fresh session
+
+    def since(self, before: PushCounters) -> PushCounters:
+        return PushCounters(
+            **{k: getattr(self, k) - getattr(before, k) for k in self.__dataclass_fields__}
+        )
+
+    def to_json(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class PushedImage:
+    """The outcome of `Registry.push_image`: where the image is, and what it took."""
+
+    repository: str  # host/repository
+    digest: str  # the top manifest or index
+    media_type: str
+    tags: tuple[str, ...]
+    manifests: dict[str, str] = field(default_factory=dict)  # platform -> manifest digest
+    counters: PushCounters = field(default_factory=PushCounters)
+
+    @property
+    def reference(self) -> str:
+        """`host/repository@digest`: the image, by digest."""
+        return f"{self.repository}@{self.digest}"
 
 
 def _describe_transport_error(error: httpx.TransportError) -> str:
@@ -342,7 +406,15 @@ class Registry:
         backoff: float = DEFAULT_BACKOFF,
         sleep: Callable[[float], None] = time.sleep,
         environ: Mapping[str, str] | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
+        self._environ = environ
+        self._chunk_size = max(1, chunk_size)
+        self.counters = PushCounters()
+        self._counter_lock = threading.Lock()
+        # Where each blob digest is known to be: (host, repository) pairs, from pushes,
+        # HEADs and downloads; the source of cross-repository mounts.
+        self._known: dict[str, set[tuple[str, str]]] = {}
         self._insecure = {h.lower() for h in insecure} | set(insecure_hosts_from_env(environ))
         self._get_credentials = credentials
         self._tries = max(1, tries)
@@ -403,7 +475,17 @@ class Registry:
 
     # -- sending, retrying, authenticating --
 
+    def _count(self, **amounts: int) -> None:
+        with self._counter_lock:
+            for name, amount in amounts.items():
+                setattr(self.counters, name, getattr(self.counters, name) + amount)
+
+    def _remember(self, ref: Reference, digest: str) -> None:
+        with self._counter_lock:
+            self._known.setdefault(digest, set()).add((ref.host, ref.repository))
+
     def _pause(self, attempt: int, delay: float | None) -> None:
+        self._count(retries=1)
         if delay is None:
             delay = min(MAX_BACKOFF, self._backoff * 2 ** (attempt - 1))
         self._sleep(delay)
@@ -520,11 +602,24 @@ class Registry:
             credentials = self._credentials_for(host)
             if credentials is None:
                 raise RegistryError(
-                    f"registry {host} requires a login for {what}; run `docker login {host}`"
+                    f"registry {host} requires a login for {what}: {self._login_hint(host)}"
                 )
             self._basic[host] = credentials
             return
-        raise RegistryError(f"registry {host} refused {what} (HTTP 401) without a usable challenge")
+        raise RegistryError(
+            f"registry {host} refused {what} (HTTP 401) without a usable challenge: "
+            f"{self._login_hint(host)}"
+        )
+
+    def _login_hint(self, host: str) -> str:
+        """Where credentials for `host` were looked up, and how to add some."""
+        where = config_path(self._environ)
+        if self._credentials_for(host) is None:
+            return (
+                f"no credentials for {host} in {where} (auths, credHelpers, credsStore); "
+                f"run `docker login {host}`"
+            )
+        return f"the credentials for {host} from {where} were not accepted"
 
     def _fetch_token(self, host: str, challenge: Mapping[str, str], scope: str) -> _Token:
         realm = challenge.get("realm")
@@ -563,11 +658,7 @@ class Registry:
 
     def _parse_token(self, host: str, response: httpx.Response, with_login: bool) -> _Token:
         if response.status_code in (401, 403):
-            hint = (
-                "the credentials in your Docker config were rejected"
-                if with_login
-                else f"a login is needed; run `docker login {host}`"
-            )
+            hint = self._login_hint(host)
             raise RegistryError(
                 f"registry {host} refused a token: {hint} (HTTP {response.status_code})"
             )
@@ -595,7 +686,8 @@ class Registry:
         detail = _error_detail(response)
         if status == 401:
             raise RegistryError(
-                f"registry {host} refused {what}: not authorized ({detail}, HTTP 401)"
+                f"registry {host} refused {what}: not authorized (HTTP 401): "
+                f"{self._login_hint(host)}"
             )
         if status == 403:
             raise RegistryError(
@@ -636,6 +728,12 @@ class Registry:
 
     def get_manifest(self, ref: Reference | str) -> tuple[bytes, str, str]:
         """The manifest `ref` names: (bytes, media type, digest), digest verified."""
+        data, media_type, digest, _etag = self.get_manifest_with_etag(ref)
+        return data, media_type, digest
+
+    def get_manifest_with_etag(self, ref: Reference | str) -> tuple[bytes, str, str, str | None]:
+        """Like `get_manifest`, plus the ETag the registry sent (for `put_manifest`'s
+        `if_match`); raises ManifestNotFound when there is no such manifest."""
         ref = _as_reference(ref)
         what = f"get manifest {ref}"
         response = self._request(
@@ -649,7 +747,7 @@ class Registry:
         )
         with contextlib.closing(response):
             if response.status_code == 404:
-                raise RegistryError(f"image {ref} not found")
+                raise ManifestNotFound(f"image {ref} not found")
             self._check(response, ref.host, what, (200,))
             data = self._read_limited(response, ref.host, what, MAX_MANIFEST_SIZE)
         expected = self._expected_manifest_digest(ref, response)
@@ -666,7 +764,7 @@ class Registry:
                     "which is not an image manifest or index"
                 )
             media_type = str(declared)
-        return data, media_type, hasher.digest()
+        return data, media_type, hasher.digest(), response.headers.get("ETag")
 
     def _expected_manifest_digest(self, ref: Reference, response: httpx.Response) -> str | None:
         header = response.headers.get("Docker-Content-Digest")
@@ -694,9 +792,20 @@ class Registry:
         return b"".join(chunks)
 
     def put_manifest(
-        self, repo: Reference | str, tag_or_digest: str, data: bytes, media_type: str
+        self,
+        repo: Reference | str,
+        tag_or_digest: str,
+        data: bytes,
+        media_type: str,
+        *,
+        if_match: str | None = None,
     ) -> str:
-        """Store a manifest under a tag or its digest; returns the (verified) digest."""
+        """Store a manifest under a tag or its digest; returns the (verified) digest.
+
+        With `if_match` (an ETag from `get_manifest_with_etag`), a registry that honours
+        conditional requests refuses the write when the tag moved since (ManifestChanged);
+        one that ignores If-Match (distribution 2.8) stores it anyway.
+        """
         ref = _as_reference(repo)
         if is_digest(tag_or_digest):
             hasher = Hasher.for_digest(tag_or_digest)
@@ -715,12 +824,15 @@ class Registry:
             ref,
             scope=f"repository:{ref.repository}:pull,push",
             what=what,
-            headers={"Content-Type": media_type},
+            headers={"Content-Type": media_type, **({"If-Match": if_match} if if_match else {})},
             content=lambda: data,
         )
         with contextlib.closing(response):
+            if response.status_code == 412 and if_match:
+                raise ManifestChanged(f"registry {ref.host}: {ref.name}:{tag_or_digest} moved")
             self._check(response, ref.host, what, (200, 201))
             stored = response.headers.get("Docker-Content-Digest")
+        self._count(manifests_put=1)
         if stored and stored != digest:
             raise DigestMismatch(
                 f"registry {ref.host} stored manifest {ref.name}:{tag_or_digest} under a "
@@ -739,7 +851,8 @@ class Registry:
             if response.status_code == 404:
                 return False
             self._check(response, ref.host, what, (200,))
-            return True
+        self._remember(ref, digest)
+        return True
 
     def blob_exists(self, repo: Reference | str, digest: str) -> bool:
         """Whether the repository already has the blob."""
@@ -783,7 +896,9 @@ class Registry:
                     raise RegistryError(f"blob {digest} not found in {ref.name}")
                 self._check(response, ref.host, what, (200,))
                 try:
-                    return self._stream_blob(response, out, ref, digest, size)
+                    written = self._stream_blob(response, out, ref, digest, size)
+                    self._remember(ref, digest)
+                    return written
                 except httpx.TransportError as e:
                     reason = _describe_transport_error(e)
                     if attempt == self._tries or start is None:
@@ -813,12 +928,25 @@ class Registry:
         hasher.check(digest, size, what)
         return hasher.size
 
-    def push_blob(self, repo: Reference | str, digest: str, size: int, stream: IO[bytes]) -> bool:
-        """Upload a blob from a stream unless the repository has it; True if uploaded.
+    def push_blob(
+        self,
+        repo: Reference | str,
+        digest: str,
+        size: int,
+        stream: IO[bytes],
+        *,
+        mount_from: Iterable[str] = (),
+    ) -> bool:
+        """Put a blob in the repository unless it has it; True if it was sent or mounted.
 
-        A monolithic upload (POST, then PUT ?digest=) streamed from `stream`;
-        the bytes are hashed as they go and the upload is aborted if they do
-        not match `digest`.
+        HEAD first. A blob the client saw in another repository of the same registry
+        (or in one of `mount_from`, repository paths) is mounted from there
+        (`?mount=&from=`); a registry that cannot mount answers with an upload
+        session, which is used as is. Blobs up to the chunk size go up in one PUT;
+        bigger ones in PATCH chunks, and a chunk that fails (dropped connection,
+        5xx) is followed by a GET of the upload's status and the upload continues
+        from the registry's Range. The bytes are hashed as they go; an upload
+        whose bytes do not match `digest` is cancelled before it is committed.
         """
         ref = _as_reference(repo)
         if not is_digest(digest):
@@ -826,31 +954,69 @@ class Registry:
         scope = f"repository:{ref.repository}:pull,push"
         if self._blob_exists(ref, digest, scope):
             log.debug("blob %s already in %s", digest, ref.name)
+            self._count(blobs_present=1)
             return False
         what = f"push blob {digest} to {ref.name}"
         start = stream.tell() if stream.seekable() else None
+        source = self._mount_source(ref, digest, mount_from)
         for attempt in range(1, self._tries + 1):
-            location = self._start_upload(ref, scope, what)
+            location = self._start_upload(ref, scope, what, digest if source else None, source)
+            if location is None:
+                self._count(blobs_mounted=1)
+                self._remember(ref, digest)
+                log.debug("blob %s mounted into %s from %s", digest, ref.name, source)
+                return True
+            source = None  # a mount that did not happen is not tried again
             try:
-                self._finish_upload(ref, location, digest, size, stream, scope, what)
+                if size > self._chunk_size and start is not None:
+                    self._upload_chunks(ref, location, digest, size, stream, start, scope, what)
+                else:
+                    self._finish_upload(ref, location, digest, size, stream, scope, what)
+                    self._count(bytes_uploaded=size)
+                self._count(blobs_uploaded=1)
+                self._remember(ref, digest)
                 return True
             except _Unreachable:
                 if attempt == self._tries or start is None:
                     raise
-            except _RetryUpload as e:
+            except (_RetryUpload, _UploadLost) as e:
                 if attempt == self._tries or start is None:
                     raise RegistryError(e.message) from None
             # A failed PUT may have ended the upload session: start a new one.
+            self._count(restarted=1)
             stream.seek(start)
             self._pause(attempt, None)
         raise AssertionError("unreachable")
 
-    def _start_upload(self, ref: Reference, scope: str, what: str) -> httpx.URL:
-        url = f"{self.base_url(ref.host)}/{ref.repository}/blobs/uploads/"
+    def _mount_source(self, ref: Reference, digest: str, candidates: Iterable[str]) -> str | None:
+        """A repository of `ref`'s registry that has (or may have) the blob, if any."""
+        with self._counter_lock:
+            known = sorted(
+                repo
+                for host, repo in self._known.get(digest, ())
+                if host == ref.host and repo != ref.repository
+            )
+        choices = known + [c for c in candidates if c != ref.repository]
+        return choices[0] if choices else None
+
+    def _start_upload(
+        self,
+        ref: Reference,
+        scope: str,
+        what: str,
+        mount: str | None = None,
+        source: str | None = None,
+    ) -> httpx.URL | None:
+        """POST a new upload session and return its URL; None when the blob was mounted."""
+        url = httpx.URL(f"{self.base_url(ref.host)}/{ref.repository}/blobs/uploads/")
+        if mount and source:
+            url = url.copy_merge_params({"mount": mount, "from": source})
         response = self._request(
             "POST", url, ref, scope=scope, what=what, headers={"Content-Length": "0"}
         )
         with contextlib.closing(response):
+            if mount and source and response.status_code == 201:
+                return None
             self._check(response, ref.host, what, (202,))
             location = response.headers.get("Location")
             if not location:
@@ -881,6 +1047,11 @@ class Registry:
             content=_replayable_body(stream, digest, size, body),
             retry=False,
         )
+        self._check_committed(ref, response, digest, what)
+
+    def _check_committed(
+        self, ref: Reference, response: httpx.Response, digest: str, what: str
+    ) -> None:
         with contextlib.closing(response):
             if response.status_code in _RETRY_STATUSES:
                 response.read()
@@ -896,38 +1067,268 @@ class Registry:
                 f"expected {digest}, got {stored}"
             )
 
-    # -- layouts --
+    def _upload_chunks(
+        self,
+        ref: Reference,
+        location: httpx.URL,
+        digest: str,
+        size: int,
+        stream: IO[bytes],
+        start: int,
+        scope: str,
+        what: str,
+    ) -> None:
+        """PATCH the blob in chunks, resuming from the registry's Range after a failure,
+        then commit it with an empty PUT once our own hash of the bytes matches."""
+        algorithm = parse_digest(digest)[0]
+        hashed = hashlib.new(algorithm)  # over stream[start : start + offset]
+        offset = 0
+        failures = 0
+        while offset < size:
+            end = min(size, offset + self._chunk_size)
+            chunk = _Chunk(stream, start, offset, end, hashed)
+            try:
+                response = self._request(
+                    "PATCH",
+                    location,
+                    ref,
+                    scope=scope,
+                    what=what,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{end - 1}",
+                        "Content-Length": str(end - offset),
+                    },
+                    content=chunk.body,
+                    retry=False,
+                )
+            except _Unreachable as e:
+                response = None
+                reason = e.message
+            if response is not None and response.status_code == 202:
+                with contextlib.closing(response):
+                    moved = response.headers.get("Location")
+                    confirmed = _range_end(response.headers.get("Range"))
+                if moved:
+                    location = response.url.join(moved)
+                if confirmed is not None and confirmed != end:
+                    raise _UploadLost(
+                        f"registry {ref.host}: {what}: the upload stands at byte {confirmed} "
+                        f"after a chunk that ended at {end}"
+                    )
+                hashed = chunk.hashed
+                self._count(bytes_uploaded=end - offset)
+                offset = end
+                continue
+            if response is not None:
+                with contextlib.closing(response):
+                    response.read()
+                    status = response.status_code
+                    if status not in _RETRY_STATUSES and status != 416:
+                        self._check(response, ref.host, what, (202,))
+                    reason = f"{_error_detail(response)} (HTTP {status})"
+            failures += 1
+            if failures >= self._tries:
+                raise RegistryError(f"registry {ref.host}: {what} failed: {reason}")
+            self._pause(failures, None)
+            location, offset = self._upload_status(ref, location, scope, what)
+            if offset > end or offset > size:
+                raise _UploadLost(f"registry {ref.host}: {what}: the upload is past what was sent")
+            hashed = _rehash(stream, start, offset, algorithm, chunk, hashed)
+            self._count(resumed=1)
+            log.debug("%s: resuming at byte %d after %s", what, offset, reason)
+        actual = f"{algorithm}:{hashed.hexdigest()}"
+        if actual != digest:
+            self._cancel_upload(ref, location, scope, what)
+            raise DigestMismatch(
+                f"blob {digest} pushed to {ref.name} does not match its digest: got {actual}"
+            )
+        url = location.copy_merge_params({"digest": digest})
+        response = self._request(
+            "PUT",
+            url,
+            ref,
+            scope=scope,
+            what=what,
+            headers={"Content-Length": "0"},
+            content=lambda: b"",
+        )
+        self._check_committed(ref, response, digest, what)
+
+    def _upload_status(
+        self, ref: Reference, location: httpx.URL, scope: str, what: str
+    ) -> tuple[httpx.URL, int]:
+        """Where an upload stands: (its URL, the number of bytes the registry holds)."""
+        response = self._request("GET", location, ref, scope=scope, what=f"{what} (status)")
+        with contextlib.closing(response):
+            if response.status_code in (400, 404, 410, 416):
+                response.read()
+                raise _UploadLost(
+                    f"registry {ref.host}: {what}: the upload could not be resumed "
+                    f"({_error_detail(response)}, HTTP {response.status_code})"
+                )
+            self._check(response, ref.host, f"{what} (status)", (204, 200))
+            moved = response.headers.get("Location")
+            held = _range_end(response.headers.get("Range"))
+        return (response.url.join(moved) if moved else location), held or 0
+
+    def _cancel_upload(self, ref: Reference, location: httpx.URL, scope: str, what: str) -> None:
+        with contextlib.suppress(RegistryError):
+            response = self._request(
+                "DELETE", location, ref, scope=scope, what=f"{what} (cancel)", retry=False
+            )
+            response.close()
+
+    # -- images --
 
     def push_layout(
         self, layout: OCILayout, ref: Reference | str, *, top: Descriptor | None = None
     ) -> str:
-        """Push an OCI layout's image and return its digest.
+        """Push an OCI layout's image and return its digest (see `push_image`).
 
-        Every blob reachable from `top` (default: the one image `index.json`
-        names) is pushed first, then the manifests, children before the index
-        that lists them. The top manifest is stored under `ref`'s tag if it has
-        one, else by digest only.
+        The image goes under `ref`'s tag if it has one, else by digest only.
         """
         ref = _as_reference(ref)
+        tags = (ref.tag,) if ref.tag else ()
+        return self.push_image(layout, ref.with_tag(None), tags, top=top).digest
+
+    def push_image(
+        self,
+        layout: OCILayout,
+        repo: Reference | str,
+        tags: Sequence[str] = (),
+        *,
+        top: Descriptor | None = None,
+        mount_from: Sequence[str] = (),
+        before_tags: Callable[[PushedImage], None] | None = None,
+    ) -> PushedImage:
+        """Push an OCI layout's image to a repository, then point `tags` at it.
+
+        Every blob reachable from `top` (default: the one image `index.json` names)
+        goes first, several at once, each only if the registry lacks it; then the
+        manifests by digest, children before the index that lists them; the tags
+        last, once everything below them is in the registry. A push that fails
+        on the way moves no tag. `before_tags` is called with the image, in the
+        registry by digest, just before the tags move (attestations go there); if it
+        raises, no tag moves.
+        """
+        ref = _as_reference(repo)
+        for tag in tags:
+            if not is_valid_tag(tag):
+                raise InputError(f"invalid tag {tag!r}")
         layout.check_layout_file()
         top = top or layout.top_descriptor()
         if not top.is_manifest:
             raise InputError(f"{top.digest} in {layout.path} is a {top.media_type}, not an image")
         if ref.digest and ref.digest != top.digest:
             raise InputError(f"{ref} does not name the layout's image {top.digest}")
-        pushed = 0
-        for descriptor in layout.walk([top]):
-            if descriptor.is_manifest:
-                data = layout.read_blob(descriptor.digest, descriptor.size, MAX_MANIFEST_SIZE)
-                is_top = descriptor.digest == top.digest
-                target = ref.tag if is_top and ref.tag else descriptor.digest
-                self.put_manifest(ref, target, data, descriptor.media_type)
-            elif self._push_layout_blob(layout, ref, descriptor):
-                pushed += 1
-        log.info("pushed %s@%s (%d new blobs)", ref.name, top.digest, pushed)
-        return top.digest
+        before = replace(self.counters)
+        descriptors = list(layout.walk([top]))
+        manifests: dict[str, str] = {}
+        for descriptor in descriptors:
+            if descriptor.is_manifest and descriptor.platform and not descriptor.is_attestation:
+                manifests.setdefault(str(descriptor.platform), descriptor.digest)
+        if not manifests and not top.is_index:
+            manifests.update(_single_platform(layout, top))
+        top_data = layout.read_blob(top.digest, top.size, MAX_MANIFEST_SIZE)
+        # Already published: every tag names this digest. A registry stores a manifest
+        # only when everything it refers to is there, so nothing below is missing.
+        unchanged = bool(tags) and all(self._tag_names(ref, t, top.digest) for t in tags)
+        if unchanged:
+            self._count(images_present=1)
+        else:
+            self._push_blobs(layout, ref, [d for d in descriptors if not d.is_manifest], mount_from)
+            for descriptor in descriptors:
+                if descriptor.is_manifest:
+                    data = layout.read_blob(descriptor.digest, descriptor.size, MAX_MANIFEST_SIZE)
+                    self.put_manifest(ref, descriptor.digest, data, descriptor.media_type)
+        if before_tags is not None:
+            before_tags(
+                PushedImage(
+                    repository=ref.name,
+                    digest=top.digest,
+                    media_type=top.media_type,
+                    tags=tuple(tags),
+                    manifests=dict(manifests),
+                    counters=self.counters.since(before),
+                )
+            )
+        for tag in tags if not unchanged else ():
+            self.put_manifest(ref, tag, top_data, top.media_type)
+        counters = self.counters.since(before)
+        log.info(
+            "pushed %s@%s (%d blobs uploaded, %d mounted, %d present)",
+            ref.name,
+            top.digest,
+            counters.blobs_uploaded,
+            counters.blobs_mounted,
+            counters.blobs_present,
+        )
+        return PushedImage(
+            repository=ref.name,
+            digest=top.digest,
+            media_type=top.media_type,
+            tags=tuple(tags),
+            manifests=manifests,
+            counters=counters,
+        )
 
-    def _push_layout_blob(self, layout: OCILayout, ref: Reference, descriptor: Descriptor) -> bool:
+    def _tag_names(self, ref: Reference, tag: str, digest: str) -> bool:
+        """Whether `ref`'s repository has `tag` pointing at `digest` (a 404 is no)."""
+        try:
+            return self.resolve(ref.with_tag(tag).with_digest(None)).digest == digest
+        except DigestMismatch:
+            return False
+        except RegistryError as exc:
+            if "not found" in str(exc):
+                return False
+            raise
+
+    def _push_blobs(
+        self,
+        layout: OCILayout,
+        ref: Reference,
+        blobs: Sequence[Descriptor],
+        mount_from: Sequence[str],
+    ) -> None:
+        """Push blobs, PUSH_PARALLEL at a time; the first failure stops the rest."""
+        failed = threading.Event()
+
+        def push(descriptor: Descriptor) -> None:
+            if failed.is_set():
+                return
+            try:
+                self._push_layout_blob(layout, ref, descriptor, mount_from)
+            except BaseException:
+                failed.set()
+                raise
+
+        if len(blobs) <= 1:
+            for descriptor in blobs:
+                push(descriptor)
+            return
+        # Biggest first, so that the last to finish is not a big one started late.
+        ordered = sorted(blobs, key=lambda d: -d.size)
+        with ThreadPoolExecutor(max_workers=min(PUSH_PARALLEL, len(ordered))) as pool:
+            futures = [pool.submit(push, d) for d in ordered]
+            try:
+                for future in futures:
+                    future.exception()  # waits; an interrupt here stops what has not started
+            except BaseException:
+                failed.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+
+    def _push_layout_blob(
+        self,
+        layout: OCILayout,
+        ref: Reference,
+        descriptor: Descriptor,
+        mount_from: Sequence[str] = (),
+    ) -> bool:
         path = layout.blob_path(descriptor.digest)
         try:
             stream = open(path, "rb")  # noqa: SIM115 - closed by the with below
@@ -942,4 +1343,140 @@ class Registry:
                     f"blob {descriptor.digest} in OCI layout {layout.path} has {actual} bytes, "
                     f"expected {descriptor.size}"
                 )
-            return self.push_blob(ref, descriptor.digest, descriptor.size, stream)
+            return self.push_blob(
+                ref, descriptor.digest, descriptor.size, stream, mount_from=mount_from
+            )
+
+    # -- referrers and tags (attestations) --
+
+    def referrers(
+        self, repo: Reference | str, digest: str, artifact_type: str | None = None
+    ) -> list[Descriptor] | None:
+        """The manifests whose `subject` is `digest`, from the OCI 1.1 referrers API, or
+        None when the registry has none (404, as distribution 2.8, GHCR, Docker Hub):
+        the probe itself, rather than a header, says which."""
+        ref = _as_reference(repo)
+        if not is_digest(digest):
+            raise InputError(f"invalid digest {digest!r}")
+        url: str | httpx.URL = self._url(ref, "referrers", digest)
+        if artifact_type:
+            url = httpx.URL(url, params={"artifactType": artifact_type})
+        found: list[Descriptor] = []
+        what = f"list referrers of {ref.name}@{digest}"
+        for page in range(100):
+            response = self._request(
+                "GET",
+                url,
+                ref,
+                scope=f"repository:{ref.repository}:pull",
+                what=what,
+                headers={"Accept": MEDIA_TYPE_OCI_INDEX},
+            )
+            with contextlib.closing(response):
+                if response.status_code == 404 and page == 0:
+                    return None
+                self._check(response, ref.host, what, (200,))
+                if _media_type(response) != MEDIA_TYPE_OCI_INDEX and page == 0:
+                    return None  # something answered, but not the referrers API
+                doc = parse_json_document(response.read(), what)
+                link = response.headers.get("Link")
+            for i, item in enumerate(doc.get("manifests") or []):
+                found.append(Descriptor.from_json(item, f"{what}: manifests[{i}]"))
+            if not link:
+                break
+            url = response.url.join(link.split(";", 1)[0].strip().strip("<>"))
+        return found
+
+    def list_tags(self, repo: Reference | str) -> list[str]:
+        """Every tag of a repository (following pagination); [] when it has none."""
+        ref = _as_reference(repo)
+        url: str | httpx.URL = f"{self.base_url(ref.host)}/{ref.repository}/tags/list?n=1000"
+        what = f"list tags of {ref.name}"
+        tags: list[str] = []
+        for _page in range(1000):
+            response = self._request(
+                "GET", url, ref, scope=f"repository:{ref.repository}:pull", what=what
+            )
+            with contextlib.closing(response):
+                if response.status_code == 404:
+                    return tags
+                self._check(response, ref.host, what, (200,))
+                doc = parse_json_document(response.read(), what)
+                link = response.headers.get("Link")
+            tags.extend(t for t in doc.get("tags") or [] if isinstance(t, str))
+            if not link:
+                break
+            url = response.url.join(link.split(";", 1)[0].strip().strip("<>"))
+        return tags
+
+
+def _single_platform(layout: OCILayout, top: Descriptor) -> dict[str, str]:
+    """{platform: digest} for a layout whose top is one image manifest."""
+    from repro.oci import Platform, read_config, read_manifest
+
+    try:
+        config = read_config(layout, read_manifest(layout, top))[1]
+        return {str(Platform.from_json(config, f"config of {top.digest}")): top.digest}
+    except (InputError, DigestMismatch, OSError):
+        return {"": top.digest}
+
+
+def _range_end(value: str | None) -> int | None:
+    """The byte count an upload's `Range: 0-<last>` header says the registry holds.
+
+    Distribution answers `0-0` for an empty upload as well as for one byte; callers
+    only compare it with chunk boundaries, where the difference does not arise.
+    """
+    if not value:
+        return None
+    match = re.fullmatch(r"\s*(?:bytes=)?0-(\d+)\s*", value)
+    if not match:
+        return None
+    last = int(match.group(1))
+    return 0 if last == 0 else last + 1
+
+
+class _Chunk:
+    """One PATCH body: bytes [offset, end) of the blob, hashed as they are sent.
+
+    Each call of `body` starts from `offset` again with a copy of the hash so far,
+    so a body resent after a 401 is hashed once; `hashed` is the last call's hash.
+    """
+
+    def __init__(self, stream: IO[bytes], start: int, offset: int, end: int, hashed: Any) -> None:
+        self.stream, self.start, self.offset, self.end = stream, start, offset, end
+        self.base = hashed
+        self.hashed = hashed.copy()
+
+    def body(self) -> Iterator[bytes]:
+        self.hashed = self.base.copy()
+        self.stream.seek(self.start + self.offset)
+        return self._read(self.hashed)
+
+    def _read(self, hashed: Any) -> Iterator[bytes]:
+        remaining = self.end - self.offset
+        while remaining > 0:
+            data = self.stream.read(min(CHUNK_SIZE, remaining))
+            if not data:
+                raise DigestMismatch("the blob's file is shorter than its descriptor says")
+            hashed.update(data)
+            remaining -= len(data)
+            yield data
+
+
+def _rehash(
+    stream: IO[bytes], start: int, offset: int, algorithm: str, chunk: _Chunk, hashed: Any
+) -> Any:
+    """The hash of the blob's first `offset` bytes, reusing what is already hashed."""
+    if offset == chunk.offset:
+        return hashed
+    result = hashlib.new(algorithm)
+    stream.seek(start)
+    remaining = offset
+    while remaining > 0:
+        data = stream.read(min(CHUNK_SIZE, remaining))
+        if not data:
+            raise DigestMismatch("the blob's file is shorter than its descriptor says")
+        result.update(data)
+        remaining -= len(data)
+    return result

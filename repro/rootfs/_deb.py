@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from repro.errors import InputError
+from repro.errors import (
+    DebError,  # noqa: F401 - defined in errors, re-exported here
+    )
 
 AR_MAGIC = b"!<arch>\n"
 AR_HEADER = 60
@@ -56,8 +58,6 @@ _KINDS = {
 }
 
 
-class DebError(InputError):
-    """A package is not a valid .deb, or holds something a root filesystem must not."""
 
 
 @dataclass(frozen=True)
@@ -199,9 +199,9 @@ def _decompressor(suffix: str, label: str, name: str) -> Callable[[bytes], bytes
     if suffix == ".bz2":
         return bz2.BZ2Decompressor().decompress
     if suffix == ".zst":
-        from repro.normalise._layer import _zstandard
+        from repro.oci import zstandard_module
 
-        return _zstandard().ZstdDecompressor().decompressobj().decompress  # type: ignore[no-any-return]
+        return zstandard_module().ZstdDecompressor().decompressobj().decompress  # type: ignore[no-any-return]
     raise DebError(f"{label}: {name} uses an unknown compression")
 
 

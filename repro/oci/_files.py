@@ -1,0 +1,173 @@
+"""Atomic writes, and what an output may replace (sinks never delete user data)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from repro.errors import EnvironmentError_, InputError
+from repro.oci._digest import Hasher, Readable
+from repro.oci._media import BLOBS_DIR, CHUNK_SIZE, INDEX_FILE, OCI_LAYOUT_FILE
+
+# --- atomic files ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Write a file so that readers see either the old one or the whole new one.
+
+    The data goes to a temporary file in the same directory (so the rename
+    cannot cross file systems), is flushed to disk, then renamed over `path`.
+    On any error the temporary file is removed and `path` is untouched.
+    """
+    target = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    with atomic_writer(path, mode) as out:
+        out.write(data)
+
+
+def _copy_hashed(src: Readable, dst: IO[bytes], hasher: Hasher) -> None:
+    while chunk := src.read(CHUNK_SIZE):
+        hasher.update(chunk)
+        dst.write(chunk)
+
+
+# --- outputs: what a sink may replace ----------------------------------------------
+
+
+_LAYOUT_ENTRIES = frozenset({"oci-layout", "index.json", "blobs"})
+
+
+def check_output_target(kind: str, path: str | os.PathLike[str]) -> None:
+    """Refuse to write an output of `kind` ("oci" or "oci-archive") at `path` unless
+    nothing is there, or what is there is an earlier output of the same kind.
+
+    A layout directory may replace an empty directory or an OCI layout (only
+    `oci-layout`, `index.json` and `blobs/<algorithm>/<hex>`); an archive may replace
+    an empty file or a tar holding `oci-layout` and `index.json`. Anything else is the
+    user's and is refused with one line (InputError), never renamed or deleted.
+    """
+    target = Path(path)
+    where = f"{kind}:{target}"
+    here = Path.cwd().resolve()
+    try:
+        resolved = target.resolve()
+    except (OSError, RuntimeError) as e:
+        raise InputError(f"--output {where}: cannot resolve the path ({e})") from None
+    if resolved == here or resolved in here.parents or resolved == Path(resolved.anchor):
+        raise InputError(f"--output {where}: that is the current directory or one above it")
+    if target.is_symlink():
+        raise InputError(f"--output {where}: is a symbolic link; give the real path")
+    if not target.exists():
+        parent = target.absolute().parent
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"--output {where}: {parent} is not a directory")
+        return
+    if kind == "oci":
+        if not target.is_dir():
+            raise InputError(
+                f"--output {where}: exists and is not a directory; remove it or choose another"
+            )
+        if not _is_oci_layout_dir(target):
+            raise InputError(
+                f"--output {where}: exists and is not an OCI layout that repro wrote "
+                "(it would be replaced); remove it or choose another"
+            )
+        return
+    if not target.is_file():
+        raise InputError(f"--output {where}: exists and is not a regular file")
+    if target.stat().st_size and not _is_oci_archive_file(target):
+        raise InputError(
+            f"--output {where}: exists and is not an OCI archive (it would be replaced); "
+            "remove it or choose another"
+        )
+
+
+def _is_oci_layout_dir(path: Path) -> bool:
+    try:
+        names = {p.name for p in path.iterdir()}
+        if not names:
+            return True
+        if not names <= _LAYOUT_ENTRIES or not (path / OCI_LAYOUT_FILE).is_file():
+            return False
+        blobs = path / BLOBS_DIR
+        if not blobs.exists():
+            return True
+        if blobs.is_symlink() or not blobs.is_dir():
+            return False
+        for algorithm in blobs.iterdir():
+            if algorithm.is_symlink() or not algorithm.is_dir():
+                return False
+            for blob in algorithm.iterdir():
+                name = blob.name
+                if blob.is_symlink() or not blob.is_file() or not name.isalnum():
+                    return False
+        return True
+    except OSError:
+        return False
+
+
+def _is_oci_archive_file(path: Path) -> bool:
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            names = {m.name.removeprefix("./") for m in tar}
+    except (OSError, tarfile.TarError):
+        return False
+    return {OCI_LAYOUT_FILE, INDEX_FILE} <= names
+
+
+def replace_output(kind: str, staged: Path, dest: Path) -> None:
+    """Move a finished output from `staged` (beside `dest`) to `dest`, atomically for
+    an archive and with one rename each way for a layout; what `dest` held must pass
+    `check_output_target` (checked again here: it may have changed since). The new
+    output keeps the permissions of the one it replaces."""
+    check_output_target(kind, dest)
+    try:
+        if dest.exists():
+            os.chmod(staged, dest.stat().st_mode & 0o7777)
+        if kind == "oci-archive":
+            os.replace(staged, dest)
+            return
+        if not dest.exists():
+            os.rename(staged, dest)
+            return
+        old = staged.with_name(staged.name + "-old")
+        os.rename(dest, old)
+        try:
+            os.rename(staged, dest)
+        except OSError:
+            os.rename(old, dest)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise EnvironmentError_(f"cannot write {kind}:{dest}: {e.strerror or e}") from None
+
+
+def staging_dir_beside(dest: Path, tag: str) -> Path:
+    """A new temporary directory next to `dest` (same file system, so renames work)."""
+    parent = dest.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{tag}-", dir=parent))
+    except OSError as e:
+        raise InputError(f"cannot write next to {dest}: {e.strerror or e}") from None

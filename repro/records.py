@@ -1,0 +1,74 @@
+"""Build records: how an image digest was made, for `repro publish` and the provenance.
+
+`repro build` writes one small JSON file per image digest it produced, under the
+cache (``$REPRO_CACHE_DIR/builds`` or ``$XDG_CACHE_HOME/repro/builds``, default
+``~/.cache/repro/builds``), named ``sha256-<hex>.json``. It says which recipe and
+lock (path and sha256 of its bytes) it came from, the builder and the version the
+BuildKit reported, and the OCI exporter options sent (repro.buildkit._exporter).
+
+Why not in the image or beside the output: either would change what `repro build`
+writes (the digest, or the files an output directory may hold). Why not in the lock:
+the BuildKit version changes with every builder upgrade, which would make every lock
+stale without any input changing; the exporter options are fixed by repro's version,
+not by the recipe. The record is information for the provenance, keyed by the
+content it describes; a missing record only means the provenance cannot name them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from repro.oci import atomic_write_bytes, is_digest, parse_digest
+
+RECORD_VERSION = 1
+
+
+def records_dir() -> Path:
+    base = os.environ.get("REPRO_CACHE_DIR")
+    if base:
+        return Path(base) / "builds"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "repro" / "builds"
+
+
+def _record_path(digest: str) -> Path:
+    algorithm, hex_ = parse_digest(digest)
+    return records_dir() / f"{algorithm}-{hex_}.json"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (a lock's digest), or "" when it cannot be read."""
+    try:
+        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def write_build_record(record: dict[str, Any]) -> None:
+    """Store `record` under its `digest` (atomically; a failure to write is ignored:
+    the record is information, and a read-only cache must not fail a build)."""
+    digest = record.get("digest")
+    if not is_digest(digest):
+        return
+    data = {"version": RECORD_VERSION, **record}
+    try:
+        path = _record_path(str(digest))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    except OSError:
+        pass
+
+
+def read_build_record(digest: str) -> dict[str, Any] | None:
+    """The record of the build that produced `digest`, if this machine has one."""
+    try:
+        data = json.loads(_record_path(digest).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("digest") != digest:
+        return None
+    return data
