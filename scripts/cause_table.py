@@ -1,7 +1,7 @@
 """Write the cause table in docs/verify.md from the fixtures and the cause table.
 
-    python scripts/cause_table.py          # rewrite the table between the markers
-    python scripts/cause_table.py --check  # exit 1 if the table is not current
+python scripts/cause_table.py          # rewrite the table between the markers
+python scripts/cause_table.py --check  # exit 1 if the table is not current
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ def table() -> str:
             example += f" (simulated: {_cell(f.simulated)})"
         fixes = "; or ".join(cause.fixes())
         rows.append(
-            f"| `{cause.id}` | {cause.family} | {example} | {_cell(cause.title)} "
-            f"| {_cell(fixes)} |"
+            f"| `{cause.id}` | {cause.family} | {example} | {_cell(cause.title)} | {_cell(fixes)} |"
         )
     return BEGIN + "\n" + "\n".join(rows) + "\n" + END
 

@@ -569,7 +569,7 @@ class Member:
     """One member of an archive found inside the image, as far as causes care."""
 
     name: str
-    mtime: float
+    mtime: object  # seconds, or for zip the DOS time and the "UT" extra field's mtime
     owner: tuple[object, ...]
     mode: int
     content: bytes  # a digest or the data, to tell content changes from metadata
@@ -589,13 +589,26 @@ def _tar_members(data: bytes) -> list[Member] | None:
         return None
 
 
+def _zip_unix_mtime(extra: bytes) -> int | None:
+    """The mtime of Info-ZIP's extended timestamp field ("UT", 0x5455), if present."""
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag = int.from_bytes(extra[pos : pos + 2], "little")
+        size = int.from_bytes(extra[pos + 2 : pos + 4], "little")
+        body = extra[pos + 4 : pos + 4 + size]
+        if tag == 0x5455 and len(body) >= 5 and body[0] & 1:
+            return int.from_bytes(body[1:5], "little")
+        pos += 4 + size
+    return None
+
+
 def _zip_members(data: bytes) -> list[Member] | None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             return [
                 Member(
                     i.filename,
-                    float(sum(x * 100 ** (5 - n) for n, x in enumerate(i.date_time))),
+                    (i.date_time, _zip_unix_mtime(i.extra)),
                     (i.create_system,),
                     i.external_attr,
                     z.read(i.filename),

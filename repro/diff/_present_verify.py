@@ -122,9 +122,7 @@ def write_verify_report(result: VerifyResult, directory: Path, accept: str) -> l
     title = f"repro verify {result.recipe}"
     summary = "".join(f"{name}: {digest}\n" for name, digest in _builds(result))
     summary += text(result, accept, limit=10**9)
-    md = f"### {title}\n\n" + "\n".join(
-        f"- {name}: `{digest}`" for name, digest in _builds(result)
-    )
+    md = f"### {title}\n\n" + "\n".join(f"- {name}: `{digest}`" for name, digest in _builds(result))
     md += f"\n- variations of build 2: {', '.join(result.variations) or 'none'}\n\n"
     md += present.markdown(result.report, title)
     return present.write_report_dir(
