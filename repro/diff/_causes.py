@@ -19,7 +19,7 @@ differs and how much, whether it looks random, and the closest hint.
 from __future__ import annotations
 
 import fnmatch
-import gzip
+import hashlib
 import io
 import math
 import re
@@ -341,8 +341,9 @@ UNCLASSIFIED = "unclassified"
 DEFAULT_SANDBOX_HOSTNAME = "buildkitsandbox"
 # repro verify names its two builds' sandboxes with this prefix (see repro.verify).
 VERIFY_HOSTNAME_PREFIX = "repro-verify-"
-# Files larger than this are not opened as archives (their heads are still looked at).
-MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
+# Files larger than this are not read whole or opened as archives (their heads are
+# still looked at): the rules stay within a few times this much memory.
+MAX_ARCHIVE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -378,6 +379,8 @@ class PathChange:
     size2: int = 0
     file1: Path | None = None  # the extracted files, when both sides were extracted
     file2: Path | None = None
+    # What the rules worked out once about this path (whole contents, archive fields).
+    memo: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
 
 
 def _glob(*patterns: str) -> Callable[[PathChange], bool]:
@@ -421,15 +424,19 @@ def _content(change: PathChange) -> bool:
 
 def _full(change: PathChange, side: int) -> bytes:
     """A side's whole content when it was extracted and is small, else its head."""
+    key = f"full{side}"
+    if key in change.memo:
+        return change.memo[key]  # type: ignore[return-value]
     path = change.file1 if side == 1 else change.file2
-    head = change.head1 if side == 1 else change.head2
+    data = change.head1 if side == 1 else change.head2
     if path is not None:
         try:
             if path.stat().st_size <= MAX_ARCHIVE_BYTES:
-                return path.read_bytes()
+                data = path.read_bytes()
         except OSError:
             pass
-    return head
+    change.memo[key] = data
+    return data
 
 
 def _timestamp_in_content(change: PathChange) -> bool:
@@ -438,11 +445,22 @@ def _timestamp_in_content(change: PathChange) -> bool:
     return any(_changed_matches(r, change.head1, change.head2) for r in _TIME_RES)
 
 
-def _gunzip(data: bytes) -> bytes | None:
+def _gunzip(data: bytes, limit: int = 4 * MAX_ARCHIVE_BYTES) -> bytes | None:
+    """The decompressed members of gzip data, or None if it is not gzip or would
+    unpack to more than `limit` bytes (a small bomb must not cost memory)."""
+    out = bytearray()
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error):
+        while data[:2] == b"\x1f\x8b":
+            d = zlib.decompressobj(wbits=31)
+            out += d.decompress(data, limit + 1 - len(out))
+            if len(out) > limit or d.unconsumed_tail:
+                return None
+            if not d.eof:
+                return None  # truncated
+            data = d.unused_data
+    except zlib.error:
         return None
+    return bytes(out) if out or not data else None
 
 
 def _gzip_header(change: PathChange) -> bool:
@@ -572,7 +590,7 @@ class Member:
     mtime: object  # seconds, or for zip the DOS time and the "UT" extra field's mtime
     owner: tuple[object, ...]
     mode: int
-    content: bytes  # a digest or the data, to tell content changes from metadata
+    content: bytes  # a digest of the data (or a link target), to tell content from metadata
     inode: int = 0
 
 
@@ -582,7 +600,7 @@ def _tar_members(data: bytes) -> list[Member] | None:
             out = []
             for m in tar:
                 f = tar.extractfile(m) if m.isreg() else None
-                body = f.read() if f is not None else m.linkname.encode()
+                body = hashlib.sha256(f.read()).digest() if f is not None else m.linkname.encode()
                 out.append(Member(m.name, m.mtime, (m.uid, m.gid, m.uname, m.gname), m.mode, body))
             return out
     except (tarfile.TarError, OSError, EOFError, ValueError):
@@ -611,7 +629,7 @@ def _zip_members(data: bytes) -> list[Member] | None:
                     (i.date_time, _zip_unix_mtime(i.extra)),
                     (i.create_system,),
                     i.external_attr,
-                    z.read(i.filename),
+                    hashlib.sha256(z.read(i.filename)).digest(),
                 )
                 for i in z.infolist()
             ]
@@ -636,7 +654,7 @@ def _cpio_members(data: bytes) -> list[Member] | None:
         name_start = pos + 110
         name = data[name_start : name_start + namesize - 1].decode("utf-8", "replace")
         body_start = name_start + namesize + (-(110 + namesize) % 4)
-        body = data[body_start : body_start + size]
+        body = hashlib.sha256(data[body_start : body_start + size]).digest()
         pos = body_start + size + (-size % 4)
         if name == "TRAILER!!!":
             return out
@@ -666,6 +684,12 @@ def _archive(data: bytes) -> tuple[str, list[Member]] | None:
 def archive_fields(change: PathChange) -> tuple[str, set[str]] | None:
     """For an archive on both sides: its kind and which member fields differ
     (names, order, content, mtime, owner, mode, inode)."""
+    if "archive" not in change.memo:
+        change.memo["archive"] = _archive_fields(change)
+    return change.memo["archive"]  # type: ignore[return-value]
+
+
+def _archive_fields(change: PathChange) -> tuple[str, set[str]] | None:
     if not _content(change) or change.file1 is None or change.file2 is None:
         return None
     a, b = _archive(_full(change, 1)), _archive(_full(change, 2))
