@@ -623,6 +623,10 @@ def _zip_unix_mtime(extra: bytes) -> int | None:
 def _zip_members(data: bytes) -> list[Member] | None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
+            infos = z.infolist()
+            # zipfile reads a member up to its declared size: bound the total first.
+            if sum(i.file_size for i in infos) > 4 * MAX_ARCHIVE_BYTES:
+                return None
             return [
                 Member(
                     i.filename,
@@ -631,9 +635,9 @@ def _zip_members(data: bytes) -> list[Member] | None:
                     i.external_attr,
                     hashlib.sha256(z.read(i.filename)).digest(),
                 )
-                for i in z.infolist()
+                for i in infos
             ]
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError):
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, NotImplementedError):
         return None
 
 
