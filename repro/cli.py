@@ -692,7 +692,7 @@ def verify(
     import os
 
     from repro.build import SecretSpec
-    from repro.diff import _present_verify as verify_present
+    from repro.diff import verify_present
     from repro.errors import InputError
     from repro.recipe import find_recipes
     from repro.verify import parse_vary, verify_recipes

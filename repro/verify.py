@@ -51,6 +51,7 @@ from repro.diff import (
     DIFFERENT,
     IDENTICAL,
     SAME_CONTENT,
+    VERIFY_HOSTNAME_PREFIX,
     DiffReport,
     Hints,
     Options,
@@ -58,7 +59,6 @@ from repro.diff import (
     compare,
     open_source,
 )
-from repro.diff._causes import VERIFY_HOSTNAME_PREFIX
 from repro.errors import InputError, ReproError
 from repro.recipe import Recipe
 
@@ -449,7 +449,7 @@ def verify_recipes(
     directory for every one when `report_dir` is given (a subdirectory per recipe
     when there are several), identical or not; `on_result` sees each result as it
     is ready."""
-    from repro.diff._present_verify import write_verify_report
+    from repro.diff import verify_present
 
     if accept not in ACCEPT_LEVELS:
         raise InputError(f"--accept {accept!r}: expected {' or '.join(ACCEPT_LEVELS)}")
@@ -461,7 +461,7 @@ def verify_recipes(
         run.results.append(result)
         if report_dir is not None:
             target = report_dir / recipe.name if len(recipes) > 1 else report_dir
-            write_verify_report(result, target, accept)
+            verify_present.write_verify_report(result, target, accept)
             run.report_dirs[recipe.name] = target
         if on_result is not None:
             on_result(result)
