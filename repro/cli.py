@@ -644,7 +644,8 @@ def verify(
         typer.Option(
             "--vary",
             help="Variations for the second build, comma-separated: umask, mtime, "
-            "timezone, locale, or all.",
+            "timezone, locale, build_path, all, or none. Default: umask, timezone, "
+            "locale, build_path.",
         ),
     ] = None,
     bisect: Annotated[
@@ -690,122 +691,56 @@ def verify(
     """
     import os
 
-    from repro.diff import present
+    from repro.build import SecretSpec
+    from repro.diff import verify_present
     from repro.errors import InputError
     from repro.recipe import find_recipes
-    from repro.verify import ACCEPT_LEVELS, parse_vary, verify_recipe
+    from repro.verify import parse_vary, verify_recipes
 
     try:
-        if accept not in ACCEPT_LEVELS:
-            raise InputError(f"--accept {accept!r}: expected {' or '.join(ACCEPT_LEVELS)}")
         if builders and len(builders) > 2:
             raise InputError("--builder: give at most two builders")
         if all_recipes and recipes:
             raise InputError("give recipe names or --all, not both")
-        variations = parse_vary(vary or [])
-        if bisect and not variations:
-            raise InputError("--bisect needs --vary: it names the variation that breaks the build")
-        from repro.build import SecretSpec
-
+        variations = parse_vary(vary)
         secret_specs = [SecretSpec.parse(x) for x in secret or []]
         found = find_recipes(recipes_dir, recipes or None)
-        results = []
-        for recipe in found:
-            result = verify_recipe(
-                recipe,
-                builders=list(builders) if builders else [None],
-                vary=variations,
-                bisect=bisect,
-                stagger=stagger,
-                keep=keep,
-                raw=raw,
-                allow_unpinned=allow_unpinned,
-                offline=offline,
-                secrets=secret_specs,
-                on_step=None if as_json else lambda s: typer.echo(f"repro: {s}", err=True),
-            )
-            results.append(result)
-            if report_dir is not None and result.report is not None:
-                target = report_dir / recipe.name if len(found) > 1 else report_dir
-                present.write_report_dir(result.report, target, f"repro verify {recipe.name}")
+
+        def show(result: Any) -> None:
             if not as_json:
-                typer.echo(_verify_text(result, accept, limit), nl=False)
+                typer.echo(verify_present.text(result, accept, limit), nl=False)
+
+        run = verify_recipes(
+            found,
+            accept=accept,
+            report_dir=report_dir,
+            on_result=show,
+            builders=list(builders) if builders else [None],
+            vary=variations,
+            bisect=bisect,
+            stagger=stagger,
+            keep=keep,
+            raw=raw,
+            allow_unpinned=allow_unpinned,
+            offline=offline,
+            secrets=secret_specs,
+            on_step=None if as_json else lambda s: typer.echo(f"repro: {s}", err=True),
+        )
         if as_json:
-            typer.echo(json.dumps([r.to_json(accept) for r in results], indent=2))
+            typer.echo(json.dumps(run.to_json(), indent=2))
         if os.environ.get("GITHUB_ACTIONS") == "true":
-            _github_report(results, accept)
-        ok = all(r.reproducible(accept) for r in results)
+            for line in verify_present.github_annotations(run.results, accept):
+                typer.echo(line)
+            summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+            if summary_path:
+                with open(summary_path, "a", encoding="utf-8") as out:
+                    out.write(verify_present.step_summary(run.results, accept))
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         typer.echo("repro: interrupted", err=True)
         raise typer.Exit(130) from None
-    raise typer.Exit(0 if ok else 1)
-
-
-def _verify_text(result: object, accept: str, limit: int) -> str:
-    from repro.diff import present
-    from repro.verify import VerifyResult
-
-    assert isinstance(result, VerifyResult)
-    mark = "reproducible" if result.reproducible(accept) else "NOT reproducible"
-    lines = [
-        f"{result.recipe}: {mark} ({result.verdict}) {result.digest1}"
-        + ("" if result.digest1 == result.digest2 else f" vs {result.digest2}")
-        + f"  ({result.seconds:.1f}s)"
-    ]
-    if result.variations:
-        lines.append(f"  variations: {', '.join(result.variations)}")
-    if result.bisect:
-        lines.append("  bisect: " + ", ".join(f"{k}: {v}" for k, v in result.bisect.items()))
-        culprits = result.culprits()
-        if culprits:
-            lines.append(f"  caused by: {', '.join(culprits)}")
-    out = "\n".join(lines) + "\n"
-    if result.report is not None:
-        body = present.text(result.report, limit=limit)
-        out += "".join("  " + line + "\n" for line in body.splitlines()[1:])
-    return out
-
-
-def _github_report(results: Sequence[object], accept: str) -> None:
-    """::error annotations and a markdown table in $GITHUB_STEP_SUMMARY."""
-    import os
-
-    from repro.diff import present
-    from repro.verify import VerifyResult
-
-    summary = [
-        "## repro verify",
-        "",
-        "| recipe | verdict | reproducible | first | second | seconds |",
-        "|---|---|---|---|---|---|",
-    ]
-    details = []
-    for result in results:
-        assert isinstance(result, VerifyResult)
-        ok = result.reproducible(accept)
-        summary.append(
-            f"| {result.recipe} | {result.verdict} | {'yes' if ok else '**no**'} "
-            f"| `{result.digest1}` | `{result.digest2}` | {result.seconds:.1f} |"
-        )
-        if not ok:
-            files = []
-            if result.report is not None:
-                for f in result.report.findings[:5]:
-                    causes = ",".join(c.id for c in f.causes) or "unknown"
-                    files.append(f"{f.path} ({causes})")
-            what = "; ".join(files) or result.verdict
-            # Workflow commands end at the newline; % and newlines must be escaped.
-            message = f"{result.recipe} is not reproducible: {what}"
-            message = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            typer.echo(f"::error title=repro verify {result.recipe}::{message}")
-            if result.report is not None:
-                details.append(present.markdown(result.report, f"{result.recipe}"))
-    path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if path:
-        with open(path, "a", encoding="utf-8") as out:
-            out.write("\n".join(summary) + "\n\n" + "\n".join(details))
+    raise typer.Exit(0 if run.ok else 1)
 
 
 # --- keygen and attest: signed attestations (repro.attest, docs/attestations.md) -----

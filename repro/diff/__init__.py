@@ -6,6 +6,8 @@ Public API::
         report = compare(a, b, Options())       # a DiffReport; report.tree is None if identical
     print(present.text(report))                 # or present.to_json / html_report / markdown
 
+`verify_present` renders `repro.verify` results over the same tree.
+
 The comparison builds one difference tree (``_tree``); presenters (``present``)
 render it; the cause table (``_causes``) names known causes and their fixes.
 """
@@ -13,7 +15,8 @@ render it; the cause table (``_causes``) names known causes and their fixes.
 from __future__ import annotations
 
 from repro.diff import _present as present
-from repro.diff._causes import ALL_CAUSES, Hints, PathChange, classify
+from repro.diff import _present_verify as verify_present
+from repro.diff._causes import ALL_CAUSES, VERIFY_HOSTNAME_PREFIX, Hints, PathChange, classify
 from repro.diff._compare import Options, compare
 from repro.diff._layers import Limits, open_tar
 from repro.diff._sources import ImageSource, open_source
@@ -40,6 +43,7 @@ __all__ = [
     "DIFFERENT",
     "IDENTICAL",
     "SAME_CONTENT",
+    "VERIFY_HOSTNAME_PREFIX",
     "Cause",
     "DiffReport",
     "Difference",
@@ -56,4 +60,5 @@ __all__ = [
     "open_source",
     "open_tar",
     "present",
+    "verify_present",
 ]

@@ -16,14 +16,35 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Cause:
-    """A known reason for a difference, and what to do about it."""
+    """A known reason for a difference, and what to do about it.
+
+    `setting` is the repro setting that fixes it without touching the Dockerfile
+    (a ``[normalise]`` line in recipe.toml), when there is one; `fix` is the change to
+    the build itself. `family` names the reproducible-builds.org documentation page
+    the cause belongs to ("timestamps", "archives", ...; "image" for image-specific).
+    """
 
     id: str
     title: str
     fix: str
+    setting: str = ""
+    family: str = ""
+
+    def fixes(self) -> list[str]:
+        """The fixes in the order a user should try them: repro setting first."""
+        out = []
+        if self.setting:
+            out.append(f"recipe.toml: {self.setting}")
+        out.append(f"Dockerfile: {self.fix}" if self.setting else self.fix)
+        return out
 
     def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "title": self.title, "fix": self.fix}
+        out = {"id": self.id, "title": self.title, "fix": self.fix}
+        if self.setting:
+            out["setting"] = self.setting
+        if self.family:
+            out["family"] = self.family
+        return out
 
 
 @dataclass
@@ -139,11 +160,13 @@ class DiffReport:
 
     def causes(self) -> list[Cause]:
         """Every distinct cause in the tree, in first-seen order."""
-        seen: dict[str, Cause] = {}
+        seen: dict[tuple[str, str], Cause] = {}
         if self.tree is not None:
             for node in self.tree.walk():
                 for cause in node.causes:
-                    seen.setdefault(cause.id, cause)
+                    # Unclassified differences each say something different.
+                    key = (cause.id, cause.title if cause.id == "unclassified" else "")
+                    seen.setdefault(key, cause)
         return list(seen.values())
 
     def to_json(self) -> dict[str, Any]:
