@@ -29,6 +29,7 @@ from repro.diff._tree import (
     DiffReport,
     Finding,
     PlatformVerdict,
+    Verdict,
 )
 
 
@@ -41,6 +42,7 @@ def diff(spec1: str, spec2: str, options: Options | None = None) -> DiffReport:
 __all__ = [
     "ALL_CAUSES",
     "DIFFERENT",
+    "Verdict",
     "IDENTICAL",
     "SAME_CONTENT",
     "VERIFY_HOSTNAME_PREFIX",

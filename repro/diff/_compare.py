@@ -50,6 +50,7 @@ from repro.diff._tree import (
     DiffReport,
     Finding,
     PlatformVerdict,
+    Verdict,
 )
 from repro.errors import DigestMismatch, InputError
 
@@ -488,7 +489,9 @@ def compare(src1: ImageSource, src2: ImageSource, options: Options | None = None
     for key in sorted(keys1 | keys2):
         if key not in keys2:
             verdicts.append(
-                PlatformVerdict(key, "only-in-first", src1.images[key].descriptor.digest, None)
+                PlatformVerdict(
+                    key, Verdict.ONLY_IN_FIRST, src1.images[key].descriptor.digest, None
+                )
             )
             root.details.append(
                 Difference("platform", key, "", comment=f"{key} is only in the first image")
@@ -496,7 +499,9 @@ def compare(src1: ImageSource, src2: ImageSource, options: Options | None = None
             continue
         if key not in keys1:
             verdicts.append(
-                PlatformVerdict(key, "only-in-second", None, src2.images[key].descriptor.digest)
+                PlatformVerdict(
+                    key, Verdict.ONLY_IN_SECOND, None, src2.images[key].descriptor.digest
+                )
             )
             root.details.append(
                 Difference("platform", "", key, comment=f"{key} is only in the second image")

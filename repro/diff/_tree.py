@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 
@@ -90,16 +91,25 @@ class Difference:
         return out
 
 
-# Verdicts, from best to worst.
-IDENTICAL = "identical"
-SAME_CONTENT = "same-content"
-DIFFERENT = "different"
+class Verdict(StrEnum):
+    """How two images compare, from best to worst. A str: JSON and text show the value."""
+
+    IDENTICAL = "identical"
+    SAME_CONTENT = "same-content"
+    DIFFERENT = "different"
+    ONLY_IN_FIRST = "only-in-first"
+    ONLY_IN_SECOND = "only-in-second"
+
+
+IDENTICAL = Verdict.IDENTICAL
+SAME_CONTENT = Verdict.SAME_CONTENT
+DIFFERENT = Verdict.DIFFERENT
 
 
 @dataclass
 class PlatformVerdict:
     platform: str
-    verdict: str  # identical | same-content | different | only-in-a | only-in-b
+    verdict: Verdict
     digest1: str | None
     digest2: str | None
     differing_layers: list[int] = field(default_factory=list)
@@ -149,7 +159,7 @@ class DiffReport:
         return self.tree is None
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         """The worst verdict over all platforms."""
         if self.identical:
             return IDENTICAL
