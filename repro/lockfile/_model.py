@@ -85,9 +85,11 @@ class BaseEntry:
         ):
             raise LockInvalid(f"has an invalid platform digest for base {ref}")
         media_type = _str(table, "media_type", where, required=False)
-        if platforms and media_type not in INDEX_MEDIA_TYPES and set(platforms.values()) != {
-            digest
-        }:
+        if (
+            platforms
+            and media_type not in INDEX_MEDIA_TYPES
+            and set(platforms.values()) != {digest}
+        ):
             raise LockInvalid(f"disagrees with itself on base {ref} (digest vs platforms)")
         return cls(
             ref=ref,
