@@ -463,6 +463,121 @@ def doctor(
     raise typer.Exit(0 if report.ok else 2)
 
 
+ci_app = typer.Typer(
+    help="repro in CI: the GitHub workflow, the daily lock update, a usable BuildKit "
+    "(docs/ci.md).",
+    no_args_is_help=True,
+)
+app.add_typer(ci_app, name="ci")
+
+
+@ci_app.command("github")
+def ci_github(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write. Default: .github/workflows/repro.yml"),
+    ] = None,
+    action: Annotated[
+        str | None,
+        typer.Option(
+            "--action",
+            help="The repro action the workflow uses, OWNER/REPO@COMMIT (full commit). "
+            "Default: the one the existing file uses.",
+        ),
+    ] = None,
+    runner: Annotated[str, typer.Option("--runner", help="runs-on label.")] = "ubuntu-24.04",
+    cron: Annotated[
+        str, typer.Option("--cron", help="When the daily lock update runs (UTC).")
+    ] = "17 4 * * *",
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 if the file is not current.")
+    ] = False,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Write a GitHub Actions workflow from the build graph: one job per recipe after
+    the recipes it builds on, a daily lock update committed per recipe, then verify."""
+    from repro.ci import DEFAULT_OUTPUT, github_workflow, read_action, write_if_changed
+    from repro.errors import InputError
+    from repro.recipe import find_recipes
+
+    target = output or DEFAULT_OUTPUT
+    try:
+        chosen = action or read_action(target)
+        if not chosen:
+            raise InputError(
+                "--action OWNER/REPO@COMMIT: name the repro action (and commit) the workflow uses"
+            )
+        text = github_workflow(
+            find_recipes(recipes_dir),
+            action=chosen,
+            recipes_dir=recipes_dir.as_posix(),
+            runner=runner,
+            cron=cron,
+        )
+        if check:
+            current = target.read_text(encoding="utf-8") if target.is_file() else ""
+            if current != text:
+                typer.echo(f"repro: {target} is not current: run repro ci github", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"{target} is current")
+            return
+        written = write_if_changed(target, text)
+    except ReproError as exc:
+        _fail(exc)
+    typer.echo(f"{target}: {'written' if written else 'unchanged'}")
+
+
+@ci_app.command("update")
+def ci_update(
+    recipes_dir: RecipesDir = Path("recipes"),
+    jobs: Annotated[int, typer.Option("--jobs", help="Resolutions at a time.")] = 8,
+) -> None:
+    """repro lock --update, then one git commit per recipe whose pins moved, with its
+    change list as the message (the daily job of the generated workflow)."""
+    from repro.ci import commit_updates
+    from repro.lock import lock_all
+    from repro.recipe import find_recipes
+
+    try:
+        found = find_recipes(recipes_dir)
+        by_name = {r.name: r for r in found}
+        outcomes = lock_all(found, by_name, update=True, recipes_dir=recipes_dir, jobs=jobs)
+        commits = commit_updates(outcomes, by_name)
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    for c in commits:
+        typer.echo(f"{c.commit[:12]} {c.message.splitlines()[0]}")
+    if not commits:
+        typer.echo("all locks are current")
+
+
+@ci_app.command("buildkit")
+def ci_buildkit(
+    daemon_json: Annotated[
+        Path, typer.Option("--daemon-json", help="The engine's daemon.json.")
+    ] = Path("/etc/docker/daemon.json"),
+    restart: Annotated[
+        str, typer.Option("--restart", help="Shell command that restarts the engine.")
+    ] = "systemctl restart docker",
+) -> None:
+    """Make the Docker Engine at $DOCKER_HOST (else /var/run/docker.sock) build OCI
+    images: switch it to the containerd image store if it uses the classic one."""
+    from repro.buildkit._connect import docker_engine_socket
+    from repro.ci import ensure_containerd_store, run_restart
+
+    try:
+        engine = docker_engine_socket()
+        done = ensure_containerd_store(
+            engine, daemon_json, run_restart(restart), say=lambda s: typer.echo(s, err=True)
+        )
+    except ReproError as exc:
+        _fail(exc)
+    typer.echo(done)
+
+
 def _size(value: str, option: str) -> int:
     """A byte count: 123, 64K, 512M, 2G (powers of 1024)."""
     from repro.errors import InputError
