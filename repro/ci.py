@@ -35,7 +35,7 @@ ACTION_RE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+(/[A-Za-z0-9_./-]+)?@[0-9a-f]{40}$"
 )
 # The line of a generated workflow that names the repro action (read back on re-runs).
-ACTION_LINE_RE = re.compile(r"^\s+uses: (\S+@[0-9a-f]{40})  # the repro action$", re.M)
+ACTION_LINE_RE = re.compile(r"^\s+(?:- )?uses: (\S+@[0-9a-f]{40})  # the repro action$", re.M)
 RUNNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CRON_RE = re.compile(r"^[0-9*/,-]+( [0-9*/,A-Za-z-]+){4}$")
 HEADER = (

@@ -84,7 +84,27 @@ def _graph_recipes(recipes_dir: Path, found: list[Recipe]) -> list[Recipe]:
 
 def _fail(exc: ReproError) -> NoReturn:
     typer.echo(f"repro: error: {exc}", err=True)
+    _annotate(exc)
     raise typer.Exit(exc.exit_code)
+
+
+def _annotate(exc: ReproError) -> None:
+    """On GitHub Actions, the error also as an ::error annotation (on stdout, where
+    the runner reads workflow commands), at its file and line when it has them."""
+    import os
+
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    where = ""
+    if exc.file:
+        name = _escape(exc.file).replace(":", "%3A").replace(",", "%2C")
+        where = f" file={name}" + (f",line={exc.line}" if exc.line else "")
+    typer.echo(f"::error{where}::{_escape(exc.message)}")
+
+
+def _escape(text: str) -> str:
+    """Workflow command data: %, CR and LF escaped."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _version(value: bool) -> None:
@@ -343,6 +363,13 @@ def lock(
         if not as_json:
             bad = [f"{o.recipe} ({o.status})" for o in outcomes if o.status != "current"]
             typer.echo(f"repro: lock check failed: {', '.join(bad)}: run repro lock", err=True)
+            import os
+
+            if os.environ.get("GITHUB_ACTIONS") == "true":
+                typer.echo(
+                    "::error title=repro lock --check::"
+                    + _escape(f"stale locks: {', '.join(bad)}: run repro lock")
+                )
         raise typer.Exit(1)
 
 
