@@ -254,6 +254,8 @@ class UpdateCommit:
 def commit_message(recipe: str, changes: Sequence[str]) -> str:
     """The change list as a commit message: `[recipe] first change` (and how many
     more), then one change per line."""
+    if not changes:
+        return f"[{recipe}] repro.lock created\n"
     subject = f"[{recipe}] {changes[0]}"
     if len(changes) > 1:
         subject += f" (+{len(changes) - 1} more)"
@@ -291,7 +293,7 @@ def commit_updates(
     done: list[UpdateCommit] = []
     for o in outcomes:
         assert isinstance(o, LockOutcome)
-        if not (o.changes and o.written):
+        if not o.written:
             continue
         lock_file = recipes[o.recipe].directory / "repro.lock"
         where = repo or lock_file.parent
@@ -300,6 +302,58 @@ def commit_updates(
         _git(where, "commit", "-q", "-F", "-", "--", str(lock_file.resolve()), stdin=message)
         sha = _git(where, "rev-parse", "HEAD").strip()
         done.append(UpdateCommit(o.recipe, message, sha))
+    return done
+
+
+def daily_update(
+    recipes: Sequence[Recipe],
+    recipes_dir: Path,
+    *,
+    builder: str | None = None,
+    jobs: int = 8,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[UpdateCommit]:
+    """The daily job: ``repro lock --update`` level by level of the build graph, one
+    commit per recipe that moved; a moved recipe that others build on is built and
+    pushed (as ``repro build --all`` does) before its dependants are locked, so their
+    locks move to its new image in the same run, each in its own commit."""
+    import tempfile
+
+    from repro.build import build_recipe
+    from repro.config import load_repo_config
+    from repro.graph import dependants, levels
+    from repro.lock import Resolver, lock_all, push_recipe_image
+
+    by_name = {r.name: r for r in recipes}
+    needed_by = dependants(list(recipes))
+    resolver = Resolver(load_repo_config(recipes_dir))
+    done: list[UpdateCommit] = []
+    with tempfile.TemporaryDirectory(prefix="repro-update-") as tmp:
+        for level in levels(list(recipes)):
+            todo = [by_name[n] for n in level]
+            outcomes = lock_all(
+                todo, by_name, update=True, resolver=resolver, recipes_dir=recipes_dir, jobs=jobs
+            )
+            for c in commit_updates(outcomes, by_name):
+                say(f"{c.commit[:12]} {c.message.splitlines()[0]}")
+                done.append(c)
+            for o in outcomes:
+                if not (o.written and needed_by[o.recipe]):
+                    continue
+                recipe = by_name[o.recipe]
+                out = f"oci:{Path(tmp) / recipe.name}"
+                build_recipe(
+                    recipe,
+                    builder=builder,
+                    built=dict(resolver.built),
+                    output=out,
+                    progress="quiet",
+                )
+                resolver.built[recipe.name] = push_recipe_image(recipe, out)
+                say(
+                    f"{recipe.name}: built and pushed as {resolver.built[recipe.name]} for "
+                    + ", ".join(needed_by[recipe.name])
+                )
     return done
 
 

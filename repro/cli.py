@@ -557,26 +557,28 @@ def ci_github(
 @ci_app.command("update")
 def ci_update(
     recipes_dir: RecipesDir = Path("recipes"),
+    builder: Builder = None,
     jobs: Annotated[int, typer.Option("--jobs", help="Resolutions at a time.")] = 8,
 ) -> None:
-    """repro lock --update, then one git commit per recipe whose pins moved, with its
-    change list as the message (the daily job of the generated workflow)."""
-    from repro.ci import commit_updates
-    from repro.lock import lock_all
+    """repro lock --update in build-graph order, one git commit per recipe whose pins
+    moved (its change list as the message); a moved base is built and pushed first, so
+    its dependants move to it in the same run (the daily job of the generated workflow)."""
+    from repro.ci import daily_update
     from repro.recipe import find_recipes
 
     try:
-        found = find_recipes(recipes_dir)
-        by_name = {r.name: r for r in found}
-        outcomes = lock_all(found, by_name, update=True, recipes_dir=recipes_dir, jobs=jobs)
-        commits = commit_updates(outcomes, by_name)
+        commits = daily_update(
+            find_recipes(recipes_dir),
+            recipes_dir,
+            builder=builder,
+            jobs=jobs,
+            say=typer.echo,
+        )
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         typer.echo("repro: interrupted", err=True)
         raise typer.Exit(130) from None
-    for c in commits:
-        typer.echo(f"{c.commit[:12]} {c.message.splitlines()[0]}")
     if not commits:
         typer.echo("all locks are current")
 
