@@ -47,7 +47,8 @@ Builder = Annotated[
     str | None,
     typer.Option(
         "--builder",
-        help="BuildKit address: unix:///path, tcp://host:port, docker:// or docker://unix:///path. "
+        help="BuildKit address: unix:///path, tcp://host:port, docker://, docker://unix:///path "
+        "or docker-container://NAME. "
         "Default: $BUILDKIT_HOST, then $DOCKER_HOST, then the usual sockets.",
     ),
 ]
@@ -163,7 +164,8 @@ def build(
         list[str] | None,
         typer.Option(
             "--builder",
-            help="BuildKit address (unix://, tcp://, docker://). Give it several times to "
+            help="BuildKit address (unix://, tcp://, docker://, docker-container://). Give it "
+            "several times to "
             "spread independent recipes over several builders. Default: $BUILDKIT_HOST, "
             "then $DOCKER_HOST, then the usual sockets.",
         ),
