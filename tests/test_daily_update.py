@@ -113,7 +113,9 @@ def test_daily_update_commits_per_recipe_and_moves_dependants(
     r = repro("lock", "--check", cwd=repo)
     assert r.returncode == 0, r.stdout + r.stderr
     r = repro("verify", "--all", "--json", cwd=repo)
-    verdicts = {x["recipe"]: (x["verdict"], x["digest1"], x["digest2"]) for x in json.loads(r.stdout)}
+    verdicts = {
+        x["recipe"]: (x["verdict"], x["digest1"], x["digest2"]) for x in json.loads(r.stdout)
+    }
     assert r.returncode == 0, (verdicts, r.stderr[-3000:])
     assert {x["recipe"] for x in json.loads(r.stdout)} == {"base", "child", "other"}
     r = repro("build", "--all", "--json", "--progress", "quiet", cwd=repo)
