@@ -116,3 +116,17 @@ def test_buildkit_none_reports_the_builder(runner: dict[str, str]) -> None:
     r = step("buildkit", runner, INPUT_BUILDKIT="none")
     assert r.returncode == 0, r.stderr
     assert "ok  builder:" in r.stdout
+
+
+def test_a_stale_lock_is_exit_1_with_an_annotation(tmp_path: Path, runner: dict[str, str]) -> None:
+    import shutil
+
+    recipes = tmp_path / "recipes"
+    shutil.copytree(ROOT / "recipes" / "hello", recipes / "hello")
+    shutil.copy(ROOT / "recipes" / "repro.toml", recipes / "repro.toml")
+    text = (recipes / "hello" / "recipe.toml").read_text()
+    (recipes / "hello" / "recipe.toml").write_text(text.replace("1735689600", "1735689601"))
+    r = step("lock-check", runner, INPUT_RECIPES="", INPUT_RECIPES_DIR=str(recipes))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "::error title=repro lock --check::stale locks: hello" in r.stdout
+    assert "lock check failed: hello" in r.stderr
