@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -178,6 +179,17 @@ def build(
             "are pushed to their publish repository first.",
         ),
     ] = False,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Builds at a time on each builder; a recipe starts as soon as the "
+            "recipes it builds on are done. With more than one build at a time, each "
+            "recipe's progress is printed as one block when it ends (a log group on "
+            "GitHub Actions).",
+        ),
+    ] = 1,
     recipes_dir: RecipesDir = Path("recipes"),
     offline: Offline = False,
     allow_unpinned: AllowUnpinned = False,
@@ -220,22 +232,33 @@ def build(
             with _vanished_pins_explained(recipe):
                 return _build_and_print(recipe, builder, built)
 
+        if jobs < 1:
+            raise InputError("--jobs must be at least 1")
+        mode = "quiet" if (as_json and progress == "auto" and not sys.stderr.isatty()) else progress
+        grouped = mode != "quiet" and (jobs > 1 or len(builders or []) > 1)
+
         def _build_and_print(recipe: Recipe, builder: str | None, built: dict[str, str]) -> Any:
-            result = build_recipe(
-                recipe,
-                builder=builder,
-                built=built,
-                output=output,
-                no_cache=no_cache,
-                secrets=secrets,
-                progress="quiet"
-                if (as_json and progress == "auto" and not sys.stderr.isatty())
-                else progress,
-                build_args=args,
-                normalise=normalise == "on",
-                allow_unpinned=allow_unpinned,
-                offline=offline,
-            )
+            import io
+
+            buffer = io.StringIO() if grouped else None
+            try:
+                result = build_recipe(
+                    recipe,
+                    builder=builder,
+                    built=built,
+                    output=output,
+                    no_cache=no_cache,
+                    secrets=secrets,
+                    progress="plain" if buffer is not None else mode,
+                    stream=buffer,
+                    build_args=args,
+                    normalise=normalise == "on",
+                    allow_unpinned=allow_unpinned,
+                    offline=offline,
+                )
+            finally:
+                if buffer is not None:
+                    _progress_group(f"repro build {recipe.name}", buffer.getvalue())
             if not as_json:
                 typer.echo(
                     f"{result.recipe}: {result.digest}  {result.output}  ({result.seconds:.1f}s)"
@@ -248,6 +271,7 @@ def build(
             build_one,
             builders=list(builders) if builders else [None],
             publish=lambda recipe, result: push_recipe_image(recipe, result.output),
+            jobs=jobs,
         )
         if as_json:
             typer.echo(json.dumps([r.to_json() for r in results], indent=2))
@@ -256,6 +280,25 @@ def build(
     except KeyboardInterrupt:
         typer.echo("repro: interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+_GROUP_LOCK = threading.Lock()
+
+
+def _progress_group(title: str, text: str) -> None:
+    """One build's progress as one block on stderr: a collapsible log group on GitHub
+    Actions, a titled block elsewhere (concurrent builds do not interleave)."""
+    import os
+
+    if not text:
+        return
+    github = os.environ.get("GITHUB_ACTIONS") == "true"
+    head, tail = (f"::group::{title}", "::endgroup::") if github else (f"--- {title}", "")
+    with _GROUP_LOCK:
+        typer.echo(head, err=True)
+        typer.echo(text.rstrip("\n"), err=True)
+        if tail:
+            typer.echo(tail, err=True)
 
 
 @contextlib.contextmanager
