@@ -1,7 +1,7 @@
 """The classic image store, its refusal and the action's remedy, on a real engine.
 
 scripts/dev-env starts a second Docker Engine (same packages as the shared one, its
-own socket, data root and exec root, no bridge, no iptables rules) with
+own socket, data root and exec root, its own bridge, no iptables rules) with
 features.containerd-snapshotter false: the engine of a hosted ubuntu-24.04 runner.
 `repro build` must refuse it and name the fix; `repro ci buildkit` (what the action
 runs on such a runner) switches it to the containerd store and restarts it; then the
@@ -50,6 +50,7 @@ def classic_engine(tmp_path: Path) -> Iterator[dict[str, str]]:
         "REPRO_CACHE": str(Path(shared).parent),
         "REPRO_DEV_ENV_CLASSIC": str(tmp_path / "classic"),
     }
+    before = _interfaces()
     up = subprocess.run(
         [str(DEV_ENV), "classic", "up"], env=env, capture_output=True, text=True, timeout=300
     )
@@ -63,6 +64,19 @@ def classic_engine(tmp_path: Path) -> Iterator[dict[str, str]]:
         subprocess.run(
             [str(DEV_ENV), "classic", "down"], env=env, capture_output=True, text=True, timeout=120
         )
+        # The shared engine's network is untouched: the same interfaces, same indexes
+        # (dockerd started with --bridge=none would have deleted docker0).
+        assert _interfaces() == before
+
+
+def _interfaces() -> dict[str, str]:
+    """Network interfaces and their indexes, less the veths that builds come and go with."""
+    net = Path("/sys/class/net")
+    return {
+        p.name: (p / "ifindex").read_text().strip()
+        for p in sorted(net.iterdir())
+        if not p.name.startswith("veth")
+    }
 
 
 def test_classic_store_is_refused_then_fixed_by_the_remedy(
