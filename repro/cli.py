@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -47,7 +48,8 @@ Builder = Annotated[
     str | None,
     typer.Option(
         "--builder",
-        help="BuildKit address: unix:///path, tcp://host:port, docker:// or docker://unix:///path. "
+        help="BuildKit address: unix:///path, tcp://host:port, docker://, docker://unix:///path "
+        "or docker-container://NAME. "
         "Default: $BUILDKIT_HOST, then $DOCKER_HOST, then the usual sockets.",
     ),
 ]
@@ -84,7 +86,27 @@ def _graph_recipes(recipes_dir: Path, found: list[Recipe]) -> list[Recipe]:
 
 def _fail(exc: ReproError) -> NoReturn:
     typer.echo(f"repro: error: {exc}", err=True)
+    _annotate(exc)
     raise typer.Exit(exc.exit_code)
+
+
+def _annotate(exc: ReproError) -> None:
+    """On GitHub Actions, the error also as an ::error annotation (on stdout, where
+    the runner reads workflow commands), at its file and line when it has them."""
+    import os
+
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    where = ""
+    if exc.file:
+        name = _escape(exc.file).replace(":", "%3A").replace(",", "%2C")
+        where = f" file={name}" + (f",line={exc.line}" if exc.line else "")
+    typer.echo(f"::error{where}::{_escape(exc.message)}")
+
+
+def _escape(text: str) -> str:
+    """Workflow command data: %, CR and LF escaped."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _version(value: bool) -> None:
@@ -143,7 +165,8 @@ def build(
         list[str] | None,
         typer.Option(
             "--builder",
-            help="BuildKit address (unix://, tcp://, docker://). Give it several times to "
+            help="BuildKit address (unix://, tcp://, docker://, docker-container://). Give it "
+            "several times to "
             "spread independent recipes over several builders. Default: $BUILDKIT_HOST, "
             "then $DOCKER_HOST, then the usual sockets.",
         ),
@@ -156,6 +179,17 @@ def build(
             "are pushed to their publish repository first.",
         ),
     ] = False,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Builds at a time on each builder; a recipe starts as soon as the "
+            "recipes it builds on are done. With more than one build at a time, each "
+            "recipe's progress is printed as one block when it ends (a log group on "
+            "GitHub Actions).",
+        ),
+    ] = 1,
     recipes_dir: RecipesDir = Path("recipes"),
     offline: Offline = False,
     allow_unpinned: AllowUnpinned = False,
@@ -198,22 +232,33 @@ def build(
             with _vanished_pins_explained(recipe):
                 return _build_and_print(recipe, builder, built)
 
+        if jobs < 1:
+            raise InputError("--jobs must be at least 1")
+        mode = "quiet" if (as_json and progress == "auto" and not sys.stderr.isatty()) else progress
+        grouped = mode != "quiet" and (jobs > 1 or len(builders or []) > 1)
+
         def _build_and_print(recipe: Recipe, builder: str | None, built: dict[str, str]) -> Any:
-            result = build_recipe(
-                recipe,
-                builder=builder,
-                built=built,
-                output=output,
-                no_cache=no_cache,
-                secrets=secrets,
-                progress="quiet"
-                if (as_json and progress == "auto" and not sys.stderr.isatty())
-                else progress,
-                build_args=args,
-                normalise=normalise == "on",
-                allow_unpinned=allow_unpinned,
-                offline=offline,
-            )
+            import io
+
+            buffer = io.StringIO() if grouped else None
+            try:
+                result = build_recipe(
+                    recipe,
+                    builder=builder,
+                    built=built,
+                    output=output,
+                    no_cache=no_cache,
+                    secrets=secrets,
+                    progress="plain" if buffer is not None else mode,
+                    stream=buffer,
+                    build_args=args,
+                    normalise=normalise == "on",
+                    allow_unpinned=allow_unpinned,
+                    offline=offline,
+                )
+            finally:
+                if buffer is not None:
+                    _progress_group(f"repro build {recipe.name}", buffer.getvalue())
             if not as_json:
                 typer.echo(
                     f"{result.recipe}: {result.digest}  {result.output}  ({result.seconds:.1f}s)"
@@ -226,6 +271,7 @@ def build(
             build_one,
             builders=list(builders) if builders else [None],
             publish=lambda recipe, result: push_recipe_image(recipe, result.output),
+            jobs=jobs,
         )
         if as_json:
             typer.echo(json.dumps([r.to_json() for r in results], indent=2))
@@ -312,6 +358,25 @@ def publish(
     except KeyboardInterrupt:
         typer.echo("repro: interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+_GROUP_LOCK = threading.Lock()
+
+
+def _progress_group(title: str, text: str) -> None:
+    """One build's progress as one block on stderr: a collapsible log group on GitHub
+    Actions, a titled block elsewhere (concurrent builds do not interleave)."""
+    import os
+
+    if not text:
+        return
+    github = os.environ.get("GITHUB_ACTIONS") == "true"
+    head, tail = (f"::group::{title}", "::endgroup::") if github else (f"--- {title}", "")
+    with _GROUP_LOCK:
+        typer.echo(head, err=True)
+        typer.echo(text.rstrip("\n"), err=True)
+        if tail:
+            typer.echo(tail, err=True)
 
 
 @contextlib.contextmanager
@@ -421,6 +486,13 @@ def lock(
         if not as_json:
             bad = [f"{o.recipe} ({o.status})" for o in outcomes if o.status != "current"]
             typer.echo(f"repro: lock check failed: {', '.join(bad)}: run repro lock", err=True)
+            import os
+
+            if os.environ.get("GITHUB_ACTIONS") == "true":
+                typer.echo(
+                    "::error title=repro lock --check::"
+                    + _escape(f"stale locks: {', '.join(bad)}: run repro lock")
+                )
         raise typer.Exit(1)
 
 
@@ -539,6 +611,122 @@ def doctor(
             if not check.ok and check.fix:
                 typer.echo(f"    fix: {check.fix}")
     raise typer.Exit(0 if report.ok else 2)
+
+
+ci_app = typer.Typer(
+    help="repro in CI: the GitHub workflow, the daily lock update, a usable BuildKit (docs/ci.md).",
+    no_args_is_help=True,
+)
+app.add_typer(ci_app, name="ci")
+
+
+@ci_app.command("github")
+def ci_github(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write. Default: .github/workflows/repro.yml"),
+    ] = None,
+    action: Annotated[
+        str | None,
+        typer.Option(
+            "--action",
+            help="The repro action the workflow uses, OWNER/REPO@COMMIT (full commit). "
+            "Default: the one the existing file uses.",
+        ),
+    ] = None,
+    runner: Annotated[str, typer.Option("--runner", help="runs-on label.")] = "ubuntu-24.04",
+    cron: Annotated[
+        str, typer.Option("--cron", help="When the daily lock update runs (UTC).")
+    ] = "17 4 * * *",
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 if the file is not current.")
+    ] = False,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Write a GitHub Actions workflow from the build graph: one job per recipe after
+    the recipes it builds on, a daily lock update committed per recipe, then verify."""
+    from repro.ci import DEFAULT_OUTPUT, github_workflow, read_action, write_if_changed
+    from repro.errors import InputError
+    from repro.recipe import find_recipes
+
+    target = output or DEFAULT_OUTPUT
+    try:
+        chosen = action or read_action(target)
+        if not chosen:
+            raise InputError(
+                "--action OWNER/REPO@COMMIT: name the repro action (and commit) the workflow uses"
+            )
+        text = github_workflow(
+            find_recipes(recipes_dir),
+            action=chosen,
+            recipes_dir=recipes_dir.as_posix(),
+            runner=runner,
+            cron=cron,
+        )
+        if check:
+            current = target.read_text(encoding="utf-8") if target.is_file() else ""
+            if current != text:
+                typer.echo(f"repro: {target} is not current: run repro ci github", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"{target} is current")
+            return
+        written = write_if_changed(target, text)
+    except ReproError as exc:
+        _fail(exc)
+    typer.echo(f"{target}: {'written' if written else 'unchanged'}")
+
+
+@ci_app.command("update")
+def ci_update(
+    recipes_dir: RecipesDir = Path("recipes"),
+    builder: Builder = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Resolutions at a time.")] = 8,
+) -> None:
+    """repro lock --update in build-graph order, one git commit per recipe whose pins
+    moved (its change list as the message); a moved base is built and pushed first, so
+    its dependants move to it in the same run (the daily job of the generated workflow)."""
+    from repro.ci import daily_update
+    from repro.recipe import find_recipes
+
+    try:
+        commits = daily_update(
+            find_recipes(recipes_dir),
+            recipes_dir,
+            builder=builder,
+            jobs=jobs,
+            say=typer.echo,
+        )
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if not commits:
+        typer.echo("all locks are current")
+
+
+@ci_app.command("buildkit")
+def ci_buildkit(
+    daemon_json: Annotated[
+        Path, typer.Option("--daemon-json", help="The engine's daemon.json.")
+    ] = Path("/etc/docker/daemon.json"),
+    restart: Annotated[
+        str, typer.Option("--restart", help="Shell command that restarts the engine.")
+    ] = "systemctl restart docker",
+) -> None:
+    """Make the Docker Engine at $DOCKER_HOST (else /var/run/docker.sock) build OCI
+    images: switch it to the containerd image store if it uses the classic one."""
+    from repro.buildkit._connect import docker_engine_socket
+    from repro.ci import ensure_containerd_store, run_restart
+
+    try:
+        engine = docker_engine_socket()
+        done = ensure_containerd_store(
+            engine, daemon_json, run_restart(restart), say=lambda s: typer.echo(s, err=True)
+        )
+    except ReproError as exc:
+        _fail(exc)
+    typer.echo(done)
 
 
 def _size(value: str, option: str) -> int:

@@ -13,6 +13,13 @@ from typing import Any
 from repro.errors import ReproError
 
 DEV_ENV_FIX = 'eval "$(scripts/dev-env up)"'
+# The two remedies for a Docker Engine with the classic image store (docs/ci.md):
+# switch the engine to the containerd store, or build in a BuildKit container.
+CLASSIC_STORE_FIX = (
+    'set {"features": {"containerd-snapshotter": true}} in /etc/docker/daemon.json and '
+    "restart dockerd (what the repro action does on ubuntu-24.04 runners), or run "
+    "BuildKit in a container and pass --builder docker-container://NAME (docs/ci.md)"
+)
 
 
 @dataclass
@@ -76,6 +83,11 @@ def check_builder(builder: str | None) -> tuple[list[Check], dict[str, Any]]:
     facts["builder_source"] = address.source
     try:
         with connect(builder) as conn:
+            if address.kind == "docker-container":
+                from repro.buildkit._exec import buildctl_version
+
+                facts["buildctl"] = buildctl_version(address.engine, address.target)
+                facts["docker_engine"] = address.engine
             info = Control(conn.channel, address).info(timeout=10)
             facts["buildkit_version"] = info.version
             facts["workers"] = [
@@ -113,8 +125,26 @@ def check_builder(builder: str | None) -> tuple[list[Check], dict[str, Any]]:
                 if store
                 else f"classic storage driver {facts.get('storage_driver', '?')}: "
                 "the oci exporter is refused",
-                'set {"features": {"containerd-snapshotter": true}} in daemon.json and '
-                "restart dockerd, or " + DEV_ENV_FIX,
+                CLASSIC_STORE_FIX,
+            )
+        )
+    elif address.kind == "docker-container":
+        version = info.version or "unknown"
+        checks.append(
+            Check(
+                "builder",
+                True,
+                f"BuildKit {version} in container {address.target} on the Docker Engine at "
+                f"{address.engine} ({where}); the engine's image store does not matter",
+            )
+        )
+        ok = _version_tuple(version) >= (0, 13) if _version_tuple(version) else False
+        checks.append(
+            Check(
+                "rewrite-timestamp",
+                ok,
+                "available (BuildKit v0.13+)" if ok else f"BuildKit {version} is older than v0.13",
+                "run a moby/buildkit image of v0.13 or newer in the container",
             )
         )
     else:

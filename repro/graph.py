@@ -102,48 +102,79 @@ def walk(
     *,
     builders: Sequence[str | None] = (None,),
     publish: Callable[[Recipe, R], str] | None = None,
+    jobs: int = 1,
 ) -> list[R]:
-    """Build `selected` in topological order; independent recipes of one level are
-    spread over `builders` (one build at a time on each), results in a fixed order.
+    """Build `selected` in topological order, results in a fixed order (the levels').
+
+    A recipe starts as soon as the selected recipes it builds on are done, not when
+    their whole level is: up to `jobs` builds at a time on each of `builders`, a
+    recipe going to the builder with the fewest running builds (ties: the first).
+    With one builder and ``jobs=1`` the order is the levels' order.
 
     A recipe that another selected recipe builds on is published after its build
     (``publish`` returns the pushed digest), and its dependants' builds are given
     ``built[name] = digest`` so that their locks are checked against it.
-    """
-    from concurrent.futures import ThreadPoolExecutor
 
+    After a failure no new build starts; the builds running finish, then the first
+    failure in the levels' order is raised.
+    """
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    if jobs < 1:
+        raise ValueError("jobs must be at least 1")
     names = {r.name for r in selected}
     by_name = {r.name: r for r in everything}
-    needed_as_base = {dep for r in selected for dep in r.recipe_bases if dep in names}
-    built: dict[str, str] = {}
-    results: list[R] = []
+    ordered = [n for level in levels(list(everything), only=names) for n in level]
+    rank = {n: i for i, n in enumerate(ordered)}
+    deps = {n: [d for d in by_name[n].recipe_bases if d in names] for n in ordered}
+    needed_as_base = {d for n in ordered for d in deps[n]}
     slots = list(builders) or [None]
-    for level in levels(list(everything), only=names):
-        todo = [by_name[n] for n in level]
-        queues: list[list[Recipe]] = [todo[i :: len(slots)] for i in range(len(slots))]
+    running = [0] * len(slots)
+    built: dict[str, str] = {}
+    lock = threading.Lock()
+    outcomes: dict[str, R | BaseException] = {}
+    pending = list(ordered)
+    futures: dict[Future[R], tuple[str, int]] = {}
 
-        def run(
-            slot: int, queues: list[list[Recipe]] = queues
-        ) -> list[tuple[Recipe, R | BaseException]]:
-            out: list[tuple[Recipe, R | BaseException]] = []
-            for recipe in queues[slot]:
-                try:
-                    out.append((recipe, build_one(recipe, slots[slot], dict(built))))
-                except BaseException as exc:  # noqa: BLE001 - reported in order below
-                    out.append((recipe, exc))
-                    break
-            return out
+    def run(recipe: Recipe, slot: int, snapshot: dict[str, str]) -> R:
+        result = build_one(recipe, slots[slot], snapshot)
+        if publish is not None and recipe.name in needed_as_base:
+            digest = publish(recipe, result)
+            with lock:
+                built[recipe.name] = digest
+        return result
 
-        if len(slots) == 1:
-            done = run(0)
-        else:
-            with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-                done = [item for part in pool.map(run, range(len(slots))) for item in part]
-        done.sort(key=lambda item: item[0].name)
-        for recipe, outcome in done:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            results.append(outcome)
-            if publish is not None and recipe.name in needed_as_base:
-                built[recipe.name] = publish(recipe, outcome)
-    return results
+    with ThreadPoolExecutor(max_workers=len(slots) * jobs) as pool:
+        while pending or futures:
+            failed = any(isinstance(o, BaseException) for o in outcomes.values())
+            if not failed:
+                for name in list(pending):
+                    if not all(d in outcomes for d in deps[name]):
+                        continue
+                    slot = min(range(len(slots)), key=lambda i: (running[i], i))
+                    if running[slot] >= jobs:
+                        break
+                    running[slot] += 1
+                    pending.remove(name)
+                    with lock:
+                        snapshot = dict(built)
+                    futures[pool.submit(run, by_name[name], slot, snapshot)] = (name, slot)
+            else:
+                pending.clear()
+            if not futures:
+                break
+            done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+            for future in done:
+                name, slot = futures.pop(future)
+                running[slot] -= 1
+                exc = future.exception()
+                outcomes[name] = exc if exc is not None else future.result()
+    failures = sorted(
+        (n for n, o in outcomes.items() if isinstance(o, BaseException)), key=rank.__getitem__
+    )
+    if failures:
+        first = outcomes[failures[0]]
+        assert isinstance(first, BaseException)
+        raise first
+    return [outcomes[n] for n in ordered]  # type: ignore[misc]
