@@ -364,7 +364,7 @@ def daily_update(
 
 def containerd_store(engine: str) -> tuple[str, bool]:
     """(engine version, whether it uses the containerd image store)."""
-    from repro.buildkit._connect import docker_request
+    from repro.buildkit import docker_request
 
     try:
         status, body = docker_request(engine, "GET", "/version")
@@ -403,11 +403,11 @@ def enable_containerd_store(daemon_json: Path) -> bool:
 
 
 def wait_for_engine(engine: str, seconds: float = 60.0) -> None:
-    from repro.buildkit._connect import _speaks_docker_api
+    from repro.buildkit import speaks_docker_api
 
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if os.path.exists(engine) and _speaks_docker_api(engine):
+        if os.path.exists(engine) and speaks_docker_api(engine):
             return
         time.sleep(0.2)
     raise BuilderError(f"the Docker Engine at {engine} did not answer within {seconds:.0f} s")

@@ -716,7 +716,7 @@ def ci_buildkit(
 ) -> None:
     """Make the Docker Engine at $DOCKER_HOST (else /var/run/docker.sock) build OCI
     images: switch it to the containerd image store if it uses the classic one."""
-    from repro.buildkit._connect import docker_engine_socket
+    from repro.buildkit import docker_engine_socket
     from repro.ci import ensure_containerd_store, run_restart
 
     try:

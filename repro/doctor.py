@@ -84,7 +84,7 @@ def check_builder(builder: str | None) -> tuple[list[Check], dict[str, Any]]:
     try:
         with connect(builder) as conn:
             if address.kind == "docker-container":
-                from repro.buildkit._exec import buildctl_version
+                from repro.buildkit import buildctl_version
 
                 facts["buildctl"] = buildctl_version(address.engine, address.target)
                 facts["docker_engine"] = address.engine

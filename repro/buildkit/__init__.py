@@ -24,11 +24,14 @@ from repro.buildkit._build import (
 from repro.buildkit._connect import (
     BuilderAddress,
     Connection,
+    docker_engine_socket,
     docker_request,
     find_builder,
     parse_address,
+    speaks_docker_api,
 )
 from repro.buildkit._control import BuilderInfo, Control, WorkerInfo
+from repro.buildkit._exec import buildctl_version
 
 if TYPE_CHECKING:
     from repro.buildkit._progress import Progress
@@ -59,10 +62,13 @@ __all__ = [
     "Progress",
     "WorkerInfo",
     "build",
+    "buildctl_version",
     "check_inputs",
+    "docker_engine_socket",
     "docker_request",
     "connect",
     "find_builder",
     "parse_address",
     "solve_request",
+    "speaks_docker_api",
 ]

@@ -103,7 +103,7 @@ def parse_address(value: str, source: str) -> BuilderAddress:
         )
     if value.startswith("unix://"):
         path = _unix_path(value)
-        kind = "docker" if _speaks_docker_api(path) else "buildkitd-unix"
+        kind = "docker" if speaks_docker_api(path) else "buildkitd-unix"
         return BuilderAddress(kind, path, source)
     if value.startswith("tcp://"):
         parts = urlsplit(value)
@@ -242,7 +242,7 @@ def _dechunk(data: bytes) -> bytes:
     return bytes(out)
 
 
-def _speaks_docker_api(path: str) -> bool:
+def speaks_docker_api(path: str) -> bool:
     try:
         status, body = docker_request(path, "GET", "/_ping", timeout=2.0)
     except BuilderError:
@@ -424,7 +424,7 @@ class Connection:
                     f"Docker socket {address.target} does not exist (from {address.source}); "
                     'start the local engine with: eval "$(scripts/dev-env up)"'
                 )
-            if not _speaks_docker_api(address.target):
+            if not speaks_docker_api(address.target):
                 raise BuilderError(
                     f"nothing answers the Docker API at {address.target} (from {address.source})"
                 )
@@ -440,7 +440,7 @@ class Connection:
                     f"Docker socket {engine} does not exist "
                     f"({address} from {address.source}; the engine comes from DOCKER_HOST)"
                 )
-            if not _speaks_docker_api(engine):
+            if not speaks_docker_api(engine):
                 raise BuilderError(
                     f"nothing answers the Docker API at {engine} ({address} from {address.source})"
                 )
