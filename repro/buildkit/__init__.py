@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from repro.buildkit._assess import CLASSIC_STORE_FIX, Assessment, Finding
+from repro.buildkit._assess import gather as assess_builder
+from repro.buildkit._assess import judge as judge_builder
 from repro.buildkit._build import (
     BuildRequest,
     BuildResult,
@@ -52,6 +55,11 @@ def connect(builder: str | None = None) -> Connection:
 
 
 __all__ = [
+    "CLASSIC_STORE_FIX",
+    "Assessment",
+    "Finding",
+    "assess_builder",
+    "judge_builder",
     "BuildRequest",
     "BuildResult",
     "BuilderAddress",

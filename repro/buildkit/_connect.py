@@ -387,16 +387,6 @@ class DockerGrpcBridge(Bridge):
         splice(upstream, client, rest)
 
 
-def _major(version: str) -> int:
-    digits = version.lstrip("v").split(".")[0]
-    return int(digits) if digits.isdigit() else 0
-
-
-def _minor(version: str) -> int:
-    parts = version.lstrip("v").split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-
-
 def _read(path: str, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -470,71 +460,24 @@ class Connection:
             self.channel = grpc.insecure_channel(address.target, options=options)
 
     def preflight(self) -> None:
-        """Refuse early, with the fix, a builder that cannot make reproducible OCI images.
-
-        Docker: engine 26+ (BuildKit v0.13, rewrite-timestamp) with the containerd image
-        store (the oci exporter). buildkitd: v0.13+ when it reports a version.
-        """
+        """Refuse early, with the fix, a builder that cannot make reproducible OCI images:
+        the rules of `repro.buildkit._assess`, the same that `repro doctor` shows."""
         if self._checked:
             return
+        from repro.buildkit._assess import gather, refuse_if_unusable
+
+        found = gather(self)
+        refuse_if_unusable(found)
         if self.is_docker:
-            import json
-
-            status, body = docker_request(self.address.target, "GET", "/version")
-            version = json.loads(body).get("Version", "") if status == 200 else ""
-            self.engine_version = f"Docker Engine {version}" if version else ""
-            if version and _major(version) < 26:
-                raise BuilderError(
-                    f"Docker Engine {version} at {self.address.target} embeds a BuildKit older "
-                    "than v0.13, which lacks rewrite-timestamp; Docker Engine 26 or newer is needed"
-                )
-            status, body = docker_request(self.address.target, "GET", "/info")
-            info = json.loads(body) if status == 200 else {}
-            store = any(
-                "io.containerd.snapshotter" in str(v)
-                for pair in info.get("DriverStatus") or []
-                for v in pair
+            self.engine_version = (
+                f"Docker Engine {found.engine_version}" if found.engine_version else ""
             )
-            if not store:
-                raise BuilderError(
-                    f"Docker Engine at {self.address.target} uses the classic image store "
-                    f"({info.get('Driver', 'unknown')}), which refuses the oci exporter; enable "
-                    '{"features": {"containerd-snapshotter": true}} in daemon.json and restart '
-                    "dockerd, or run BuildKit in a container and build with --builder "
-                    "docker-container://NAME (docs/ci.md)"
-                )
-            self.buildkit_version = self._embedded_buildkit_version()
         else:
-            from repro.buildkit._control import Control
-
-            if self.address.kind == "docker-container":
-                # One short exec first: a container without buildctl is named as such,
-                # instead of a gRPC channel that never comes up.
-                from repro.buildkit._exec import buildctl_version
-
-                buildctl_version(self.address.engine, self.address.target)
-            version = Control(self.channel, self.address).info(timeout=10).version
-            self.engine_version = f"BuildKit {version}" if version else ""
-            self.buildkit_version = version
-            if (
-                version.startswith("v")
-                and not version.startswith("v0.0.0")
-                and (_minor(version) < 13 and _major(version) == 0)
-            ):
-                raise BuilderError(
-                    f"BuildKit {version} at {self.address} lacks rewrite-timestamp; "
-                    "BuildKit v0.13 or newer is needed"
-                )
+            self.engine_version = (
+                f"BuildKit {found.buildkit_version}" if found.buildkit_version else ""
+            )
+        self.buildkit_version = found.buildkit_version
         self._checked = True
-
-    def _embedded_buildkit_version(self) -> str:
-        """The version the engine's BuildKit reports over /grpc; "" if it will not say."""
-        from repro.buildkit._control import Control
-
-        try:
-            return Control(self.channel, self.address).info(timeout=10).version
-        except BuilderError:
-            return ""
 
     @property
     def is_docker(self) -> bool:
