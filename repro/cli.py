@@ -871,6 +871,27 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
     report_dir: ReportDir = None,
     limit: Annotated[int, typer.Option("--limit", help="Differing paths shown in text.")] = 40,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            "--publish",
+            help="When every recipe verified, publish the first build of each (as repro "
+            "publish does); with --key, with signed provenance, SBOM and a 'reproduced' "
+            "statement of this verification. Nothing is published when one fails.",
+        ),
+    ] = False,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="With --publish: the private key to sign with.")
+    ] = None,
+    no_legacy: Annotated[
+        bool, typer.Option("--no-legacy", help="With --key: no cosign 2 sha256-<hex>.att tag.")
+    ] = False,
+    builder_id: Annotated[
+        str | None,
+        typer.Option(
+            "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
+        ),
+    ] = None,
     recipes_dir: RecipesDir = Path("recipes"),
 ) -> None:
     """Build each recipe twice, independently, and prove the digests match.
@@ -878,6 +899,7 @@ def verify(
     Exit 0 when every recipe is reproducible, 1 when one is not, 2 on bad input.
     """
     import os
+    import tempfile
 
     from repro.build import SecretSpec
     from repro.diff import verify_present
@@ -893,6 +915,17 @@ def verify(
         variations = parse_vary(vary)
         secret_specs = [SecretSpec.parse(x) for x in secret or []]
         found = find_recipes(recipes_dir, recipes or None)
+        if key is not None and not publish:
+            raise InputError("--key signs what --publish publishes: give --publish too")
+        signer = None
+        if key is not None:
+            from repro.attest import load_private_key
+
+            signer = load_private_key(key, passphrase=_passphrase_prompt(confirm=False))
+        kept_tmp = None
+        if publish and keep is None:  # the first build of each recipe is what is published
+            kept_tmp = tempfile.TemporaryDirectory(prefix="repro-verified-")
+            keep = Path(kept_tmp.name)
 
         def show(result: Any) -> None:
             if not as_json:
@@ -914,8 +947,40 @@ def verify(
             secrets=secret_specs,
             on_step=None if as_json else lambda s: typer.echo(f"repro: {s}", err=True),
         )
+        published: list[Any] = []
+        if publish and run.ok:
+            assert keep is not None
+            from repro.publish import publish_verified
+
+            attach = None
+            if signer is not None:
+                from repro.attest import publication_attacher
+
+                attach = publication_attacher(
+                    {r.name: r for r in found},
+                    signer,
+                    legacy=not no_legacy,
+                    builder_id=builder_id or "",
+                    verified={r.recipe: r for r in run.results},
+                )
+            everything = _graph_recipes(recipes_dir, found) if len(found) > 1 else found
+            published = publish_verified(run, found, keep, everything=everything, attach=attach)
+            if not as_json:
+                for p in published:
+                    signed = " with signed attestations" if signer is not None else ""
+                    typer.echo(f"{p.recipe}: published {p.reference}{signed}")
+        elif publish:
+            typer.echo("repro: not published: a recipe did not verify", err=True)
+        if kept_tmp is not None:
+            kept_tmp.cleanup()
         if as_json:
-            typer.echo(json.dumps(run.to_json(), indent=2))
+            results = run.to_json()
+            if publish:
+                for entry, result in zip(results, run.results, strict=True):
+                    entry["published"] = next(
+                        (p.to_json() for p in published if p.recipe == result.recipe), None
+                    )
+            typer.echo(json.dumps(results, indent=2))
         if os.environ.get("GITHUB_ACTIONS") == "true":
             for line in verify_present.github_annotations(run.results, accept):
                 typer.echo(line)

@@ -572,3 +572,52 @@ def test_publish_with_a_key_attaches_what_cosign_and_attest_verify_accept(
     assert wrong.returncode == 0
     refused = run("attest", "verify", ref, "--key", "other.pub")
     assert refused.returncode == 1, refused.stdout + refused.stderr
+
+
+def test_verify_publish_pushes_only_what_verified_with_a_reproduced_statement(
+    registry: str, tmp_path: Path
+) -> None:
+    """`repro verify --publish --key`: the CI step. A recipe that verifies is published
+    with provenance, SBOM and a signed "reproduced" statement; one that does not is not
+    published at all."""
+    namespace = f"repro-test/verify-publish-{uuid.uuid4().hex[:10]}"
+    work = tmp_path / "work"
+    (work / "recipes").mkdir(parents=True)
+    shutil.copytree(ROOT / "recipes" / "hello", work / "recipes" / "hello")
+    (work / "recipes" / "repro.toml").write_text(f'registry = "{registry}/{namespace}"\n')
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "repro", *args],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    assert run("keygen", "key").returncode == 0
+    verified = run("verify", "hello", "--publish", "--key", "key.key", "--json")
+    assert verified.returncode == 0, verified.stderr
+    [result] = json.loads(verified.stdout)
+    digest = result["digest1"]
+    assert result["published"]["digest"] == digest
+    checked = run(
+        "attest", "verify", f"{registry}/{namespace}/hello:latest", "--key", "key.pub", "--json"
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    kinds = sorted(a["kind"] for a in json.loads(checked.stdout)["attestations"])
+    assert kinds == ["provenance", "reproduced", "sbom"]
+
+    # A recipe that does not reproduce: nothing is published.
+    flaky = work / "recipes" / "flaky"
+    shutil.copytree(work / "recipes" / "hello", flaky)
+    dockerfile = flaky / "Dockerfile"
+    random_line = "RUN cat /proc/sys/kernel/random/uuid > /stamp\n"
+    dockerfile.write_text(dockerfile.read_text() + random_line)
+    (flaky / "repro.lock").unlink()
+    assert run("lock", "flaky").returncode == 0
+    refused = run("verify", "flaky", "--publish", "--key", "key.key", "--vary", "none")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "not published" in refused.stderr
+    with Registry() as client:
+        assert "latest" not in client.list_tags(f"{registry}/{namespace}/flaky")

@@ -64,17 +64,28 @@ def publication_attacher(
     legacy: bool = True,
     sbom: bool = True,
     builder_id: str = "",
+    verified: Mapping[str, Any] | None = None,
 ) -> Any:
     """The `attach` callback of `repro.publish.publish_recipes`: for each platform
     manifest of a published recipe, sign provenance (with the build record's BuildKit
-    version and exporter options) and the SBOM, and attach them, before the tags move."""
+    version and exporter options) and the SBOM, and attach them, before the tags move.
+    With `verified` (recipe name -> repro.verify.VerifyResult), a signed "reproduced"
+    statement of that verification goes with them."""
 
     def attach(publication: Any, registry: Any) -> None:
         recipe = recipes[publication.recipe]
         facts = BuildFacts.from_record(publication.build, builder_id)
+        result = (verified or {}).get(publication.recipe)
+        comparison = Comparison.from_verify(result) if result is not None else None
         for digest in sorted(set(publication.platforms.values())):
             statements = recipe_statements(
-                registry, publication.repository, digest, recipe, facts=facts, sbom=sbom
+                registry,
+                publication.repository,
+                digest,
+                recipe,
+                facts=facts,
+                sbom=sbom,
+                comparison=comparison,
             )
             attach_statements(
                 registry, publication.repository, digest, statements, signer, legacy=legacy
