@@ -10,6 +10,7 @@ put the action's own tree there.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,18 +69,32 @@ def test_lock_check_and_verify_steps(tmp_path: Path, runner: dict[str, str]) -> 
     assert r.returncode == 0, r.stderr[-3000:]
     assert "hello: reproducible" in r.stdout and "wordcount: reproducible" in r.stdout
     assert "variations: timezone, locale" in r.stdout
-    # publish: repro verify has no --publish yet; the step says so and verifies only.
-    assert "::warning title=repro action::publish:" in r.stdout
+    # publish: what verified goes to the recipes' registry, the digest unchanged (the
+    # same bytes the example images already have there).
+    assert "hello: published 127.0.0.1:5000/repro/hello@sha256:4f46d893" in r.stdout
     summary = Path(runner["GITHUB_STEP_SUMMARY"]).read_text()
     assert "## repro verify" in summary
     assert "| hello | identical | yes |" in summary and "| wordcount | identical | yes |" in summary
 
 
 def test_a_difference_is_annotated_and_reported(tmp_path: Path, runner: dict[str, str]) -> None:
-    # hello's RUN step writes a file whose mode follows the umask: varying it differs.
+    # hello copies a context file whose mode follows the checkout's umask; without its
+    # [normalise] umask setting, varying the umask makes the two builds differ.
+    recipes = tmp_path / "recipes"
+    shutil.copytree(ROOT / "recipes" / "hello", recipes / "hello")
+    shutil.copyfile(ROOT / "recipes" / "repro.toml", recipes / "repro.toml")
+    toml = recipes / "hello" / "recipe.toml"
+    text = toml.read_text()
+    assert '[normalise]\n' in text
+    toml.write_text(text.split("[normalise]\n")[0])
     report = tmp_path / "report"
     r = step(
-        "verify", runner, INPUT_RECIPES="hello", INPUT_VARY="umask", INPUT_REPORT_DIR=str(report)
+        "verify",
+        runner,
+        INPUT_RECIPES="hello",
+        INPUT_RECIPES_DIR=str(recipes),
+        INPUT_VARY="umask",
+        INPUT_REPORT_DIR=str(report),
     )
     assert r.returncode == 1, r.stderr[-3000:]
     assert "::error title=repro verify hello::hello is not reproducible" in r.stdout
