@@ -766,8 +766,14 @@ MaxLayerSize = Annotated[
 
 @app.command()
 def diff(
-    first: Annotated[str, typer.Argument(help="oci:DIR, oci-archive:FILE, or a path.")],
-    second: Annotated[str, typer.Argument(help="oci:DIR, oci-archive:FILE, or a path.")],
+    first: Annotated[
+        str,
+        typer.Argument(
+            help="oci:DIR, oci-archive:FILE, docker-archive:FILE (docker save), "
+            "docker://REF or registry:REF (pulled, every blob checked), or a path."
+        ),
+    ],
+    second: Annotated[str, typer.Argument(help="The same forms as FIRST.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     report_dir: ReportDir = None,
     platform: Annotated[
