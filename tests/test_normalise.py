@@ -883,3 +883,35 @@ def test_umask_setting_is_checked(tmp_path: Path) -> None:
     d = write_recipe(tmp_path, '[normalise]\numask = "0998"\n')
     r = CliRunner().invoke(app, ["build", str(d)])
     assert r.exit_code == 2 and "umask '0998' must be octal digits" in r.output
+
+
+def test_each_platform_of_an_index_is_returned_with_its_own_digests(tmp_path: Path) -> None:
+    """A multi-platform image: every platform's manifest and config come back in the
+    result (they used to be one field, set by whichever platform finished last)."""
+    import shutil
+
+    from diffimages import F, make_image
+
+    amd = make_image(tmp_path / "amd", [[F("a", b"amd64")]], platform=("linux", "amd64"))
+    arm = make_image(tmp_path / "arm", [[F("a", b"arm64")]], platform=("linux", "arm64"))
+    for blob in (arm.path / "blobs" / "sha256").iterdir():
+        target = amd.path / "blobs" / "sha256" / blob.name
+        if not target.exists():
+            shutil.copyfile(blob, target)
+    children = amd.index_manifests() + arm.index_manifests()
+    index_doc = {
+        "schemaVersion": 2,
+        "mediaType": oci.MEDIA_TYPE_OCI_INDEX,
+        "manifests": [d.to_json() for d in children],
+    }
+    top = amd.write_blob(oci.canonical_json(index_doc), oci.MEDIA_TYPE_OCI_INDEX)
+    amd.write_index([top])
+
+    result = normalise(amd.path, tmp_path / "out")
+    assert sorted(result.platforms) == ["linux/amd64", "linux/arm64"]
+    out = oci.Index.open(oci.OCILayout(tmp_path / "out"))
+    for platform, digests in result.platforms.items():
+        image = out.images[platform]
+        assert image.descriptor.digest == digests["manifest"]
+        assert image.config_descriptor.digest == digests["config"]
+    assert result.config_digest == result.platforms["linux/amd64"]["config"]
