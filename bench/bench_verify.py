@@ -149,25 +149,47 @@ def bench_verify(recipes: list[str], repeat: int, env: dict[str, str]) -> list[d
 
 
 def _write_layer(
-    layout: oci.OCILayout, files: int, size: int, changed: int | None
-) -> oci.Descriptor:
-    """One uncompressed layer of `files` seeded-random files, streamed to a blob."""
+    layout: oci.OCILayout, files: int, size: int, changed: int | None, compress: bool = False
+) -> tuple[oci.Descriptor, str]:
+    """One layer of `files` seeded-random files, streamed to a blob (gzip level 1
+    with `compress`); its descriptor and diffID."""
+    import gzip
+
     blob_dir = layout.path / "blobs" / "sha256"
     tmp = blob_dir / ".tmp-layer"
     h = hashlib.sha256()
+    h_tar = hashlib.sha256()
 
     class Hashing:
-        def __init__(self, f: Any) -> None:
+        def __init__(self, f: Any, hasher: Any) -> None:
             self.f = f
+            self.hasher = hasher
 
         def write(self, data: bytes) -> int:
-            h.update(data)
+            self.hasher.update(data)
             return self.f.write(data)  # type: ignore[no-any-return]
 
-    with (
-        open(tmp, "wb") as raw,
-        tarfile.open(fileobj=Hashing(raw), mode="w|", format=tarfile.PAX_FORMAT) as tar,  # type: ignore[call-overload]
-    ):
+        def flush(self) -> None:
+            self.f.flush()
+
+    with open(tmp, "wb") as raw:
+        sink: Any = Hashing(raw, h)
+        gz = None
+        if compress:
+            gz = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=1, mtime=0)
+            sink = gz
+        _write_tar(Hashing(sink, h_tar), files, size, changed)
+        if gz is not None:
+            gz.close()
+    digest = "sha256:" + h.hexdigest()
+    size_total = tmp.stat().st_size
+    os.replace(tmp, layout.blob_path(digest))
+    media = oci.MEDIA_TYPE_OCI_LAYER_GZIP if compress else oci.MEDIA_TYPE_OCI_LAYER
+    return oci.Descriptor(media, digest, size_total), "sha256:" + h_tar.hexdigest()
+
+
+def _write_tar(out: Any, files: int, size: int, changed: int | None) -> None:
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         rng = random.Random(42)
         for i in range(files):
             data = rng.randbytes(size)
@@ -180,20 +202,18 @@ def _write_layer(
             import io
 
             tar.addfile(info, io.BytesIO(data))
-    digest = "sha256:" + h.hexdigest()
-    size_total = tmp.stat().st_size
-    os.replace(tmp, layout.blob_path(digest))
-    return oci.Descriptor(oci.MEDIA_TYPE_OCI_LAYER, digest, size_total)
 
 
-def make_big_image(path: Path, files: int, size: int, changed: int | None) -> Path:
+def make_big_image(
+    path: Path, files: int, size: int, changed: int | None, compress: bool = False
+) -> Path:
     layout = oci.OCILayout.create(path)
-    layer = _write_layer(layout, files, size, changed)
+    layer, diff_id = _write_layer(layout, files, size, changed, compress)
     config = {
         "architecture": "amd64",
         "os": "linux",
         "created": "2023-11-14T22:13:20Z",
-        "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "config": {},
     }
     config_d = layout.write_blob(oci.canonical_json(config), oci.MEDIA_TYPE_OCI_CONFIG)
@@ -253,6 +273,56 @@ def bench_diff(total_mib: int, skip_diffoscope: bool) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# One pass over both gzip blobs, as a floor: what reading each layer once costs.
+_ONE_PASS = """
+import gzip, hashlib, sys
+for path in sys.argv[1:]:
+    outer, inner = hashlib.sha256(), hashlib.sha256()
+    with open(path, "rb") as raw:
+        class R:
+            def read(self, n=-1):
+                b = raw.read(n)
+                outer.update(b)
+                return b
+        with gzip.GzipFile(fileobj=R()) as z:
+            while chunk := z.read(1 << 20):
+                inner.update(chunk)
+"""
+
+
+def bench_diff_gzip(total_mib: int) -> dict[str, Any]:
+    """Two gzip images with small files, one differing deep in the layer: repro diff
+    against one decompressing, hashing pass over both blobs (the floor)."""
+    size = 64 * 1024
+    files = total_mib * MiB // size
+    changed = files * 3 // 4
+    expected = f"/data/d{changed // 100:03d}/file{changed:05d}.bin"
+    work = Path(tempfile.mkdtemp(prefix="bench-diff-gz-", dir=os.environ.get("BENCH_TMP")))
+    try:
+        blob_a = make_big_image(work / "a", files, size, None, compress=True)
+        blob_b = make_big_image(work / "b", files, size, changed, compress=True)
+        r = run([PY, "-m", "repro", "diff", f"oci:{work / 'a'}", f"oci:{work / 'b'}", "--json"])
+        if r["rc"] != 1:
+            raise SystemExit(f"repro diff: exit {r['rc']}: {r['stderr']}")
+        found = [f["path"] for f in json.loads(r["stdout"])["findings"]]
+        floor = run([PY, "-c", _ONE_PASS, str(blob_a), str(blob_b)])
+        row = {
+            "case": f"diff-gzip-{total_mib}mib",
+            "files": files,
+            "repro_s": r["seconds"],
+            "repro_cpu_s": r["cpu_s"],
+            "repro_rss_mb": r["rss_mb"],
+            "repro_ok": found == [expected],
+            "one_pass_s": floor["seconds"],
+            "one_pass_cpu_s": floor["cpu_s"],
+            "cpu_ratio": round(r["cpu_s"] / max(floor["cpu_s"], 0.01), 2),
+        }
+        print(json.dumps(row), flush=True)
+        return row
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 repetition, a 64 MiB diff case")
@@ -262,6 +332,7 @@ def main() -> None:
     ap.add_argument("--skip-verify", action="store_true")
     ap.add_argument("--skip-diff", action="store_true")
     ap.add_argument("--skip-diffoscope", action="store_true")
+    ap.add_argument("--gzip-size", type=int, default=0, help="MiB: also a gzip diff case")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     repeat = 1 if args.quick else args.repeat
@@ -274,6 +345,10 @@ def main() -> None:
     if not args.skip_diff:
         row = bench_diff(size, args.skip_diffoscope)
         failed = not row["repro_ok"] or row.get("diffoscope_ok") is False
+        out["cases"].append(row)
+    if args.gzip_size:
+        row = bench_diff_gzip(args.gzip_size)
+        failed = failed or not row["repro_ok"]
         out["cases"].append(row)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

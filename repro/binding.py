@@ -20,14 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from repro.errors import ReproError
+from repro.errors import (
+    UnpinnedPackages,  # noqa: F401 - defined in errors, re-exported here
+)
 from repro.recipe import Recipe
-
-
-class UnpinnedPackages(ReproError):
-    """The built image's packages do not match the lock."""
-
-    exit_code = 1
 
 
 @dataclass
@@ -71,9 +67,9 @@ def _few(items: Sequence[str], n: int = 6) -> str:
     return shown + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def _checked_base(recipe: Recipe, lock: Mapping[str, Any]) -> tuple[str, str, str] | None:
+def checked_base(recipe: Recipe, lock: Mapping[str, Any]) -> tuple[str, str, str] | None:
     """(base ref, image name, platform manifest digest) the packages install on."""
-    from repro.lock import _image_name, base_platform_digest, package_set_base
+    from repro.lock import base_platform_digest, image_name, package_set_base
 
     if recipe.packages:
         refs = {package_set_base(recipe, s) for s in recipe.packages}
@@ -94,7 +90,7 @@ def _checked_base(recipe: Recipe, lock: Mapping[str, Any]) -> tuple[str, str, st
     _platform, manifest = base_platform_digest(entry, arch)
     if not manifest:
         return None
-    return ref, entry.get("image") or _image_name(ref), manifest
+    return ref, entry.get("image") or image_name(ref), manifest
 
 
 def check_image(
@@ -109,7 +105,7 @@ def check_image(
     binding = Binding()
     if not lock:
         return binding
-    where = _checked_base(recipe, lock)
+    where = checked_base(recipe, lock)
     if where is None:
         return binding
     ref, image, manifest = where

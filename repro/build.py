@@ -214,9 +214,7 @@ def _build_recipe(
         return build_rootfs(
             recipe, output=output, progress=progress, stream=stream, offline=offline
         )
-    from repro.buildkit import BuildRequest, Output, build, connect
-    from repro.buildkit._build import check_inputs
-    from repro.buildkit._progress import Progress
+    from repro.buildkit import BuildRequest, Output, Progress, build, check_inputs, connect
 
     out = Output.parse(output or default_output(recipe))
     from repro import oci
@@ -252,7 +250,7 @@ def _build_recipe(
         cancel=cancel,
     )
     staging: Path | None = None
-    from repro.binding import Binding, UnpinnedPackages, _checked_base, check_image
+    from repro.binding import Binding, UnpinnedPackages, check_image, checked_base
 
     packages_dir = _package_context(recipe, pinned.lock, offline)
     if packages_dir is not None:
@@ -260,7 +258,7 @@ def _build_recipe(
 
         request.named_contexts[CONTEXT_NAME] = packages_dir
 
-    bind = bool(pinned.lock) and _checked_base(recipe, pinned.lock or {}) is not None
+    bind = bool(pinned.lock) and checked_base(recipe, pinned.lock or {}) is not None
     if normalise or bind:
         # BuildKit's export is staged beside the output, checked against the lock
         # and normalised (or moved) into place.
@@ -332,7 +330,7 @@ def _check_locked_bases(
     """Every base digest the lock pins must be in its registry: one line naming the
     lock entry before anything is built (BuildKit would report it three times over)."""
     from repro.errors import RegistryError
-    from repro.lock import _image_name
+    from repro.lock import image_name
 
     if not lock or not lock.get("bases"):
         return
@@ -343,7 +341,7 @@ def _check_locked_bases(
             elif ref.startswith("recipe:"):
                 continue
             else:
-                image = _image_name(ref)
+                image = image_name(ref)
             try:
                 client.resolve(f"{image}@{entry['digest']}")
             except RegistryError as exc:
@@ -572,7 +570,7 @@ def build_recipes(
             with write_lock:
                 print(f"repro: {recipe.name}: building", file=err, flush=True)
         elif groups and progress != "quiet":
-            print(f"::group::{recipe.name}", file=err, flush=True)
+            print(f"::group::repro build {recipe.name}", file=err, flush=True)
 
     def finish(outcome: Outcome[RecipeResult]) -> None:
         name = outcome.recipe.name
@@ -580,7 +578,8 @@ def build_recipes(
             text = buffers.pop(name).getvalue()
             state = "done" if outcome.ok else "failed"
             with write_lock:
-                print(f"::group::{name} ({state})" if groups else f"--- {name} ({state})", file=err)
+                title = f"repro build {name}"
+                print(f"::group::{title}" if groups else f"--- {title} ({state})", file=err)
                 err.write(text if text.endswith("\n") or not text else text + "\n")
                 if groups:
                     print("::endgroup::", file=err)

@@ -46,7 +46,8 @@ Builder = Annotated[
     str | None,
     typer.Option(
         "--builder",
-        help="BuildKit address: unix:///path, tcp://host:port, docker:// or docker://unix:///path. "
+        help="BuildKit address: unix:///path, tcp://host:port, docker://, docker://unix:///path "
+        "or docker-container://NAME. "
         "Default: $BUILDKIT_HOST, then $DOCKER_HOST, then the usual sockets.",
     ),
 ]
@@ -83,7 +84,27 @@ def _graph_recipes(recipes_dir: Path, found: list[Recipe]) -> list[Recipe]:
 
 def _fail(exc: ReproError) -> NoReturn:
     typer.echo(f"repro: error: {exc}", err=True)
+    _annotate(exc)
     raise typer.Exit(exc.exit_code)
+
+
+def _annotate(exc: ReproError) -> None:
+    """On GitHub Actions, the error also as an ::error annotation (on stdout, where
+    the runner reads workflow commands), at its file and line when it has them."""
+    import os
+
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    where = ""
+    if exc.file:
+        name = _escape(exc.file).replace(":", "%3A").replace(",", "%2C")
+        where = f" file={name}" + (f",line={exc.line}" if exc.line else "")
+    typer.echo(f"::error{where}::{_escape(exc.message)}")
+
+
+def _escape(text: str) -> str:
+    """Workflow command data: %, CR and LF escaped."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _version(value: bool) -> None:
@@ -142,7 +163,8 @@ def build(
         list[str] | None,
         typer.Option(
             "--builder",
-            help="BuildKit address (unix://, tcp://, docker://). Give it several times to "
+            help="BuildKit address (unix://, tcp://, docker://, docker-container://). Give it "
+            "several times to "
             "spread independent recipes over several builders. Default: $BUILDKIT_HOST, "
             "then $DOCKER_HOST, then the usual sockets.",
         ),
@@ -153,7 +175,9 @@ def build(
             "--jobs",
             "-j",
             help="Builds at a time on each builder; a recipe starts as soon as the "
-            "recipes it builds on are built.",
+            "recipes it builds on are built. With more than one build at a time, each "
+            "recipe's progress is printed as one block when it ends (a log group on "
+            "GitHub Actions).",
         ),
     ] = 8,  # repro.build.DEFAULT_JOBS
     all_recipes: Annotated[
@@ -231,6 +255,10 @@ def build(
             # One recipe: its error as it is; several: each line names its recipe.
             why = o.message if len(outcomes) > 1 or o.error is None else str(o.error)
             typer.echo(f"repro: error: {why}", err=True)
+            if o.error is not None:
+                _annotate(o.error)
+            else:
+                _annotate(ReproError(why))
         if failed:
             raise typer.Exit(max(o.exit_code for o in failed))
     except ReproError as exc:
@@ -249,9 +277,28 @@ def publish(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print results as JSON on stdout.")
     ] = False,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Sign provenance and an SBOM with this private key (repro keygen) and "
+            "attach them to each platform manifest before the tags move.",
+        ),
+    ] = None,
+    no_legacy: Annotated[
+        bool, typer.Option("--no-legacy", help="With --key: no cosign 2 sha256-<hex>.att tag.")
+    ] = False,
+    no_sbom: Annotated[bool, typer.Option("--no-sbom", help="With --key: attach no SBOM.")] = False,
+    builder_id: Annotated[
+        str | None,
+        typer.Option(
+            "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
+        ),
+    ] = None,
     recipes_dir: RecipesDir = Path("recipes"),
 ) -> None:
-    """Push what `repro build` wrote (out/<name>) to each recipe's repository and tags."""
+    """Push what `repro build` wrote (out/<name>) to each recipe's repository and tags;
+    with --key, signed attestations go with it."""
     from repro.errors import InputError
     from repro.publish import Publication, publish_recipes
     from repro.recipe import find_recipes
@@ -260,6 +307,18 @@ def publish(
         if all_recipes and recipes:
             raise InputError("give recipe names or --all, not both")
         found = find_recipes(recipes_dir, recipes or None)
+        attach = None
+        if key is not None:
+            from repro.attest import load_private_key, publication_attacher
+
+            signer = load_private_key(key, passphrase=_passphrase_prompt(confirm=False))
+            attach = publication_attacher(
+                {r.name: r for r in found},
+                signer,
+                legacy=not no_legacy,
+                sbom=not no_sbom,
+                builder_id=builder_id or "",
+            )
 
         def line(p: Publication) -> None:
             if as_json:
@@ -277,7 +336,7 @@ def publish(
 
         # One recipe has no order to keep: the rest of the graph is not even loaded.
         everything = _graph_recipes(recipes_dir, found) if len(found) > 1 else found
-        results = publish_recipes(found, everything, on_published=line)
+        results = publish_recipes(found, everything, on_published=line, attach=attach)
         if as_json:
             typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     except ReproError as exc:
@@ -372,6 +431,13 @@ def lock(
         if not as_json:
             bad = [f"{o.recipe} ({o.status})" for o in outcomes if o.status != "current"]
             typer.echo(f"repro: lock check failed: {', '.join(bad)}: run repro lock", err=True)
+            import os
+
+            if os.environ.get("GITHUB_ACTIONS") == "true":
+                typer.echo(
+                    "::error title=repro lock --check::"
+                    + _escape(f"stale locks: {', '.join(bad)}: run repro lock")
+                )
         raise typer.Exit(1)
 
 
@@ -492,6 +558,122 @@ def doctor(
     raise typer.Exit(0 if report.ok else 2)
 
 
+ci_app = typer.Typer(
+    help="repro in CI: the GitHub workflow, the daily lock update, a usable BuildKit (docs/ci.md).",
+    no_args_is_help=True,
+)
+app.add_typer(ci_app, name="ci")
+
+
+@ci_app.command("github")
+def ci_github(
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write. Default: .github/workflows/repro.yml"),
+    ] = None,
+    action: Annotated[
+        str | None,
+        typer.Option(
+            "--action",
+            help="The repro action the workflow uses, OWNER/REPO@COMMIT (full commit). "
+            "Default: the one the existing file uses.",
+        ),
+    ] = None,
+    runner: Annotated[str, typer.Option("--runner", help="runs-on label.")] = "ubuntu-24.04",
+    cron: Annotated[
+        str, typer.Option("--cron", help="When the daily lock update runs (UTC).")
+    ] = "17 4 * * *",
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 if the file is not current.")
+    ] = False,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Write a GitHub Actions workflow from the build graph: one job per recipe after
+    the recipes it builds on, a daily lock update committed per recipe, then verify."""
+    from repro.ci import DEFAULT_OUTPUT, github_workflow, read_action, write_if_changed
+    from repro.errors import InputError
+    from repro.recipe import find_recipes
+
+    target = output or DEFAULT_OUTPUT
+    try:
+        chosen = action or read_action(target)
+        if not chosen:
+            raise InputError(
+                "--action OWNER/REPO@COMMIT: name the repro action (and commit) the workflow uses"
+            )
+        text = github_workflow(
+            find_recipes(recipes_dir),
+            action=chosen,
+            recipes_dir=recipes_dir.as_posix(),
+            runner=runner,
+            cron=cron,
+        )
+        if check:
+            current = target.read_text(encoding="utf-8") if target.is_file() else ""
+            if current != text:
+                typer.echo(f"repro: {target} is not current: run repro ci github", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"{target} is current")
+            return
+        written = write_if_changed(target, text)
+    except ReproError as exc:
+        _fail(exc)
+    typer.echo(f"{target}: {'written' if written else 'unchanged'}")
+
+
+@ci_app.command("update")
+def ci_update(
+    recipes_dir: RecipesDir = Path("recipes"),
+    builder: Builder = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Resolutions at a time.")] = 8,
+) -> None:
+    """repro lock --update in build-graph order, one git commit per recipe whose pins
+    moved (its change list as the message); a moved base is built and pushed first, so
+    its dependants move to it in the same run (the daily job of the generated workflow)."""
+    from repro.ci import daily_update
+    from repro.recipe import find_recipes
+
+    try:
+        commits = daily_update(
+            find_recipes(recipes_dir),
+            recipes_dir,
+            builder=builder,
+            jobs=jobs,
+            say=typer.echo,
+        )
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if not commits:
+        typer.echo("all locks are current")
+
+
+@ci_app.command("buildkit")
+def ci_buildkit(
+    daemon_json: Annotated[
+        Path, typer.Option("--daemon-json", help="The engine's daemon.json.")
+    ] = Path("/etc/docker/daemon.json"),
+    restart: Annotated[
+        str, typer.Option("--restart", help="Shell command that restarts the engine.")
+    ] = "systemctl restart docker",
+) -> None:
+    """Make the Docker Engine at $DOCKER_HOST (else /var/run/docker.sock) build OCI
+    images: switch it to the containerd image store if it uses the classic one."""
+    from repro.buildkit import docker_engine_socket
+    from repro.ci import ensure_containerd_store, run_restart
+
+    try:
+        engine = docker_engine_socket()
+        done = ensure_containerd_store(
+            engine, daemon_json, run_restart(restart), say=lambda s: typer.echo(s, err=True)
+        )
+    except ReproError as exc:
+        _fail(exc)
+    typer.echo(done)
+
+
 def _size(value: str, option: str) -> int:
     """A byte count: 123, 64K, 512M, 2G (powers of 1024)."""
     from repro.errors import InputError
@@ -529,8 +711,14 @@ MaxLayerSize = Annotated[
 
 @app.command()
 def diff(
-    first: Annotated[str, typer.Argument(help="oci:DIR, oci-archive:FILE, or a path.")],
-    second: Annotated[str, typer.Argument(help="oci:DIR, oci-archive:FILE, or a path.")],
+    first: Annotated[
+        str,
+        typer.Argument(
+            help="oci:DIR, oci-archive:FILE, docker-archive:FILE (docker save), "
+            "docker://REF or registry:REF (pulled, every blob checked), or a path."
+        ),
+    ],
+    second: Annotated[str, typer.Argument(help="The same forms as FIRST.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     report_dir: ReportDir = None,
     platform: Annotated[
@@ -595,7 +783,8 @@ def verify(
         typer.Option(
             "--vary",
             help="Variations for the second build, comma-separated: umask, mtime, "
-            "timezone, locale, or all.",
+            "timezone, locale, build_path, all, or none. Default: umask, timezone, "
+            "locale, build_path.",
         ),
     ] = None,
     bisect: Annotated[
@@ -633,6 +822,27 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
     report_dir: ReportDir = None,
     limit: Annotated[int, typer.Option("--limit", help="Differing paths shown in text.")] = 40,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            "--publish",
+            help="When every recipe verified, publish the first build of each (as repro "
+            "publish does); with --key, with signed provenance, SBOM and a 'reproduced' "
+            "statement of this verification. Nothing is published when one fails.",
+        ),
+    ] = False,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="With --publish: the private key to sign with.")
+    ] = None,
+    no_legacy: Annotated[
+        bool, typer.Option("--no-legacy", help="With --key: no cosign 2 sha256-<hex>.att tag.")
+    ] = False,
+    builder_id: Annotated[
+        str | None,
+        typer.Option(
+            "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
+        ),
+    ] = None,
     recipes_dir: RecipesDir = Path("recipes"),
 ) -> None:
     """Build each recipe twice, independently, and prove the digests match.
@@ -640,123 +850,321 @@ def verify(
     Exit 0 when every recipe is reproducible, 1 when one is not, 2 on bad input.
     """
     import os
+    import tempfile
 
-    from repro.diff import present
+    from repro.build import SecretSpec
+    from repro.diff import verify_present
     from repro.errors import InputError
     from repro.recipe import find_recipes
-    from repro.verify import ACCEPT_LEVELS, parse_vary, verify_recipe
+    from repro.verify import parse_vary, verify_recipes
 
     try:
-        if accept not in ACCEPT_LEVELS:
-            raise InputError(f"--accept {accept!r}: expected {' or '.join(ACCEPT_LEVELS)}")
         if builders and len(builders) > 2:
             raise InputError("--builder: give at most two builders")
         if all_recipes and recipes:
             raise InputError("give recipe names or --all, not both")
-        variations = parse_vary(vary or [])
-        if bisect and not variations:
-            raise InputError("--bisect needs --vary: it names the variation that breaks the build")
-        from repro.build import SecretSpec
-
+        variations = parse_vary(vary)
         secret_specs = [SecretSpec.parse(x) for x in secret or []]
         found = find_recipes(recipes_dir, recipes or None)
-        results = []
-        for recipe in found:
-            result = verify_recipe(
-                recipe,
-                builders=list(builders) if builders else [None],
-                vary=variations,
-                bisect=bisect,
-                stagger=stagger,
-                keep=keep,
-                raw=raw,
-                allow_unpinned=allow_unpinned,
-                offline=offline,
-                secrets=secret_specs,
-                on_step=None if as_json else lambda s: typer.echo(f"repro: {s}", err=True),
-            )
-            results.append(result)
-            if report_dir is not None and result.report is not None:
-                target = report_dir / recipe.name if len(found) > 1 else report_dir
-                present.write_report_dir(result.report, target, f"repro verify {recipe.name}")
+        if key is not None and not publish:
+            raise InputError("--key signs what --publish publishes: give --publish too")
+        signer = None
+        if key is not None:
+            from repro.attest import load_private_key
+
+            signer = load_private_key(key, passphrase=_passphrase_prompt(confirm=False))
+        kept_tmp = None
+        if publish and keep is None:  # the first build of each recipe is what is published
+            kept_tmp = tempfile.TemporaryDirectory(prefix="repro-verified-")
+            keep = Path(kept_tmp.name)
+
+        def show(result: Any) -> None:
             if not as_json:
-                typer.echo(_verify_text(result, accept, limit), nl=False)
+                typer.echo(verify_present.text(result, accept, limit), nl=False)
+
+        run = verify_recipes(
+            found,
+            accept=accept,
+            report_dir=report_dir,
+            on_result=show,
+            builders=list(builders) if builders else [None],
+            vary=variations,
+            bisect=bisect,
+            stagger=stagger,
+            keep=keep,
+            raw=raw,
+            allow_unpinned=allow_unpinned,
+            offline=offline,
+            secrets=secret_specs,
+            on_step=None if as_json else lambda s: typer.echo(f"repro: {s}", err=True),
+        )
+        published: list[Any] = []
+        if publish and run.ok:
+            assert keep is not None
+            from repro.publish import publish_verified
+
+            attach = None
+            if signer is not None:
+                from repro.attest import publication_attacher
+
+                attach = publication_attacher(
+                    {r.name: r for r in found},
+                    signer,
+                    legacy=not no_legacy,
+                    builder_id=builder_id or "",
+                    verified={r.recipe: r for r in run.results},
+                )
+            everything = _graph_recipes(recipes_dir, found) if len(found) > 1 else found
+            published = publish_verified(run, found, keep, everything=everything, attach=attach)
+            if not as_json:
+                for p in published:
+                    signed = " with signed attestations" if signer is not None else ""
+                    typer.echo(f"{p.recipe}: published {p.reference}{signed}")
+        elif publish:
+            typer.echo("repro: not published: a recipe did not verify", err=True)
+        if kept_tmp is not None:
+            kept_tmp.cleanup()
         if as_json:
-            typer.echo(json.dumps([r.to_json(accept) for r in results], indent=2))
+            results = run.to_json()
+            if publish:
+                for entry, result in zip(results, run.results, strict=True):
+                    entry["published"] = next(
+                        (p.to_json() for p in published if p.recipe == result.recipe), None
+                    )
+            typer.echo(json.dumps(results, indent=2))
         if os.environ.get("GITHUB_ACTIONS") == "true":
-            _github_report(results, accept)
-        ok = all(r.reproducible(accept) for r in results)
+            for line in verify_present.github_annotations(run.results, accept):
+                typer.echo(line)
+            summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
+            if summary_path:
+                with open(summary_path, "a", encoding="utf-8") as out:
+                    out.write(verify_present.step_summary(run.results, accept))
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         typer.echo("repro: interrupted", err=True)
         raise typer.Exit(130) from None
-    raise typer.Exit(0 if ok else 1)
+    raise typer.Exit(0 if run.ok else 1)
 
 
-def _verify_text(result: object, accept: str, limit: int) -> str:
-    from repro.diff import present
-    from repro.verify import VerifyResult
-
-    assert isinstance(result, VerifyResult)
-    mark = "reproducible" if result.reproducible(accept) else "NOT reproducible"
-    lines = [
-        f"{result.recipe}: {mark} ({result.verdict}) {result.digest1}"
-        + ("" if result.digest1 == result.digest2 else f" vs {result.digest2}")
-        + f"  ({result.seconds:.1f}s)"
-    ]
-    if result.variations:
-        lines.append(f"  variations: {', '.join(result.variations)}")
-    if result.bisect:
-        lines.append("  bisect: " + ", ".join(f"{k}: {v}" for k, v in result.bisect.items()))
-        culprits = result.culprits()
-        if culprits:
-            lines.append(f"  caused by: {', '.join(culprits)}")
-    out = "\n".join(lines) + "\n"
-    if result.report is not None:
-        body = present.text(result.report, limit=limit)
-        out += "".join("  " + line + "\n" for line in body.splitlines()[1:])
-    return out
+# --- keygen and attest: signed attestations (repro.attest, docs/attestations.md) -----
 
 
-def _github_report(results: Sequence[object], accept: str) -> None:
-    """::error annotations and a markdown table in $GITHUB_STEP_SUMMARY."""
+def _passphrase_prompt(confirm: bool) -> Any:
+    """A prompt for a key's passphrase on a terminal; None (no prompt) otherwise."""
+    if not sys.stdin.isatty():
+        return None
+    return lambda: typer.prompt(
+        "passphrase", hide_input=True, confirmation_prompt=confirm, default="", show_default=False
+    )
+
+
+@app.command()
+def keygen(
+    prefix: Annotated[
+        str, typer.Argument(help="Write PREFIX.key (private, mode 0600) and PREFIX.pub.")
+    ] = "repro",
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt",
+            help="Encrypt the private key with a passphrase: $REPRO_KEY_PASSWORD, or asked.",
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+) -> None:
+    """Write an ECDSA P-256 key pair for signing attestations (cosign reads the .pub)."""
     import os
 
-    from repro.diff import present
-    from repro.verify import VerifyResult
+    from repro.attest import PASSWORD_ENV, generate
+    from repro.errors import SigningKeyError
 
-    summary = [
-        "## repro verify",
-        "",
-        "| recipe | verdict | reproducible | first | second | seconds |",
-        "|---|---|---|---|---|---|",
-    ]
-    details = []
-    for result in results:
-        assert isinstance(result, VerifyResult)
-        ok = result.reproducible(accept)
-        summary.append(
-            f"| {result.recipe} | {result.verdict} | {'yes' if ok else '**no**'} "
-            f"| `{result.digest1}` | `{result.digest2}` | {result.seconds:.1f} |"
+    try:
+        password = os.environ.get(PASSWORD_ENV) or None
+        if encrypt and password is None:
+            ask = _passphrase_prompt(confirm=True)
+            password = ask() if ask is not None else None
+            if not password:
+                raise SigningKeyError(f"--encrypt needs a passphrase: set ${PASSWORD_ENV}")
+        private, public = generate(prefix, password=password, force=force)
+    except ReproError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {private} (private{', encrypted' if password else ''}) and {public}")
+
+
+attest_app = typer.Typer(
+    help="Signed attestations on an image's platform manifest (docs/attestations.md).",
+    no_args_is_help=True,
+)
+app.add_typer(attest_app, name="attest")
+
+KeyFiles = Annotated[
+    list[Path],
+    typer.Option("--key", help="Public key (PEM) that may have signed; give one per signer."),
+]
+
+
+@attest_app.command("attach")
+def attest_attach(
+    ref: Annotated[str, typer.Argument(help="The image: host/repo:tag or host/repo@sha256:…")],
+    key: Annotated[Path, typer.Option("--key", help="Private key (PEM) to sign with.")],
+    recipe_name: Annotated[
+        str | None,
+        typer.Option("--recipe", help="The recipe it was built from (default: the repo's name)."),
+    ] = None,
+    no_legacy: Annotated[
+        bool, typer.Option("--no-legacy", help="Do not write cosign 2's sha256-<hex>.att tag.")
+    ] = False,
+    no_sbom: Annotated[bool, typer.Option("--no-sbom", help="Attach no SBOM.")] = False,
+    builder_id: Annotated[
+        str | None,
+        typer.Option(
+            "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
+        ),
+    ] = None,
+    platform: Annotated[str, typer.Option("--platform")] = "linux/amd64",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    recipes_dir: RecipesDir = Path("recipes"),
+) -> None:
+    """Sign provenance and an SBOM from the recipe's lock and attach them to the image."""
+    from repro.attest import (
+        attach_statements,
+        load_private_key,
+        platform_manifest,
+        recipe_statements,
+    )
+    from repro.recipe import find_recipes
+    from repro.registry import Registry
+
+    try:
+        signer = load_private_key(key, passphrase=_passphrase_prompt(confirm=False))
+        with Registry() as registry:
+            repo, digest = platform_manifest(registry, ref, platform)
+            name = recipe_name or repo.repository.rsplit("/", 1)[-1]
+            recipe = find_recipes(recipes_dir, [name])[0]
+            statements = recipe_statements(
+                registry, repo.name, digest, recipe, sbom=not no_sbom, builder_id=builder_id or ""
+            )
+            result = attach_statements(
+                registry, repo, digest, statements, signer, legacy=not no_legacy
+            )
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        typer.echo(
+            f"{result.image}@{result.digest}: {len(result.referrers)} statement(s) attached "
+            f"({result.path}{', ' + result.legacy if result.legacy else ''})"
         )
-        if not ok:
-            files = []
-            if result.report is not None:
-                for f in result.report.findings[:5]:
-                    causes = ",".join(c.id for c in f.causes) or "unknown"
-                    files.append(f"{f.path} ({causes})")
-            what = "; ".join(files) or result.verdict
-            # Workflow commands end at the newline; % and newlines must be escaped.
-            message = f"{result.recipe} is not reproducible: {what}"
-            message = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-            typer.echo(f"::error title=repro verify {result.recipe}::{message}")
-            if result.report is not None:
-                details.append(present.markdown(result.report, f"{result.recipe}"))
-    path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if path:
-        with open(path, "a", encoding="utf-8") as out:
-            out.write("\n".join(summary) + "\n\n" + "\n".join(details))
+
+
+@attest_app.command("verify")
+def attest_verify(
+    ref: Annotated[str, typer.Argument(help="The image: host/repo:tag or host/repo@sha256:…")],
+    key: KeyFiles,
+    policy: Annotated[
+        str, typer.Option("--policy", help="builders>=K: K builders agree on digest and lock.")
+    ] = "builders>=1",
+    platform: Annotated[str, typer.Option("--platform")] = "linux/amd64",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Check the image's attestations: signatures, subject, predicate types, policy.
+
+    Exit 0 verified, 1 not verified, 2 bad input.
+    """
+    from repro.attest import load_public_key, parse_policy, verify_image
+    from repro.registry import Registry
+
+    try:
+        required = parse_policy(policy)
+        keys = [load_public_key(k) for k in key]
+        with Registry() as registry:
+            outcome = verify_image(registry, ref, keys, required=required, platform=platform)
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(outcome.to_json(), indent=2))
+    else:
+        typer.echo(outcome.text(), nl=False)
+    raise typer.Exit(0 if outcome.ok else 1)
+
+
+@app.command()
+def rebuild(
+    ref: Annotated[str, typer.Argument(help="The published image: host/repo:tag or @sha256:….")],
+    source: Annotated[
+        Path, typer.Option("--source", help="The recipe directory to rebuild from (a checkout).")
+    ],
+    key: Annotated[
+        list[Path] | None,
+        typer.Option("--key", help="Public key the provenance must be signed with."),
+    ] = None,
+    sign: Annotated[
+        Path | None,
+        typer.Option("--sign", help="Private key: attach your own signed reproduced statement."),
+    ] = None,
+    builder: Builder = None,
+    builder_id: Annotated[
+        str | None,
+        typer.Option(
+            "--builder-id", help="Your identity (default: $REPRO_BUILDER_ID or user@host)."
+        ),
+    ] = None,
+    no_legacy: Annotated[
+        bool, typer.Option("--no-legacy", help="Do not write cosign 2's .att tag.")
+    ] = False,
+    platform: Annotated[str, typer.Option("--platform")] = "linux/amd64",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Differing paths shown in text.")] = 40,
+) -> None:
+    """Rebuild a published image from its recipe and compare (exit 0 identical, 1 not).
+
+    The recipe in --source must be the one the image's provenance names (tree and lock
+    digests); the build uses your BuildKit with no cache.
+    """
+    from repro.attest import load_private_key, load_public_key
+    from repro.attest import rebuild as rebuild_image
+    from repro.diff import present
+    from repro.registry import Registry
+
+    try:
+        keys = [load_public_key(k) for k in key or []]
+        signer = (
+            load_private_key(sign, passphrase=_passphrase_prompt(confirm=False)) if sign else None
+        )
+        with Registry() as registry:
+            result = rebuild_image(
+                registry,
+                ref,
+                source,
+                keys=keys,
+                builder=builder,
+                sign=signer,
+                builder_id=builder_id or "",
+                legacy=not no_legacy,
+                platform=platform,
+            )
+    except ReproError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("repro: interrupted", err=True)
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        typer.echo(f"{result.image}@{result.digest}: {result.verdict} (rebuilt {result.rebuilt})")
+        if result.report is not None:
+            typer.echo(present.text(result.report, limit), nl=False)
+        if result.attached is not None:
+            typer.echo(f"signed reproduced statement attached ({result.attached.path})")
+    raise typer.Exit(0 if result.verdict == "identical" else 1)
 
 
 def main() -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,36 +35,11 @@ class Report:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks], "facts": self.facts}
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    m = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text)
-    return tuple(int(x or 0) for x in m.groups()) if m else ()
-
-
-def _docker_facts(socket_path: str) -> dict[str, Any]:
-    from repro.buildkit._connect import docker_request
-
-    facts: dict[str, Any] = {}
-    status, body = docker_request(socket_path, "GET", "/version")
-    if status == 200:
-        version = json.loads(body)
-        facts["engine_version"] = version.get("Version", "")
-        facts["api_version"] = version.get("ApiVersion", "")
-    status, body = docker_request(socket_path, "GET", "/info")
-    if status == 200:
-        info = json.loads(body)
-        driver_status = info.get("DriverStatus") or []
-        facts["containerd_store"] = any(
-            "io.containerd.snapshotter" in str(v) for pair in driver_status for v in pair
-        )
-        facts["storage_driver"] = info.get("Driver", "")
-    return facts
-
-
 def check_builder(builder: str | None) -> tuple[list[Check], dict[str, Any]]:
-    """Reach the builder and judge it: version, image store, rewrite-timestamp."""
-    from repro.buildkit import Control, connect, find_builder
+    """Reach the builder and judge it with the rules a build's preflight applies
+    (`repro.buildkit._assess`): version, rewrite-timestamp, image store, workers."""
+    from repro.buildkit import assess_builder, connect, find_builder, judge_builder
 
-    checks: list[Check] = []
     facts: dict[str, Any] = {}
     try:
         address = find_builder(builder)
@@ -76,66 +49,16 @@ def check_builder(builder: str | None) -> tuple[list[Check], dict[str, Any]]:
     facts["builder_source"] = address.source
     try:
         with connect(builder) as conn:
-            info = Control(conn.channel, address).info(timeout=10)
-            facts["buildkit_version"] = info.version
-            facts["workers"] = [
-                {"id": w.id, "platforms": w.platforms, "snapshotter": w.snapshotter}
-                for w in info.workers
-            ]
-            if conn.is_docker:
-                facts.update(_docker_facts(address.target))
+            found = assess_builder(conn)
     except ReproError as exc:
         return [Check("builder", False, f"{address}: {exc}", DEV_ENV_FIX)], facts
-
-    where = f"{address} (from {address.source})"
-    if "engine_version" in facts:
-        engine = facts["engine_version"]
-        checks.append(
-            Check("builder", True, f"Docker Engine {engine} with embedded BuildKit at {where}")
-        )
-        new_enough = _version_tuple(engine) >= (26,)
-        checks.append(
-            Check(
-                "rewrite-timestamp",
-                new_enough,
-                "available (Docker Engine 26+ embeds BuildKit 0.13+)"
-                if new_enough
-                else f"Docker Engine {engine} embeds a BuildKit older than v0.13",
-                "use Docker Engine 26 or newer, or a standalone buildkitd v0.13+; " + DEV_ENV_FIX,
-            )
-        )
-        store = bool(facts.get("containerd_store"))
-        checks.append(
-            Check(
-                "image store",
-                store,
-                "containerd image store (the oci exporter is available)"
-                if store
-                else f"classic storage driver {facts.get('storage_driver', '?')}: "
-                "the oci exporter is refused",
-                'set {"features": {"containerd-snapshotter": true}} in daemon.json and '
-                "restart dockerd, or " + DEV_ENV_FIX,
-            )
-        )
-    else:
-        version = info.version or "unknown"
-        checks.append(Check("builder", True, f"buildkitd {version} at {where}"))
-        ok = _version_tuple(version) >= (0, 13) if _version_tuple(version) else False
-        checks.append(
-            Check(
-                "rewrite-timestamp",
-                ok,
-                "available (BuildKit v0.13+)" if ok else f"BuildKit {version} is older than v0.13",
-                "upgrade buildkitd to v0.13 or newer",
-            )
-        )
-    if not info.workers:
-        checks.append(Check("workers", False, "the builder reports no workers", DEV_ENV_FIX))
-    else:
-        plats = sorted({p for w in info.workers for p in w.platforms})
-        checks.append(
-            Check("workers", True, f"{len(info.workers)} worker(s); platforms {', '.join(plats)}")
-        )
+    facts.update(found.facts())
+    checks = []
+    for finding in judge_builder(found):
+        detail = finding.detail
+        if finding.name == "builder":
+            detail += f" (from {address.source})"
+        checks.append(Check(finding.name, finding.ok, detail, finding.fix))
     return checks, facts
 
 

@@ -4,7 +4,16 @@ ReproError
 ├── InputError            bad input from the user: exit code 2
 │   ├── RecipeError       a recipe file is wrong (carries file and line)
 │   ├── ContextError      a build context or Dockerfile is missing or unreadable
-│   └── KeyringError      a configured keyring or key directory is missing or unreadable
+│   ├── KeyringError      a configured keyring or key directory is missing or unreadable
+│   ├── StaleLock         a recipe's lock is missing, stale, or edited
+│   ├── ResolveError      a package set cannot be resolved
+│   ├── NoPackageDatabase an image has no package database of the kind needed
+│   ├── PackageGone       a locked package is no longer on its mirror
+│   │   (NotInVault: nor in the vault)
+│   ├── SigningKeyError   a signing or verification key is wrong, or locked without a passphrase
+│   └── DebError          a package file is not valid, or holds what a rootfs must not
+│       ├── ApkFileError  an .apk is not valid, or does not match its index
+│       └── RootfsError   packages cannot make one root filesystem
 ├── EnvironmentError_     the environment is broken or missing a part: exit code 2
 │   ├── BuilderError      no BuildKit, unreachable, too old, wrong image store
 │   └── RegistryError     registry unreachable, refused, or sent bad data
@@ -12,6 +21,8 @@ ReproError
 │       └── MirrorError     a package mirror unreachable, or sent what does not check out
 │           └── SignatureError  an index unsigned, or its signature not trusted
 ├── BuildFailed           BuildKit ran the build and it failed: exit code 1
+├── UnpinnedPackages      the built image holds packages the lock does not pin: exit 1
+├── NotVerified           attestations missing, badly signed or short of the policy: exit code 1
 └── Cancelled             the user interrupted: exit code 130
 """
 
@@ -68,6 +79,10 @@ class KeyringError(InputError):
     """A keyring or key directory that the configuration names is missing or unreadable."""
 
 
+class SigningKeyError(InputError):
+    """A key file is missing, not an ECDSA P-256 key, or encrypted without a passphrase."""
+
+
 class EnvironmentError_(ReproError):  # noqa: N801 - avoid shadowing the builtin
     """A part of the environment (builder, registry, tool) is missing or broken."""
 
@@ -93,8 +108,53 @@ class SignatureError(MirrorError):
     configured for it (messages name the mirror-relative file and the key)."""
 
 
+class StaleLock(InputError):
+    """A recipe's lock is missing or does not match the recipe."""
+
+
+class ResolveError(InputError):
+    """A package set cannot be resolved (missing package, conflict, unsatisfiable)."""
+
+
+class NoPackageDatabase(InputError):
+    """The image has no package database of the kind a package set needs."""
+
+
+class PackageGone(InputError):
+    """A locked package is no longer on its mirror."""
+
+
+class NotInVault(InputError):
+    """A locked package is neither on its mirror nor in the vault."""
+
+
+class DebError(InputError):
+    """A package is not a valid .deb, or holds something a root filesystem must not."""
+
+
+class ApkFileError(DebError):
+    """A package file is not a valid .apk, or does not match what the index says."""
+
+
+class RootfsError(DebError):
+    """The packages cannot make one root filesystem (conflict, escape, loop, device)."""
+
+
+class UnpinnedPackages(ReproError):
+    """The built image's packages do not match the lock."""
+
+    exit_code = 1
+
+
 class BuildFailed(ReproError):
     """BuildKit ran the build and a step failed (the log says which)."""
+
+    exit_code = 1
+
+
+class NotVerified(ReproError):
+    """Attestations were found wanting: none, a bad signature, a subject that is not the
+    image, or fewer agreeing builders than the policy asks for."""
 
     exit_code = 1
 

@@ -1,17 +1,11 @@
-"""``repro.lock``: every input of a recipe pinned, and how a build uses the pins.
+"""``repro.lock``: resolving a recipe's declarations into pins, and how a build uses them.
 
-A lock (TOML, written with tomli-w, keys in a stable order so a change is a small
-diff) holds:
-
-- ``inputs``: a digest of the recipe's declarations it was made from (bases,
-  package sets, downloads, git inputs, epoch policy, platforms). When the recipe's
-  declarations change, the lock is stale and ``repro build`` refuses it.
-- ``source_date_epoch``: the epoch the build uses (fixed, from git, or set when locking).
-- ``[bases."REF"]``: each base's digest (index or manifest) and per-platform
-  manifest digests; a ``recipe:NAME`` base records the image it was built as.
-- ``[packages.apt.NAME]``: the full dependency closure at exact versions, each with
-  the sha256 and pool path from the index.
-- ``[downloads.NAME]``: sha256 and size; ``[git.NAME]``: the commit id.
+The lock file itself (what it holds, reading, writing, checking, staleness, change
+lists) is `repro.lockfile`; this module resolves: bases through the registry,
+package sets against their base's package database, downloads and git refs, the
+epoch (`Resolver`, `lock_recipe`, `lock_all`), and turns a lock into what a build
+needs: the Dockerfile rendered with pinned bases, the source policy, build args
+(`apply_lock`). The names `repro.lockfile` exports are re-exported here for callers.
 
 No mirror host name is written: package and download entries name mirrors by the
 recipe's mirror name and carry paths relative to it.
@@ -20,11 +14,9 @@ recipe's mirror name and carry paths relative to it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,191 +24,36 @@ from pathlib import Path
 from typing import Any
 
 from repro.config import RepoConfig, load_repo_config, mirror_url
-from repro.errors import InputError, RecipeError, ReproError
+from repro.errors import (
+    InputError,
+    RecipeError,
+    ReproError,
+    StaleLock,  # noqa: F401 - defined in errors, re-exported here
+)
+from repro.lockfile import (  # noqa: F401 - re-exported: what callers of repro.lock use
+    LOCK_VERSION,
+    base_platform_digest,
+    changes,
+    download_spec,
+    dump_lock,
+    git_spec,
+    inputs_digest,
+    load_recipe_or_none,
+    lock_inconsistency,
+    lock_problem,
+    package_set_base,
+    package_set_spec,
+    platform_matches,
+    read_lock,
+    release_suites,
+    require_lock,
+    short_pin,
+    write_lock,
+)
 from repro.recipe import Base, Download, GitInput, PackageSet, Recipe
-
-LOCK_VERSION = 1
-LOCK_HEADER = "# Written by `repro lock`; do not edit. `repro lock --update` moves the pins.\n"
-
-
-class StaleLock(InputError):
-    """A recipe's lock is missing or does not match the recipe."""
-
 
 # --- what a lock is made from -----------------------------------------------------
 
-
-def _sha(data: Any) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def _package_spec(s: PackageSet) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "packages": list(s.packages),
-        "suites": list(s.suites),
-        "components": list(s.components),
-        "architecture": s.architecture,
-        "mirror": s.mirror,
-        "assume_installed": list(s.assume_installed),
-    }
-    # Only when given, so that locks made before these keys existed stay current.
-    if s.release:
-        spec["release"] = s.release
-    if s.base:
-        spec["base"] = s.base
-    if s.recommends:
-        spec["recommends"] = True
-    if s.rootfs:  # a [rootfs] set (repro.rootfs); absent otherwise, so older locks stay current
-        spec["rootfs"] = dict(s.rootfs)
-    return spec
-
-
-# Debian and Alpine architecture names -> OCI platforms.
-_ARCH_PLATFORMS = {
-    "amd64": "linux/amd64",
-    "x86_64": "linux/amd64",
-    "arm64": "linux/arm64",
-    "aarch64": "linux/arm64",
-    "armhf": "linux/arm/v7",
-    "armv7": "linux/arm/v7",
-    "armel": "linux/arm/v5",
-    "i386": "linux/386",
-    "x86": "linux/386",
-    "ppc64el": "linux/ppc64le",
-    "ppc64le": "linux/ppc64le",
-    "s390x": "linux/s390x",
-    "riscv64": "linux/riscv64",
-}
-
-
-def package_set_base(recipe: Recipe, s: PackageSet) -> str:
-    """The declared base a package set installs on ("" when the recipe has none)."""
-    if s.base:
-        return s.base
-    if len(recipe.bases) == 1:
-        return recipe.bases[0].ref
-    if not recipe.bases:
-        return ""
-    raise RecipeError(
-        f"package set {s.kind}.{s.name}: the recipe has {len(recipe.bases)} bases; say which "
-        'one the packages are installed on with base = "…"',
-        file=str(recipe.file),
-        line=s.line,
-    )
-
-
-def base_platform_digest(entry: Mapping[str, Any], architecture: str) -> tuple[str, str]:
-    """(platform, manifest digest) of a locked base for a package architecture."""
-    want = _ARCH_PLATFORMS.get(architecture, f"linux/{architecture}")
-    for platform, digest in sorted(entry.get("platforms", {}).items()):
-        if _platform_match(platform, want):
-            return platform, str(digest)
-    return want, ""
-
-
-def release_suites(s: PackageSet, repo: RepoConfig, environ: Mapping[str, str]) -> tuple[str, ...]:
-    """The suites of a package set: as declared, or those of its release that the
-    machine's apt sources configure (release, -updates, -security; never -backports)."""
-    if not s.release:
-        return s.suites
-    from repro.config import machine_apt_sources
-
-    configured = "REPRO_MIRROR_" + s.mirror.upper() in environ or s.mirror in repo.mirrors
-    if s.mirror == "apt" and not configured:
-        found: list[str] = []
-        for source in machine_apt_sources():
-            if all(c in source.components for c in s.components):
-                for suite in source.suites:
-                    if (suite == s.release or suite.startswith(s.release + "-")) and (
-                        not suite.endswith("-backports") and suite not in found
-                    ):
-                        found.append(suite)
-        if s.release not in found:
-            raise InputError(
-                f"package set {s.kind}.{s.name}: no apt source of this machine serves "
-                f"{s.release} {' '.join(s.components)}"
-            )
-        order = {s.release: 0, f"{s.release}-updates": 1, f"{s.release}-security": 2}
-        return tuple(sorted(found, key=lambda x: (order.get(x, 3), x)))
-    return (s.release, f"{s.release}-updates")
-
-
-def _download_spec(d: Download) -> dict[str, Any]:
-    return {"url": d.url, "mirror": d.mirror, "path": d.path}
-
-
-def _git_spec(g: GitInput) -> dict[str, Any]:
-    return {"url": g.url, "ref": g.ref}
-
-
-def inputs_digest(recipe: Recipe) -> str:
-    """A digest of everything in the recipe that the lock pins."""
-    return _sha(
-        {
-            "version": LOCK_VERSION,
-            "bases": [b.ref for b in recipe.bases],
-            "packages": {s.key: _package_spec(s) for s in recipe.packages},
-            "downloads": {d.name: _download_spec(d) for d in recipe.downloads},
-            "git": {g.name: _git_spec(g) for g in recipe.git},
-            "epoch": recipe.epoch_policy
-            if recipe.source_date_epoch is None
-            else recipe.source_date_epoch,
-            "platforms": list(recipe.platforms),
-        }
-    )
-
-
-# --- reading and writing ------------------------------------------------------------
-
-
-def read_lock(recipe: Recipe) -> dict[str, Any] | None:
-    file = recipe.lock_file
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise RecipeError(f"cannot read: {exc}", file=str(file)) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        from repro.config import toml_error
-
-        bad = toml_error(exc, file, text)
-        raise RecipeError(
-            f"{bad.message} (a lock is written by repro lock: run repro lock --update)",
-            file=str(file),
-            line=bad.line,
-        ) from None
-    return data
-
-
-def dump_lock(data: Mapping[str, Any]) -> str:
-    import tomli_w
-
-    return LOCK_HEADER + tomli_w.dumps(_sorted(data))
-
-
-_TOP_ORDER = ("version", "recipe", "inputs", "source_date_epoch")
-
-
-def _sorted(value: Any, top: bool = True) -> Any:
-    if isinstance(value, Mapping) and top:
-        first = [k for k in _TOP_ORDER if k in value]
-        rest = sorted(k for k in value if k not in _TOP_ORDER)
-        return {k: _sorted(value[k], False) for k in first + rest}
-    if isinstance(value, Mapping):
-        return {k: _sorted(value[k], False) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(v, False) for v in value]
-    return value
-
-
-def write_lock(recipe: Recipe, data: Mapping[str, Any]) -> None:
-    from repro.oci import atomic_write_bytes
-
-    atomic_write_bytes(recipe.lock_file, dump_lock(data).encode())
 
 
 # --- resolving ------------------------------------------------------------------------
@@ -271,7 +108,7 @@ class Resolver:
             cfg = oci.parse_json_document(buf.getvalue(), f"config of {ref}")
             plat = oci.Platform.from_json(cfg, f"config of {ref}")
             per_platform[str(plat)] = digest
-        missing = [p for p in platforms if not any(_platform_match(k, p) for k in per_platform)]
+        missing = [p for p in platforms if not any(platform_matches(k, p) for k in per_platform)]
         if missing:
             raise InputError(
                 f"base {ref} has no image for {', '.join(missing)} "
@@ -317,7 +154,7 @@ class Resolver:
                 f"package set {s.kind}.{s.name}: base {ref} has no image for {platform} "
                 f"(architecture {s.architecture})"
             )
-        image = entry.get("image") or _image_name(ref)
+        image = entry.get("image") or image_name(ref)
         db = from_registry(self.client(), image, manifest)
         return platform, manifest, db
 
@@ -325,7 +162,7 @@ class Resolver:
         self, s: PackageSet, base: str = "", base_entry: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         label = f"{s.kind}:{s.name}"
-        result: dict[str, Any] = {"spec": _sha(_package_spec(s))}
+        result: dict[str, Any] = {"spec": package_set_spec(s)}
         installed = None
         if base and base_entry is not None:
             _platform, manifest, db = self.installed_db(s, base, base_entry)
@@ -413,7 +250,7 @@ class Resolver:
                     size += len(chunk)
         except httpx.HTTPError as exc:
             raise InputError(f"download {d.name}: {type(exc).__name__} for {_redact(d)}") from None
-        return {"spec": _sha(_download_spec(d)), "sha256": "sha256:" + h.hexdigest(), "size": size}
+        return {"spec": download_spec(d), "sha256": "sha256:" + h.hexdigest(), "size": size}
 
     def resolve_git(self, g: GitInput) -> dict[str, Any]:
         try:
@@ -440,7 +277,7 @@ class Resolver:
                 commit = g.ref
             else:
                 raise InputError(f"git {g.name}: no ref {g.ref!r} in the repository")
-        return {"spec": _sha(_git_spec(g)), "ref": g.ref, "commit": commit}
+        return {"spec": git_spec(g), "ref": g.ref, "commit": commit}
 
     # epoch
 
@@ -473,7 +310,7 @@ def download_url(d: Download, repo: RepoConfig, environ: Mapping[str, str] | Non
     return mirror_url(d.mirror, repo=repo, environ=environ) + "/" + d.path.lstrip("/")
 
 
-def _image_name(ref: str) -> str:
+def image_name(ref: str) -> str:
     """``host/repo:tag`` or ``host/repo@sha256:…`` -> ``host/repo``."""
     from repro.registry import parse_reference
 
@@ -482,10 +319,6 @@ def _image_name(ref: str) -> str:
 
 def _redact(d: Download) -> str:
     return d.url if d.url else f"mirror {d.mirror}: {d.path}"
-
-
-def _platform_match(have: str, want: str) -> bool:
-    return have == want or (want.count("/") == 1 and have.startswith(want + "/"))
 
 
 def _run_tasks(
@@ -545,7 +378,7 @@ def lock_recipe(
         base_ref = package_set_base(recipe, s)
         base_entry = base_entries.get(base_ref) if base_ref else None
         prev = old_sets.get(s.kind, {}).get(s.name)
-        if prev and prev.get("spec") == _sha(_package_spec(s)):
+        if prev and prev.get("spec") == package_set_spec(s):
             moved = (
                 base_entry is not None
                 and "base_manifest" in prev
@@ -563,13 +396,13 @@ def lock_recipe(
     old_downloads = old.get("downloads", {}) if keep else {}
     for d in recipe.downloads:
         prev = old_downloads.get(d.name)
-        if prev and prev.get("spec") == _sha(_download_spec(d)):
+        if prev and prev.get("spec") == download_spec(d):
             continue
         tasks.append(("downloads", d.name, lambda d=d: resolver.resolve_download(d)))  # type: ignore[misc]
     old_git = old.get("git", {}) if keep else {}
     for g in recipe.git:
         prev = old_git.get(g.name)
-        if prev and prev.get("spec") == _sha(_git_spec(g)):
+        if prev and prev.get("spec") == git_spec(g):
             continue
         tasks.append(("git", g.name, lambda g=g: resolver.resolve_git(g)))  # type: ignore[misc]
     results.update(_run_tasks(tasks, jobs))
@@ -607,173 +440,6 @@ def lock_recipe(
 
 
 # --- comparing -------------------------------------------------------------------------
-
-
-def _short(digest: str) -> str:
-    return digest[:19] + "…" if digest.startswith("sha256:") and len(digest) > 20 else digest
-
-
-def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
-    """What moved between two locks, as ``kind:name old -> new`` items."""
-    old = old or {}
-    out: list[str] = []
-
-    def moved(label: str, a: str | None, b: str | None) -> None:
-        if a == b:
-            return
-        out.append(
-            f"{label} {a if a is not None else '(new)'} -> {b if b is not None else '(removed)'}"
-        )
-
-    ob, nb = old.get("bases", {}), new.get("bases", {})
-    for ref in sorted(set(ob) | set(nb)):
-        a, b = ob.get(ref), nb.get(ref)
-        moved(f"base:{ref}", _short(a["digest"]) if a else None, _short(b["digest"]) if b else None)
-    op, np_ = old.get("packages", {}), new.get("packages", {})
-    for kind in sorted(set(op) | set(np_)):
-        for name in sorted(set(op.get(kind, {})) | set(np_.get(kind, {}))):
-            a_pins = {
-                p["name"]: p["version"] for p in op.get(kind, {}).get(name, {}).get("package", [])
-            }
-            b_pins = {
-                p["name"]: p["version"] for p in np_.get(kind, {}).get(name, {}).get("package", [])
-            }
-            for pkg in sorted(set(a_pins) | set(b_pins)):
-                moved(f"{kind}:{pkg}", a_pins.get(pkg), b_pins.get(pkg))
-    for section, key, label in (("downloads", "sha256", "download"), ("git", "commit", "git")):
-        oa, na = old.get(section, {}), new.get(section, {})
-        for name in sorted(set(oa) | set(na)):
-            a, b = oa.get(name), na.get(name)
-            va = a.get(key) if a else None
-            vb = b.get(key) if b else None
-            if key == "commit":
-                va, vb = (va[:12] if va else None), (vb[:12] if vb else None)
-            else:
-                va, vb = (_short(va) if va else None), (_short(vb) if vb else None)
-            moved(f"{label}:{name}", va, vb)
-    moved(
-        "epoch",
-        str(old["source_date_epoch"]) if "source_date_epoch" in old else None,
-        str(new["source_date_epoch"]) if "source_date_epoch" in new else None,
-    )
-    return out
-
-
-def lock_problem(recipe: Recipe, data: Mapping[str, Any] | None) -> str:
-    """Why a lock cannot be used for a build ("" when it can)."""
-    if data is None:
-        return f"{recipe.name}: no repro.lock"
-    if data.get("version") != LOCK_VERSION:
-        return f"{recipe.name}: repro.lock is from another version of repro"
-    if data.get("inputs") != inputs_digest(recipe):
-        return f"{recipe.name}: repro.lock is stale (recipe.toml changed since it was locked)"
-    problem = _lock_inconsistency(recipe, data)
-    if problem:
-        return f"{recipe.name}: repro.lock {problem}; run repro lock --update (do not edit it)"
-    for s in recipe.packages:
-        entry = data.get("packages", {}).get(s.kind, {}).get(s.name) or {}
-        recorded = entry.get("base_manifest")
-        base = entry.get("base", "")
-        if not recorded or not base:
-            continue
-        base_entry = data.get("bases", {}).get(base)
-        current = base_platform_digest(base_entry, s.architecture)[1] if base_entry else ""
-        if current != recorded:
-            return (
-                f"{recipe.name}: repro.lock is stale (package set {s.kind}.{s.name} was "
-                f"resolved against another image of {base})"
-            )
-    return ""
-
-
-_TOP_KEYS = {"version", "recipe", "inputs", "source_date_epoch", "bases", "packages"}
-_TOP_KEYS |= {"downloads", "git"}
-
-
-def _is_digest(value: object) -> bool:
-    if not isinstance(value, str) or not value.startswith("sha256:"):
-        return False
-    hex_part = value[7:]
-    return len(hex_part) == 64 and all(c in "0123456789abcdef" for c in hex_part)
-
-
-def _lock_inconsistency(recipe: Recipe, data: Mapping[str, Any]) -> str:
-    """What in a lock disagrees with itself or its recipe ("" when nothing): a lock is
-    written by repro, so any of these means it was edited or damaged."""
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        return f"has an unknown key {unknown[0]!r}"
-    if data.get("recipe") != recipe.name:
-        return f"is for recipe {data.get('recipe')!r}, not {recipe.name!r}"
-    epoch = data.get("source_date_epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        return "has no valid source_date_epoch"
-    if recipe.source_date_epoch is not None and epoch != recipe.source_date_epoch:
-        return (
-            f"says source_date_epoch = {epoch} but recipe.toml says {recipe.source_date_epoch}"
-        )
-    for ref, entry in (data.get("bases") or {}).items():
-        if not isinstance(entry, Mapping) or not _is_digest(entry.get("digest")):
-            return f"has no valid digest for base {ref}"
-        platforms = entry.get("platforms") or {}
-        if not isinstance(platforms, Mapping) or not all(
-            _is_digest(d) for d in platforms.values()
-        ):
-            return f"has an invalid platform digest for base {ref}"
-        is_index = entry.get("media_type") in (
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-        )
-        if platforms and not is_index and set(platforms.values()) != {entry["digest"]}:
-            return f"disagrees with itself on base {ref} (digest vs platforms)"
-        name = Base(ref).recipe
-        if name is not None and "image" in entry and not str(entry["image"]).startswith(
-            _publish_prefix(recipe, name)
-        ):
-            return f"pins recipe:{name} to an image outside its publish repository"
-    return ""
-
-
-def _publish_prefix(recipe: Recipe, name: str) -> str:
-    """Where a recipe base's image may come from: its publish repository, as locked."""
-    try:
-        repo = load_repo_config(recipe.directory.parent)
-        others = {name: load_recipe_or_none(recipe.directory.parent / name)}
-        ref = Resolver(repo).publish_ref(name, others[name])
-    except ReproError:
-        return ""
-    return ref.rsplit(":", 1)[0]
-
-
-def load_recipe_or_none(directory: Path) -> Recipe | None:
-    from repro.recipe import load_recipe
-
-    try:
-        return load_recipe(directory)
-    except ReproError:
-        return None
-
-
-def require_lock(recipe: Recipe, built: Mapping[str, str] | None = None) -> dict[str, Any] | None:
-    """The recipe's lock, checked; None for a recipe with nothing to lock and no lock."""
-    data = read_lock(recipe)
-    if data is None and not recipe.needs_lock:
-        check_from_lines(recipe)
-        return None
-    problem = lock_problem(recipe, data)
-    if problem:
-        raise StaleLock(f"{problem}: run repro lock")
-    assert data is not None
-    for base in recipe.bases:
-        if base.recipe and built and base.recipe in built:
-            locked = data.get("bases", {}).get(base.ref, {}).get("digest")
-            if locked != built[base.recipe]:
-                raise StaleLock(
-                    f"{recipe.name}: base recipe:{base.recipe} was rebuilt as "
-                    f"{_short(built[base.recipe])} but the lock has {_short(str(locked))}: "
-                    "run repro lock"
-                )
-    return data
 
 
 # --- the Dockerfile and the build ---------------------------------------------------------
@@ -957,7 +623,7 @@ def lock_all(
         # A lock that disagrees with itself or its recipe was edited or damaged:
         # nothing in it is kept.
         damaged = old is not None and old.get("version") == LOCK_VERSION and bool(
-            _lock_inconsistency(recipe, old)
+            lock_inconsistency(recipe, old)
         )
         new = lock_recipe(
             recipe,
@@ -991,13 +657,6 @@ def lock_all(
 
 def render_change_line(outcome: LockOutcome) -> str:
     return f"[{outcome.recipe}] " + ", ".join(outcome.changes)
-
-
-def iter_pins(data: Mapping[str, Any]) -> Iterable[tuple[str, str, Mapping[str, Any]]]:
-    for kind, sets in data.get("packages", {}).items():
-        for name, entry in sets.items():
-            for pin in entry.get("package", []):
-                yield kind, name, pin
 
 
 @dataclass

@@ -309,3 +309,26 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def publish_verified(
+    run: Any,
+    recipes: Sequence[Recipe],
+    kept: Path,
+    *,
+    everything: Sequence[Recipe] | None = None,
+    attach: Attach | None = None,
+    on_published: Callable[[Publication], None] | None = None,
+) -> list[Publication]:
+    """Publish what `repro verify` proved: the first build of each recipe, kept under
+    `kept` (verify's `keep`), and only when every recipe of the run is reproducible at
+    its acceptance level; a run with any failure publishes nothing (InputError)."""
+    failed = [r.recipe for r in run.results if not r.reproducible(run.accept)]
+    if failed:
+        raise InputError(
+            f"not published: {', '.join(failed)} did not verify; nothing was pushed"
+        )
+    outputs = {r.name: f"oci:{kept / f'{r.name}-a'}" for r in recipes}
+    return publish_recipes(
+        recipes, everything, outputs=outputs, attach=attach, on_published=on_published
+    )

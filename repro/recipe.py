@@ -48,11 +48,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from repro.errors import InputError, RecipeError
-from repro.normalise._settings import NormaliseSettings
-from repro.normalise._settings import parse_settings as parse_normalise_settings
+from repro.normalise import NormaliseSettings, parse_normalise_settings
 
 if TYPE_CHECKING:
-    from repro.rootfs._spec import RootfsSpec
+    from repro.rootfs import RootfsSpec
 
 RECIPE_FILE = "recipe.toml"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -386,7 +385,7 @@ def _rootfs(
         return None, packages
     import dataclasses
 
-    from repro.rootfs._spec import check_recipe, parse_rootfs
+    from repro.rootfs import check_recipe, parse_rootfs
 
     t = _Reader(r.take("rootfs", dict), r.text, r.file, "rootfs")
     given = set(t.data)

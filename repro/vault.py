@@ -37,7 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from repro.config import RepoConfig
-from repro.errors import InputError, RegistryError, ReproError
+from repro.errors import (
+    InputError,
+    NotInVault,  # noqa: F401 - defined in errors, re-exported here
+    RegistryError,
+    ReproError,
+)
 from repro.packages.download import (
     PackageGone,
     apt_package_url,
@@ -57,8 +62,6 @@ ANNOTATION_TITLE = "org.opencontainers.image.title"
 UPLOADS = 4  # blobs pushed at a time
 
 
-class NotInVault(InputError):
-    """A locked package is neither on its mirror nor in the vault."""
 
 
 def vault_repository(repo: RepoConfig) -> str:

@@ -17,13 +17,17 @@ The builds run concurrently, so verify costs about one build plus the stagger.
 Each build is what ``repro build`` makes (normalised); ``raw`` compares BuildKit's
 own exports instead, to see what normalisation is hiding.
 
-Variations (``vary``), in the spirit of reprotest, applied to the second build only:
+Variations (``vary``), in the spirit of reprotest, applied to the second build only;
+``DEFAULT_VARIATIONS`` (umask, timezone, locale, build_path) are on unless the
+caller passes ``vary=[]`` (``--vary none``):
 - ``umask``: the context copies get permissions as under umask 022 (first) and 002
   (second: group-writable wherever the owner can write);
 - ``mtime``: the second copy's files get modification times far from the first's;
-- ``timezone``: build args TZ=UTC vs TZ=Pacific/Kiritimati (UTC+14), for recipes
-  that forward an ``ARG TZ``;
-- ``locale``: build args LANG/LC_ALL=C.UTF-8 vs fr_FR.UTF-8, likewise.
+- ``timezone``: build args TZ=UTC vs TZ=<+14>-14 (a POSIX TZ, UTC+14, understood
+  without tzdata), seen by RUN steps of recipes that declare ``ARG TZ``;
+- ``locale``: build args LANG/LC_ALL=C.UTF-8 vs fr_FR.UTF-8, likewise;
+- ``build_path``: the second copy of the recipe lies in a deeper directory (the two
+  copies always have different paths; this makes their lengths differ too).
 With ``bisect``, a difference under variations is followed by one double build per
 variation (and one with none), naming the variations that cause it.
 """
@@ -47,6 +51,7 @@ from repro.diff import (
     DIFFERENT,
     IDENTICAL,
     SAME_CONTENT,
+    VERIFY_HOSTNAME_PREFIX,
     DiffReport,
     Hints,
     Options,
@@ -54,17 +59,22 @@ from repro.diff import (
     compare,
     open_source,
 )
-from repro.diff._causes import VERIFY_HOSTNAME_PREFIX
 from repro.errors import InputError, ReproError
 from repro.recipe import Recipe
 
 VARIATIONS: dict[str, str] = {
     "umask": "context file permissions as under umask 022 vs 002",
     "mtime": "context file modification times moved in the second copy",
-    "timezone": "build args TZ=UTC vs TZ=Pacific/Kiritimati",
+    "timezone": "build args TZ=UTC vs TZ=<+14>-14",
     "locale": "build args LANG/LC_ALL=C.UTF-8 vs fr_FR.UTF-8",
+    "build_path": "the recipe copied to directories of different depths",
 }
+DEFAULT_VARIATIONS = ("umask", "timezone", "locale", "build_path")
+# The values each build-arg variation gives the first and the second build.
+TIMEZONES = ("UTC", "<+14>-14")
+LOCALES = ("C.UTF-8", "fr_FR.UTF-8")
 ACCEPT_LEVELS = (IDENTICAL, SAME_CONTENT)
+BUILD_LABELS = ("build 1", "build 2")
 DEFAULT_STAGGER = 1.1  # seconds; `date` prints whole seconds
 MAX_GATE_WAIT = 120.0  # longest wait for the first build's first RUN step
 
@@ -74,8 +84,16 @@ def _is_run_step(name: str) -> bool:
     return name.startswith("RUN ") or ("] RUN " in name and name.startswith("["))
 
 
-def parse_vary(values: Sequence[str]) -> list[str]:
+def parse_vary(values: Sequence[str] | None) -> list[str]:
+    """Variation names from --vary options: none given means the defaults, "none"
+    means no variation, "all" every one."""
+    if not values:
+        return list(DEFAULT_VARIATIONS)
     out: list[str] = []
+    if any(v.strip() == "none" for value in values for v in value.split(",")):
+        if any(v.strip() not in ("none", "") for value in values for v in value.split(",")):
+            raise InputError("--vary none: give it alone, not with other variations")
+        return []
     for value in values:
         for name in value.split(","):
             name = name.strip()
@@ -85,7 +103,9 @@ def parse_vary(values: Sequence[str]) -> list[str]:
                 out.extend(v for v in VARIATIONS if v not in out)
                 continue
             if name not in VARIATIONS:
-                raise InputError(f"--vary {name!r}: expected one of {', '.join(VARIATIONS)} or all")
+                raise InputError(
+                    f"--vary {name!r}: expected one of {', '.join(VARIATIONS)}, all or none"
+                )
             if name not in out:
                 out.append(name)
     return out
@@ -106,6 +126,7 @@ class Side:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "name": BUILD_LABELS[self.label == "b"],
             "label": self.label,
             "directory": str(self.directory),
             "hostname": self.hostname,
@@ -128,7 +149,7 @@ class VerifyResult:
     seconds: float
     sides: list[Side]
     variations: list[str] = field(default_factory=list)
-    report: DiffReport | None = None
+    report: DiffReport | None = None  # the comparison (its tree is None when identical)
     bisect: dict[str, str] | None = None  # "none" and each variation -> verdict
 
     def reproducible(self, accept: str = IDENTICAL) -> bool:
@@ -202,7 +223,7 @@ def _prepare(
 ) -> tuple[Side, Recipe]:
     second = label == "b"
     # Different depths as well as names: paths that end up in files differ in length.
-    parent = base / label / ("x" * 7 if second else "")
+    parent = base / label / ("x" * 7 if second and "build_path" in vary else "")
     parent.mkdir(parents=True, exist_ok=True)
     directory = parent / recipe.directory.resolve().name
     shutil.copytree(recipe.directory, directory, symlinks=True)
@@ -216,9 +237,9 @@ def _prepare(
     if "mtime" in vary and second:
         _move_mtimes(directory, 86_400 * 1234 + 4321)
     if "timezone" in vary:
-        args["TZ"] = "Pacific/Kiritimati" if second else "UTC"
+        args["TZ"] = TIMEZONES[second]
     if "locale" in vary:
-        args["LANG"] = args["LC_ALL"] = "fr_FR.UTF-8" if second else "C.UTF-8"
+        args["LANG"] = args["LC_ALL"] = LOCALES[second]
     hostname = f"{VERIFY_HOSTNAME_PREFIX}{label}-{secrets.token_hex(4)}"
     args["BUILDKIT_SANDBOX_HOSTNAME"] = hostname
     side = Side(label, directory, hostname, builder, args)
@@ -305,7 +326,7 @@ def verify_recipe(
     recipe: Recipe,
     *,
     builders: Sequence[str | None] = (None,),
-    vary: Sequence[str] = (),
+    vary: Sequence[str] = DEFAULT_VARIATIONS,
     bisect: bool = False,
     stagger: float = DEFAULT_STAGGER,
     progress: str = "quiet",
@@ -341,6 +362,11 @@ def verify_recipe(
             hints=Hints(
                 hostnames=tuple(s.hostname for s in sides),
                 build_paths=tuple(str(s.directory) for s in sides),
+                variations=tuple(
+                    (name, values)
+                    for name, values in (("timezone", TIMEZONES), ("locale", LOCALES))
+                    if name in vary
+                ),
             ),
             verify_blobs=False,  # both exports were checked blob by blob as they arrived
         )
@@ -350,6 +376,8 @@ def verify_recipe(
             open_source(f"oci:{base / 'image-a'}") as a,
             open_source(f"oci:{base / 'image-b'}") as b,
         ):
+            # The images live in a temporary directory: reports name the builds.
+            a.label, b.label = BUILD_LABELS
             report = compare(a, b, options)
         verdict = report.verdict
         result = VerifyResult(
@@ -361,7 +389,7 @@ def verify_recipe(
             seconds=0.0,
             sides=sides,
             variations=list(vary),
-            report=None if report.identical else report,
+            report=report,
         )
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
@@ -393,8 +421,59 @@ def verify_recipe(
     return result
 
 
+@dataclass
+class VerifyRun:
+    """The results of verifying several recipes, in order, and the acceptance level."""
+
+    results: list[VerifyResult]
+    accept: str = IDENTICAL
+    report_dirs: dict[str, Path] = field(default_factory=dict)  # recipe -> its report
+
+    @property
+    def ok(self) -> bool:
+        return all(r.reproducible(self.accept) for r in self.results)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [r.to_json(self.accept) for r in self.results]
+
+
+def verify_recipes(
+    recipes: Sequence[Recipe],
+    *,
+    accept: str = IDENTICAL,
+    report_dir: Path | None = None,
+    on_result: Callable[[VerifyResult], None] | None = None,
+    **options: Any,
+) -> VerifyRun:
+    """Verify each recipe (``verify_recipe`` with `options`), writing a report
+    directory for every one when `report_dir` is given (a subdirectory per recipe
+    when there are several), identical or not; `on_result` sees each result as it
+    is ready."""
+    from repro.diff import verify_present
+
+    if accept not in ACCEPT_LEVELS:
+        raise InputError(f"--accept {accept!r}: expected {' or '.join(ACCEPT_LEVELS)}")
+    if options.get("bisect") and not options.get("vary", DEFAULT_VARIATIONS):
+        raise InputError("--bisect needs variations: it names the variation that breaks the build")
+    run = VerifyRun([], accept)
+    for recipe in recipes:
+        result = verify_recipe(recipe, **options)
+        run.results.append(result)
+        if report_dir is not None:
+            target = report_dir / recipe.name if len(recipes) > 1 else report_dir
+            verify_present.write_verify_report(result, target, accept)
+            run.report_dirs[recipe.name] = target
+        if on_result is not None:
+            on_result(result)
+    return run
+
+
 __all__ = [
     "ACCEPT_LEVELS",
+    "BUILD_LABELS",
+    "DEFAULT_VARIATIONS",
+    "VerifyRun",
+    "verify_recipes",
     "DIFFERENT",
     "IDENTICAL",
     "SAME_CONTENT",

@@ -333,8 +333,13 @@ def test_random_bytes_and_hints() -> None:
     hints = Hints(hostnames=("builder-one",))
     assert "hostname" in causes("x", ["content"], b"builder-one", b"builder-two", hints=hints)
     assert causes("seed", ["content"], b"190322950\n", b"163014475\n") == {"random-data"}
-    # A plain text change with no known pattern has no cause.
-    assert causes("etc/motd", ["content"], b"hello world\n", b"goodbye world\n") == set()
+    # A plain text change with no known pattern says what is known instead.
+    [unknown] = classify(
+        PathChange("etc/motd", ["content"], head1=b"hello world\n", head2=b"goodbye world\n")
+    )
+    assert unknown.id == "unclassified"
+    assert unknown.title.startswith("text; 1 of 1 lines differ")
+    assert "does not look random" in unknown.title
 
 
 # --- whole images ---------------------------------------------------------------------
@@ -349,8 +354,21 @@ def test_identical_images_compare_identical(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("compress", [True, False])
-def test_one_differing_file_is_named_with_diffoscope_view(tmp_path: Path, compress: bool) -> None:
-    """gzip layers are streamed twice; uncompressed ones are read back by offset."""
+def test_one_differing_file_is_named_with_diffoscope_view(
+    tmp_path: Path, compress: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gzip layers are read once (small differing files are kept from the first
+    pass, big ones stream a second time); uncompressed ones are read back by offset."""
+    from repro.diff._sources import ImageSource
+
+    opened: list[tuple[str, str]] = []
+    real_open = ImageSource.open_blob
+
+    def counting(self: ImageSource, descriptor: object) -> object:
+        opened.append((self.label, descriptor.digest))  # type: ignore[attr-defined]
+        return real_open(self, descriptor)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ImageSource, "open_blob", counting)
     files = [F(f"usr/share/f{i}", os.urandom(2000)) for i in range(50)]
     a = [*files, F("etc/stamp", b"built 2026-01-01 10:00:00\n")]
     b = [*files, F("etc/stamp", b"built 2026-01-01 10:00:07\n")]
@@ -365,6 +383,8 @@ def test_one_differing_file_is_named_with_diffoscope_view(tmp_path: Path, compre
     assert "/etc/stamp" in text and "timestamp-in-content" in text
     assert "+built 2026-01-01 10:00:07" in text  # diffoscope's view
     assert "-built 2026-01-01 10:00:00" in text
+    # Each side's layer blobs were opened once (verify_blobs reads the equal ones once).
+    assert len(opened) == len(set(opened))
 
 
 def test_same_content_different_compression(tmp_path: Path) -> None:
@@ -599,3 +619,106 @@ def test_a_small_gzip_bomb_is_refused_by_its_ratio_not_after_minutes() -> None:
     ordinary = gz(tar_bytes([F("random", os.urandom(2 * 1024 * 1024))]))
     read_table(io.BytesIO(ordinary), "layer", limits, compressed_size=len(ordinary))
     read_table(io.BytesIO(bomb), "layer", Limits(ratio_floor=10**12), compressed_size=len(bomb))
+
+
+def test_diffoscope_hunks_keep_one_order() -> None:
+    from repro.diff._diffoscope import one_order
+
+    diff = "@@ -1,3 +1,3 @@\n ctx\n+new a\n-old a\n ctx\n@@ -9 +9 @@\n-old b\n+new b\n"
+    assert one_order(diff) == (
+        "@@ -1,3 +1,3 @@\n ctx\n-old a\n+new a\n ctx\n@@ -9 +9 @@\n-old b\n+new b\n"
+    )
+
+
+def test_causes_from_structure_and_variations(tmp_path: Path) -> None:
+    import io as _io
+    import tarfile as _tarfile
+
+    def tar(mtime: int, order: list[str]) -> bytes:
+        out = _io.BytesIO()
+        with _tarfile.open(fileobj=out, mode="w") as t:
+            for name in order:
+                info = _tarfile.TarInfo(name)
+                info.size, info.mtime = 1, mtime
+                t.addfile(info, _io.BytesIO(b"x"))
+        return out.getvalue()
+
+    def archive(a: bytes, b: bytes) -> list[str]:
+        (tmp_path / "1").write_bytes(a)
+        (tmp_path / "2").write_bytes(b)
+        change = PathChange(
+            "opt/x.tar",
+            ["content"],
+            head1=a[:65536],
+            head2=b[:65536],
+            file1=tmp_path / "1",
+            file2=tmp_path / "2",
+        )
+        return [c.id for c in classify(change)]
+
+    assert archive(tar(1, ["a", "b"]), tar(2, ["a", "b"])) == ["archive-member-times"]
+    assert archive(tar(1, ["a", "b"]), tar(1, ["b", "a"])) == ["archive-member-order"]
+    tz = Hints(variations=(("timezone", ("UTC", "<+14>-14")),))
+    assert causes(
+        "etc/t",
+        ["content"],
+        b"Tue Nov 14 22:13:20 UTC 2023\n",
+        b"Wed Nov 15 12:13:20 +14 2023\n",
+        hints=tz,
+    ) == {"timezone"}
+    loc = Hints(variations=(("locale", ("C.UTF-8", "fr_FR.UTF-8")),))
+    assert causes("o", ["content"], b"B\na\nc\n", b"a\nB\nc\n", hints=loc) == {"locale-sort"}
+    assert causes("o", ["content"], b"c\na\nB\n", b"a\nc\nB\n") == {"random-order"}
+    assert causes("o", ["content"], b"ratio 1.5\n", b"ratio 1,5\n") == {"locale"}
+    assert causes("o", ["type", "content", "link"], type1="hardlink", type2="file") == {
+        "hardlink-vs-copy"
+    }
+    assert causes("o", ["added"]) == {"file-set"}
+    [unknown] = classify(
+        PathChange("bin/x", ["content"], head1=b"\x7fELF\x01\x02", head2=b"\x7fELF\x01\x03")
+    )
+    assert unknown.id == "unclassified"
+    assert unknown.title.startswith(
+        "ELF binary; 1 of 6 bytes differ in 1 run, the first at offset 5"
+    )
+    assert "build IDs" in unknown.fix
+
+
+def test_keep_window_pins_only_differing_files_and_the_latest_entry() -> None:
+    from repro.diff._layers import KeepWindow, LayerTable
+
+    tables = (LayerTable(), LayerTable())
+    w = KeepWindow(tables)
+    w.offer(0, "same", "h1", b"x")
+    w.offer(1, "same", "h1", b"x")
+    w.offer(0, "diff", "h1", b"a")
+    w.offer(1, "diff", "h2", b"b")
+    assert tables[0].kept == {"diff": b"a"} and tables[1].kept == {"diff": b"b"}
+    # The same path again on side 0, too big to keep: the earlier bytes must go.
+    w.offer(0, "diff", "h3", None)
+    assert "diff" not in tables[0].kept
+
+
+def test_gzip_layers_with_many_files_are_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The differing file is deep in the layer, past any fixed budget: the window
+    still keeps it, because both sides stream at the same time."""
+    from repro.diff._sources import ImageSource
+
+    opened: list[tuple[str, str]] = []
+    real_open = ImageSource.open_blob
+
+    def counting(self: ImageSource, descriptor: object) -> object:
+        opened.append((self.label, descriptor.digest))  # type: ignore[attr-defined]
+        return real_open(self, descriptor)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ImageSource, "open_blob", counting)
+    files = [F(f"d/f{i:04d}", os.urandom(64 * 1024)) for i in range(600)]  # ~38 MiB
+    changed = list(files)
+    changed[500] = F("d/f0500", b"other bytes\n")
+    make_image(tmp_path / "a", [files])
+    make_image(tmp_path / "b", [changed])
+    report = diff(f"oci:{tmp_path / 'a'}", f"oci:{tmp_path / 'b'}")
+    assert [f.path for f in report.findings] == ["/d/f0500"]
+    assert len(opened) == len(set(opened)) == 2

@@ -842,3 +842,76 @@ def test_whiteout_of_a_path_no_lower_layer_has_is_a_warning(
     # the whiteouts themselves are all kept
     names = {m.name for m, _ in layer_members(tmp_path / "out")}
     assert {"etc/.wh.old", "opt/.wh.app", "etc/.wh.ghost", "srv/.wh..wh..opq"} <= names
+
+
+def test_umask_rule_clears_bits_and_keeps_complying_layers_byte_identical(tmp_path: Path) -> None:
+    """`umask` clears group/other bits the way a umask would, records each entry it
+    changes, leaves symlinks alone; a layer whose modes already comply gets the same
+    bytes as without the rule (so adding it to a recipe does not move its digest)."""
+    loose: list[Entry] = [
+        ("etc", "dir", None),
+        ("etc/data", "file", b"x\n"),
+        ("etc/alias", "symlink", "/etc/data"),
+    ]
+    tar = make_tar(loose)
+    # make_tar writes 0640 files and 0755 dirs: make them group/other-writable.
+    members = layer_members_from_bytes(tar)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for m, content in members:
+            if not m.issym():
+                m.mode |= 0o022
+            t.addfile(m, io.BytesIO(content) if m.isreg() else None)
+    single_layer_layout(tmp_path / "src", out.getvalue())
+    result = normalise(tmp_path / "src", tmp_path / "out", umask=0o022)
+    got = tree(layer_members(tmp_path / "out"))
+    assert got["etc/data"][1] == 0o640 and got["etc"][1] == 0o755
+    assert {c.path for c in result.changes} == {"/etc", "/etc/data"}
+    assert all(c.rule.startswith("umask 022") for c in result.changes)
+    # Already complying: the same digest with and without the rule.
+    single_layer_layout(tmp_path / "ok", tar)
+    plain = normalise(tmp_path / "ok", tmp_path / "plain")
+    masked = normalise(tmp_path / "ok", tmp_path / "masked", umask=0o022)
+    assert plain.digest == masked.digest and not masked.changes
+
+
+def test_umask_setting_is_checked(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from repro.cli import app
+
+    d = write_recipe(tmp_path, '[normalise]\numask = "0998"\n')
+    r = CliRunner().invoke(app, ["build", str(d)])
+    assert r.exit_code == 2 and "umask '0998' must be octal digits" in r.output
+
+
+def test_each_platform_of_an_index_is_returned_with_its_own_digests(tmp_path: Path) -> None:
+    """A multi-platform image: every platform's manifest and config come back in the
+    result (they used to be one field, set by whichever platform finished last)."""
+    import shutil
+
+    from diffimages import F, make_image
+
+    amd = make_image(tmp_path / "amd", [[F("a", b"amd64")]], platform=("linux", "amd64"))
+    arm = make_image(tmp_path / "arm", [[F("a", b"arm64")]], platform=("linux", "arm64"))
+    for blob in (arm.path / "blobs" / "sha256").iterdir():
+        target = amd.path / "blobs" / "sha256" / blob.name
+        if not target.exists():
+            shutil.copyfile(blob, target)
+    children = amd.index_manifests() + arm.index_manifests()
+    index_doc = {
+        "schemaVersion": 2,
+        "mediaType": oci.MEDIA_TYPE_OCI_INDEX,
+        "manifests": [d.to_json() for d in children],
+    }
+    top = amd.write_blob(oci.canonical_json(index_doc), oci.MEDIA_TYPE_OCI_INDEX)
+    amd.write_index([top])
+
+    result = normalise(amd.path, tmp_path / "out")
+    assert sorted(result.platforms) == ["linux/amd64", "linux/arm64"]
+    out = oci.Index.open(oci.OCILayout(tmp_path / "out"))
+    for platform, digests in result.platforms.items():
+        image = out.images[platform]
+        assert image.descriptor.digest == digests["manifest"]
+        assert image.config_descriptor.digest == digests["config"]
+    assert result.config_digest == result.platforms["linux/amd64"]["config"]

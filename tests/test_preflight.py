@@ -115,3 +115,45 @@ def test_help_and_version_import_no_heavy_module(args: list[str]) -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stderr.strip().splitlines()[-1:] in ([], [""]), r.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "engine", "buildkit", "store", "workers", "failed"),
+    [
+        ("docker", "26.1.5", "v0.13.2", True, 1, []),
+        ("docker", "26.1.5+dfsg1", "v0.0.0+unknown", True, 1, []),
+        ("docker", "", "", True, 0, []),  # an engine that says nothing is not refused
+        ("docker", "25.0.3", "", True, 0, ["rewrite-timestamp"]),
+        ("docker", "26.1.5", "", False, 0, ["image store"]),
+        ("buildkitd-unix", "", "v0.12.5", None, 1, ["rewrite-timestamp"]),
+        ("buildkitd-unix", "", "v0.0.0+unknown", None, 1, []),
+        ("buildkitd-unix", "", "v0.13.0", None, 0, ["workers"]),
+        ("docker-container", "", "v0.23.2", None, 1, []),
+    ],
+)
+def test_one_set_of_rules_for_doctor_and_preflight(
+    kind: str, engine: str, buildkit: str, store: bool | None, workers: int, failed: list[str]
+) -> None:
+    """doctor shows judge()'s findings; preflight refuses with the first failed one."""
+    from repro.buildkit import Assessment, judge_builder
+    from repro.buildkit._assess import refuse_if_unusable
+    from repro.buildkit._control import WorkerInfo
+
+    found = Assessment(
+        "addr",
+        kind,
+        engine_version=engine,
+        buildkit_version=buildkit,
+        containerd_store=store,
+        workers=[WorkerInfo(f"w{i}", {}, ["linux/amd64"], buildkit) for i in range(workers)],
+        container="c" if kind == "docker-container" else "",
+    )
+    findings = judge_builder(found)
+    assert [f.name for f in findings if not f.ok] == failed
+    if failed:
+        first = next(f for f in findings if not f.ok)
+        with pytest.raises(BuilderError) as e:
+            refuse_if_unusable(found)
+        assert e.value.message.startswith(first.detail)
+    else:
+        refuse_if_unusable(found)

@@ -171,7 +171,12 @@ def test_github_actions_annotations_and_step_summary(tmp_path: Path, base_image:
 
 
 def test_verify_bad_input_exits_2(tmp_path: Path) -> None:
-    for args in (["no-such-recipe"], ["hello", "--vary", "bogus"], ["hello", "--bisect"]):
+    bad = (
+        ["no-such-recipe"],
+        ["hello", "--vary", "bogus"],
+        ["hello", "--vary", "none", "--bisect"],
+    )
+    for args in bad:
         r = repro("verify", *args)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.strip().startswith("repro: error: ") and "Traceback" not in r.stderr

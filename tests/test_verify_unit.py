@@ -21,7 +21,11 @@ from repro.verify import (
 
 def test_parse_vary() -> None:
     assert parse_vary(["umask,mtime", "umask"]) == ["umask", "mtime"]
-    assert parse_vary(["all"]) == ["umask", "mtime", "timezone", "locale"]
+    assert parse_vary(["all"]) == ["umask", "mtime", "timezone", "locale", "build_path"]
+    assert parse_vary([]) == ["umask", "timezone", "locale", "build_path"]
+    assert parse_vary(["none"]) == []
+    with pytest.raises(InputError, match="--vary none"):
+        parse_vary(["none,umask"])
     with pytest.raises(InputError, match="--vary 'cpu'"):
         parse_vary(["cpu"])
 
@@ -72,8 +76,8 @@ def test_two_sides_are_independent_copies(tmp_path: Path) -> None:
     (src / "Dockerfile").write_text("FROM scratch\n")
     (src / "recipe.toml").write_text("source_date_epoch = 0\n")
     recipe = load_recipe(src)
-    side_a, copy_a = _prepare(recipe, tmp_path / "work", "a", ["timezone"], None)
-    side_b, copy_b = _prepare(recipe, tmp_path / "work", "b", ["timezone"], None)
+    side_a, copy_a = _prepare(recipe, tmp_path / "work", "a", ["timezone", "build_path"], None)
+    side_b, copy_b = _prepare(recipe, tmp_path / "work", "b", ["timezone", "build_path"], None)
     assert copy_a.context != copy_b.context and copy_a.context.is_dir()
     assert len(str(copy_a.context)) != len(str(copy_b.context))
     assert copy_a.dockerfile.read_text() == "FROM scratch\n"

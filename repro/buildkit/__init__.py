@@ -11,9 +11,33 @@ talk to a builder.
 
 from __future__ import annotations
 
-from repro.buildkit._build import BuildRequest, BuildResult, Output, build, solve_request
-from repro.buildkit._connect import BuilderAddress, Connection, find_builder, parse_address
+from typing import TYPE_CHECKING
+
+from repro.buildkit._assess import CLASSIC_STORE_FIX, Assessment, Finding
+from repro.buildkit._assess import gather as assess_builder
+from repro.buildkit._assess import judge as judge_builder
+from repro.buildkit._build import (
+    BuildRequest,
+    BuildResult,
+    Output,
+    build,
+    check_inputs,
+    solve_request,
+)
+from repro.buildkit._connect import (
+    BuilderAddress,
+    Connection,
+    docker_engine_socket,
+    docker_request,
+    find_builder,
+    parse_address,
+    speaks_docker_api,
+)
 from repro.buildkit._control import BuilderInfo, Control, WorkerInfo
+from repro.buildkit._exec import buildctl_version
+
+if TYPE_CHECKING:
+    from repro.buildkit._progress import Progress
 
 
 def __getattr__(name: str) -> object:
@@ -31,6 +55,11 @@ def connect(builder: str | None = None) -> Connection:
 
 
 __all__ = [
+    "CLASSIC_STORE_FIX",
+    "Assessment",
+    "Finding",
+    "assess_builder",
+    "judge_builder",
     "BuildRequest",
     "BuildResult",
     "BuilderAddress",
@@ -41,8 +70,13 @@ __all__ = [
     "Progress",
     "WorkerInfo",
     "build",
+    "buildctl_version",
+    "check_inputs",
+    "docker_engine_socket",
+    "docker_request",
     "connect",
     "find_builder",
     "parse_address",
     "solve_request",
+    "speaks_docker_api",
 ]

@@ -6,11 +6,13 @@ Three kinds of endpoint:
 - a buildkitd on TCP, optionally with mutual TLS (``tcp://host:1234``);
 - a Docker Engine, whose embedded BuildKit is reached through ``POST /grpc`` with an
   ``Upgrade: h2c`` on the Docker socket (``docker://``, ``docker://unix:///path``, or a
-  ``unix://`` path that answers the Docker API).
+  ``unix://`` path that answers the Docker API);
+- a buildkitd in a container of a Docker Engine (``docker-container://NAME``), reached
+  through the engine's exec API and ``buildctl dial-stdio`` (see ``_exec``).
 
 grpcio cannot speak over a socket that is already open, so for Docker a private unix
 socket is bridged: every connection grpcio opens to it is paired with a fresh upgrade
-on the Docker socket and bytes are pumped both ways.
+on the Docker socket (or a fresh exec) and bytes are pumped both ways.
 """
 
 from __future__ import annotations
@@ -54,12 +56,15 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 class BuilderAddress:
     """Where a BuildKit is, and how it was chosen."""
 
-    kind: str  # "buildkitd-unix", "tcp", "docker"
-    target: str  # socket path, or host:port
+    kind: str  # "buildkitd-unix", "tcp", "docker", "docker-container"
+    target: str  # socket path, host:port, or container name
     source: str  # "--builder", "BUILDKIT_HOST", "DOCKER_HOST", "default"
     tls: dict[str, str] = field(default_factory=dict)
+    engine: str = ""  # docker-container: the Docker Engine's socket
 
     def __str__(self) -> str:
+        if self.kind == "docker-container":
+            return f"docker-container://{self.target}"
         if self.kind == "docker":
             return f"docker://unix://{self.target}"
         if self.kind == "tcp":
@@ -80,6 +85,11 @@ def parse_address(value: str, source: str) -> BuilderAddress:
     value = value.strip()
     if not value:
         raise InputError(f"empty builder address from {source}")
+    if value.startswith("docker-container://"):
+        from repro.buildkit._exec import check_name
+
+        name = check_name(value[len("docker-container://") :], value, source)
+        return BuilderAddress("docker-container", name, source, engine=docker_engine_socket())
     if value.startswith("docker://"):
         rest = value[len("docker://") :]
         if not rest:
@@ -93,7 +103,7 @@ def parse_address(value: str, source: str) -> BuilderAddress:
         )
     if value.startswith("unix://"):
         path = _unix_path(value)
-        kind = "docker" if _speaks_docker_api(path) else "buildkitd-unix"
+        kind = "docker" if speaks_docker_api(path) else "buildkitd-unix"
         return BuilderAddress(kind, path, source)
     if value.startswith("tcp://"):
         parts = urlsplit(value)
@@ -109,8 +119,22 @@ def parse_address(value: str, source: str) -> BuilderAddress:
         tls = {k: v for k, v in tls.items() if v}
         return BuilderAddress("tcp", f"{parts.hostname}:{parts.port}", source, tls)
     raise InputError(
-        f"builder address {value!r} from {source}: expected unix://, tcp:// or docker://"
+        f"builder address {value!r} from {source}: "
+        "expected unix://, tcp://, docker:// or docker-container://"
     )
+
+
+def docker_engine_socket() -> str:
+    """The Docker Engine a docker-container:// builder lives on: $DOCKER_HOST, else the
+    default socket."""
+    docker_host = os.environ.get("DOCKER_HOST", "")
+    if docker_host.startswith("unix://"):
+        return _unix_path(docker_host)
+    if docker_host:
+        raise BuilderError(
+            f"DOCKER_HOST={docker_host}: docker-container:// needs the engine on a unix socket"
+        )
+    return DEFAULT_DOCKER_SOCKET
 
 
 def find_builder(builder: str | None = None) -> BuilderAddress:
@@ -179,23 +203,27 @@ def _read_http_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes, by
     return status, headers, head, rest
 
 
-def docker_request(path: str, method: str, url: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    """A small HTTP/1.1 request on the Docker socket (used for /_ping, /version, /info)."""
+def docker_request(
+    path: str, method: str, url: str, timeout: float = 10.0, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """A small HTTP/1.1 request on the Docker socket (/_ping, /version, /info, exec);
+    a body is sent as JSON."""
     sock = _connect_unix(path, timeout)
+    head = f"{method} {url} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     try:
-        sock.sendall(
-            f"{method} {url} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
-        )
+        sock.sendall((head + "\r\n").encode() + (body or b""))
         status, headers, _, rest = _read_http_head(sock)
-        body = rest
+        answer = rest
         while True:
             chunk = sock.recv(65536)
             if not chunk:
                 break
-            body += chunk
+            answer += chunk
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = _dechunk(body)
-        return status, body
+            answer = _dechunk(answer)
+        return status, answer
     except TimeoutError:
         raise BuilderError(f"the Docker daemon at {path} did not answer {url}") from None
     finally:
@@ -214,7 +242,7 @@ def _dechunk(data: bytes) -> bytes:
     return bytes(out)
 
 
-def _speaks_docker_api(path: str) -> bool:
+def speaks_docker_api(path: str) -> bool:
     try:
         status, body = docker_request(path, "GET", "/_ping", timeout=2.0)
     except BuilderError:
@@ -297,11 +325,11 @@ def splice(a: socket.socket, b: socket.socket, a_first: bytes = b"") -> None:
     threading.Thread(target=closer, name="repro-splice", daemon=True).start()
 
 
-class DockerGrpcBridge:
-    """A private unix socket whose every connection is upgraded to /grpc on Docker."""
+class Bridge:
+    """A private unix socket whose every connection is paired with a fresh upstream
+    stream (opened by ``_serve``); grpcio connects to ``path``."""
 
-    def __init__(self, docker_socket: str):
-        self.docker_socket = docker_socket
+    def __init__(self) -> None:
         self._dir = tempfile.mkdtemp(prefix="repro-grpc-")
         self.path = os.path.join(self._dir, "grpc.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -312,6 +340,9 @@ class DockerGrpcBridge:
         self._thread = threading.Thread(target=self._accept, name="repro-bridge", daemon=True)
         self._thread.start()
 
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
     def _accept(self) -> None:
         while not self._closed:
             try:
@@ -319,12 +350,10 @@ class DockerGrpcBridge:
             except OSError:
                 return
             try:
-                upstream, rest = upgrade_docker_socket(self.docker_socket, "/grpc")
+                self._serve(client)
             except (BuilderError, OSError):
                 client.close()
                 continue
-            self._conns += [client, upstream]
-            splice(upstream, client, rest)
 
     def close(self) -> None:
         # Wake the accepting thread first (shutdown makes a blocked accept() fail on
@@ -345,14 +374,17 @@ class DockerGrpcBridge:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def _major(version: str) -> int:
-    digits = version.lstrip("v").split(".")[0]
-    return int(digits) if digits.isdigit() else 0
+class DockerGrpcBridge(Bridge):
+    """A private unix socket whose every connection is upgraded to /grpc on Docker."""
 
+    def __init__(self, docker_socket: str):
+        self.docker_socket = docker_socket
+        super().__init__()
 
-def _minor(version: str) -> int:
-    parts = version.lstrip("v").split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    def _serve(self, client: socket.socket) -> None:
+        upstream, rest = upgrade_docker_socket(self.docker_socket, "/grpc")
+        self._conns += [client, upstream]
+        splice(upstream, client, rest)
 
 
 def _read(path: str, what: str) -> bytes:
@@ -369,7 +401,7 @@ class Connection:
         import grpc
 
         self.address = address
-        self._bridge: DockerGrpcBridge | None = None
+        self._bridge: Bridge | None = None
         self._checked = False
         self.engine_version = ""  # known after preflight(), for results and provenance
         # What the BuildKit itself reports (Info), after preflight(): decides the
@@ -382,11 +414,28 @@ class Connection:
                     f"Docker socket {address.target} does not exist (from {address.source}); "
                     'start the local engine with: eval "$(scripts/dev-env up)"'
                 )
-            if not _speaks_docker_api(address.target):
+            if not speaks_docker_api(address.target):
                 raise BuilderError(
                     f"nothing answers the Docker API at {address.target} (from {address.source})"
                 )
             self._bridge = DockerGrpcBridge(address.target)
+            options.append(("grpc.default_authority", "localhost"))
+            self.channel = grpc.insecure_channel("unix:" + self._bridge.path, options=options)
+        elif address.kind == "docker-container":
+            from repro.buildkit._exec import ExecBridge, inspect_container
+
+            engine = address.engine
+            if not os.path.exists(engine):
+                raise BuilderError(
+                    f"Docker socket {engine} does not exist "
+                    f"({address} from {address.source}; the engine comes from DOCKER_HOST)"
+                )
+            if not speaks_docker_api(engine):
+                raise BuilderError(
+                    f"nothing answers the Docker API at {engine} ({address} from {address.source})"
+                )
+            inspect_container(engine, address.target, address.source)
+            self._bridge = ExecBridge(engine, address.target)
             options.append(("grpc.default_authority", "localhost"))
             self.channel = grpc.insecure_channel("unix:" + self._bridge.path, options=options)
         elif address.kind == "buildkitd-unix":
@@ -411,63 +460,24 @@ class Connection:
             self.channel = grpc.insecure_channel(address.target, options=options)
 
     def preflight(self) -> None:
-        """Refuse early, with the fix, a builder that cannot make reproducible OCI images.
-
-        Docker: engine 26+ (BuildKit v0.13, rewrite-timestamp) with the containerd image
-        store (the oci exporter). buildkitd: v0.13+ when it reports a version.
-        """
+        """Refuse early, with the fix, a builder that cannot make reproducible OCI images:
+        the rules of `repro.buildkit._assess`, the same that `repro doctor` shows."""
         if self._checked:
             return
+        from repro.buildkit._assess import gather, refuse_if_unusable
+
+        found = gather(self)
+        refuse_if_unusable(found)
         if self.is_docker:
-            import json
-
-            status, body = docker_request(self.address.target, "GET", "/version")
-            version = json.loads(body).get("Version", "") if status == 200 else ""
-            self.engine_version = f"Docker Engine {version}" if version else ""
-            if version and _major(version) < 26:
-                raise BuilderError(
-                    f"Docker Engine {version} at {self.address.target} embeds a BuildKit older "
-                    "than v0.13, which lacks rewrite-timestamp; Docker Engine 26 or newer is needed"
-                )
-            status, body = docker_request(self.address.target, "GET", "/info")
-            info = json.loads(body) if status == 200 else {}
-            store = any(
-                "io.containerd.snapshotter" in str(v)
-                for pair in info.get("DriverStatus") or []
-                for v in pair
+            self.engine_version = (
+                f"Docker Engine {found.engine_version}" if found.engine_version else ""
             )
-            if not store:
-                raise BuilderError(
-                    f"Docker Engine at {self.address.target} uses the classic image store "
-                    f"({info.get('Driver', 'unknown')}), which refuses the oci exporter; enable "
-                    '{"features": {"containerd-snapshotter": true}} in daemon.json'
-                )
-            self.buildkit_version = self._embedded_buildkit_version()
         else:
-            from repro.buildkit._control import Control
-
-            version = Control(self.channel, self.address).info(timeout=10).version
-            self.engine_version = f"BuildKit {version}" if version else ""
-            self.buildkit_version = version
-            if (
-                version.startswith("v")
-                and not version.startswith("v0.0.0")
-                and (_minor(version) < 13 and _major(version) == 0)
-            ):
-                raise BuilderError(
-                    f"BuildKit {version} at {self.address} lacks rewrite-timestamp; "
-                    "BuildKit v0.13 or newer is needed"
-                )
+            self.engine_version = (
+                f"BuildKit {found.buildkit_version}" if found.buildkit_version else ""
+            )
+        self.buildkit_version = found.buildkit_version
         self._checked = True
-
-    def _embedded_buildkit_version(self) -> str:
-        """The version the engine's BuildKit reports over /grpc; "" if it will not say."""
-        from repro.buildkit._control import Control
-
-        try:
-            return Control(self.channel, self.address).info(timeout=10).version
-        except BuilderError:
-            return ""
 
     @property
     def is_docker(self) -> bool:

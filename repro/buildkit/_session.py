@@ -1,13 +1,14 @@
 """The client side of a BuildKit session.
 
 During a build the daemon calls back into the client through a *session*: it is the
-gRPC client and we are the server. repro runs a grpcio server on a private unix
-socket and connects it to the daemon one of two ways:
+gRPC client and we are the server. The server is repro's own gRPC-over-h2 server
+(`repro.buildkit._h2grpc`; not grpcio's, which is too slow for file sync), serving
+one connection, which reaches the daemon one of two ways:
 
 - Docker Engine: ``POST /session`` with ``Upgrade: h2c`` on the Docker socket; the
-  upgraded connection is spliced to a connection to our server.
+  upgraded socket itself is handed to the server.
 - buildkitd: the ``Control.Session`` bidi stream, whose BytesMessages carry the raw
-  HTTP/2 bytes of the tunnel, pumped to a connection to our server.
+  HTTP/2 bytes of the tunnel, pumped to a private unix socket the server accepts on.
 
 Services served (only these are advertised):
 

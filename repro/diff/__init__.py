@@ -6,6 +6,8 @@ Public API::
         report = compare(a, b, Options())       # a DiffReport; report.tree is None if identical
     print(present.text(report))                 # or present.to_json / html_report / markdown
 
+`verify_present` renders `repro.verify` results over the same tree.
+
 The comparison builds one difference tree (``_tree``); presenters (``present``)
 render it; the cause table (``_causes``) names known causes and their fixes.
 """
@@ -13,9 +15,10 @@ render it; the cause table (``_causes``) names known causes and their fixes.
 from __future__ import annotations
 
 from repro.diff import _present as present
-from repro.diff._causes import ALL_CAUSES, Hints, PathChange, classify
+from repro.diff import _present_verify as verify_present
+from repro.diff._causes import ALL_CAUSES, VERIFY_HOSTNAME_PREFIX, Hints, PathChange, classify
 from repro.diff._compare import Options, compare
-from repro.diff._layers import Limits
+from repro.diff._layers import Limits, open_tar
 from repro.diff._sources import ImageSource, open_source
 from repro.diff._tree import (
     DIFFERENT,
@@ -26,6 +29,7 @@ from repro.diff._tree import (
     DiffReport,
     Finding,
     PlatformVerdict,
+    Verdict,
 )
 
 
@@ -38,8 +42,10 @@ def diff(spec1: str, spec2: str, options: Options | None = None) -> DiffReport:
 __all__ = [
     "ALL_CAUSES",
     "DIFFERENT",
+    "Verdict",
     "IDENTICAL",
     "SAME_CONTENT",
+    "VERIFY_HOSTNAME_PREFIX",
     "Cause",
     "DiffReport",
     "Difference",
@@ -54,5 +60,7 @@ __all__ = [
     "compare",
     "diff",
     "open_source",
+    "open_tar",
     "present",
+    "verify_present",
 ]

@@ -30,11 +30,13 @@ from repro.diff._causes import (
 )
 from repro.diff._layers import (
     Extracted,
+    KeepWindow,
     LayerTable,
     Limits,
     PathDelta,
     compare_tables,
     extract_at_offsets,
+    extract_kept,
     extract_paths,
     pair_layers,
     read_table,
@@ -48,6 +50,7 @@ from repro.diff._tree import (
     DiffReport,
     Finding,
     PlatformVerdict,
+    Verdict,
 )
 from repro.errors import DigestMismatch, InputError
 
@@ -121,13 +124,24 @@ def _diff_ids(image: oci.Image) -> list[str]:
 def _read_tables(
     src1: ImageSource, l1: oci.Descriptor, src2: ImageSource, l2: oci.Descriptor, limits: Limits
 ) -> tuple[LayerTable, LayerTable]:
-    def table(src: ImageSource, layer: oci.Descriptor) -> LayerTable:
+    tables = (LayerTable(), LayerTable())
+    window = KeepWindow(tables)
+
+    def table(src: ImageSource, layer: oci.Descriptor, side: int) -> LayerTable:
         with src.open_blob(layer) as blob:
-            return read_table(blob, f"layer {layer.digest} of {src.label}", limits, layer.size)
+            return read_table(
+                blob,
+                f"layer {layer.digest} of {src.label}",
+                limits,
+                layer.size,
+                table=tables[side],
+                window=window,
+                side=side,
+            )
 
     with ThreadPoolExecutor(2) as pool:
-        f1 = pool.submit(table, src1, l1)
-        f2 = pool.submit(table, src2, l2)
+        f1 = pool.submit(table, src1, l1, 0)
+        f2 = pool.submit(table, src2, l2, 1)
         return f1.result(), f2.result()
 
 
@@ -152,6 +166,10 @@ def _extract_both(
             entries = [table.entries[p] for p in wanted]
             blob = src.layout.blob_path(layer.digest)
             return extract_at_offsets(blob, label, entries, root, limits)
+        if wanted <= table.kept.keys():
+            # The differing files were kept from the first (checked) pass: no second
+            # decompression.
+            return extract_kept(table, label, wanted, root, limits)
         with src.open_blob(layer) as blob_stream:
             return extract_paths(blob_stream, label, wanted, root, limits)
 
@@ -173,6 +191,14 @@ def _path_node(
         head1=x1.head if x1 else b"",
         head2=x2.head if x2 else b"",
         hints=hints,
+        type1=e1.type if e1 else "",
+        type2=e2.type if e2 else "",
+        link1=e1.linkname if e1 else "",
+        link2=e2.linkname if e2 else "",
+        size1=e1.size if e1 else 0,
+        size2=e2.size if e2 else 0,
+        file1=x1.file if x1 and x2 and x2.file else None,
+        file2=x2.file if x1 and x2 and x1.file else None,
     )
     comment_parts = []
     if e1 and e2:
@@ -463,7 +489,9 @@ def compare(src1: ImageSource, src2: ImageSource, options: Options | None = None
     for key in sorted(keys1 | keys2):
         if key not in keys2:
             verdicts.append(
-                PlatformVerdict(key, "only-in-first", src1.images[key].descriptor.digest, None)
+                PlatformVerdict(
+                    key, Verdict.ONLY_IN_FIRST, src1.images[key].descriptor.digest, None
+                )
             )
             root.details.append(
                 Difference("platform", key, "", comment=f"{key} is only in the first image")
@@ -471,7 +499,9 @@ def compare(src1: ImageSource, src2: ImageSource, options: Options | None = None
             continue
         if key not in keys1:
             verdicts.append(
-                PlatformVerdict(key, "only-in-second", None, src2.images[key].descriptor.digest)
+                PlatformVerdict(
+                    key, Verdict.ONLY_IN_SECOND, None, src2.images[key].descriptor.digest
+                )
             )
             root.details.append(
                 Difference("platform", "", key, comment=f"{key} is only in the second image")

@@ -37,9 +37,37 @@ def _to_difference(node: dict[str, Any], strip1: str, strip2: str) -> Difference
         source1=s1[len(strip1) :].lstrip("/") if s1.startswith(strip1) else s1,
         source2=s2[len(strip2) :].lstrip("/") if s2.startswith(strip2) else s2,
         comment="; ".join(str(c) for c in comments),
-        unified_diff=node.get("unified_diff"),
+        unified_diff=one_order(node["unified_diff"]) if node.get("unified_diff") else None,
         details=[_to_difference(d, strip1, strip2) for d in node.get("details") or []],
     )
+
+
+def one_order(diff: str) -> str:
+    """The unified diff with every run of changed lines as its `-` lines, then its `+`
+    lines (diffoscope's own diff can give a hunk's `+` lines first)."""
+    out: list[str] = []
+    minus: list[str] = []
+    plus: list[str] = []
+
+    def flush() -> None:
+        out.extend(minus)
+        out.extend(plus)
+        minus.clear()
+        plus.clear()
+
+    in_hunk = False
+    for line in diff.splitlines(keepends=True):
+        if line.startswith("@@"):
+            in_hunk = True
+        if in_hunk and line.startswith("-"):
+            minus.append(line)
+        elif in_hunk and line.startswith("+"):
+            plus.append(line)
+        else:
+            flush()
+            out.append(line)
+    flush()
+    return "".join(out)
 
 
 def run(

@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import os
 import tarfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,13 @@ from repro.oci import uncompressed
 
 CHUNK = 1024 * 1024
 HEAD_SIZE = 64 * 1024  # bytes of each side kept for classifying a content change
+# While two compressed layers are streamed side by side, each file up to KEEP_FILE
+# bytes is held (KeepWindow) until the other side has hashed the same path: equal,
+# it is dropped; different, it is kept (up to KEEP_PINNED bytes per side), so the
+# differing files need no second decompression of the layer.
+KEEP_FILE = 4 * 1024 * 1024
+KEEP_WINDOW = 16 * 1024 * 1024
+KEEP_PINNED = 16 * 1024 * 1024
 
 _TYPE_NAMES = {
     tarfile.REGTYPE: "file",
@@ -97,6 +105,7 @@ class LayerTable:
     unsafe: list[str] = field(default_factory=list)  # names with "..", or absolute
     bytes_read: int = 0
     compressed: bool = False
+    kept: dict[str, bytes] = field(default_factory=dict)  # differing files, from KeepWindow
 
 
 def normalise_name(name: str) -> tuple[str, bool]:
@@ -279,11 +288,74 @@ def open_tar(stream: IO[bytes], label: str) -> Iterator[TarReader]:
         raise
 
 
+class KeepWindow:
+    """What two layer tables, streamed at the same time, tell each other: each file's
+    hash as it goes past, and its bytes until the other side has seen the same path.
+
+    A side's bytes wait in a window of KEEP_WINDOW bytes (oldest dropped first).
+    When both sides have hashed a path, equal bytes are dropped and different ones
+    pinned in their table's `kept` (up to KEEP_PINNED bytes per side). The bytes are
+    those of the digest-checked stream, so using them trusts nothing new.
+    """
+
+    def __init__(self, tables: tuple[LayerTable, LayerTable]) -> None:
+        self.tables = tables
+        self._lock = threading.Lock()
+        self._hashes: tuple[dict[str, str], dict[str, str]] = ({}, {})
+        self._waiting: tuple[dict[str, bytes], dict[str, bytes]] = ({}, {})
+        self._waiting_bytes = [0, 0]
+        self._pinned_bytes = [0, 0]
+
+    def _pin(self, side: int, path: str, data: bytes) -> None:
+        if self._pinned_bytes[side] + len(data) <= KEEP_PINNED:
+            self.tables[side].kept[path] = data
+            self._pinned_bytes[side] += len(data)
+
+    def offer(self, side: int, path: str, digest: str, data: bytes | None) -> None:
+        other = 1 - side
+        with self._lock:
+            # A path repeated in a layer: the later entry wins, so bytes kept for an
+            # earlier one must not stand in for it.
+            stale = self.tables[side].kept.pop(path, None)
+            if stale is not None:
+                self._pinned_bytes[side] -= len(stale)
+            self._hashes[side][path] = digest
+            theirs = self._hashes[other].get(path)
+            if theirs is not None:
+                waiting = self._waiting[other].pop(path, None)
+                if waiting is not None:
+                    self._waiting_bytes[other] -= len(waiting)
+                if theirs != digest:
+                    if data is not None:
+                        self._pin(side, path, data)
+                    if waiting is not None:
+                        self._pin(other, path, waiting)
+                return
+            if data is None:
+                return
+            queue = self._waiting[side]
+            if path in queue:  # a repeated path: the later entry wins
+                self._waiting_bytes[side] -= len(queue.pop(path))
+            queue[path] = data
+            self._waiting_bytes[side] += len(data)
+            while self._waiting_bytes[side] > KEEP_WINDOW and queue:
+                oldest = next(iter(queue))
+                self._waiting_bytes[side] -= len(queue.pop(oldest))
+
+
 def read_table(
-    stream: IO[bytes], label: str, limits: Limits, compressed_size: int | None = None
+    stream: IO[bytes],
+    label: str,
+    limits: Limits,
+    compressed_size: int | None = None,
+    *,
+    table: LayerTable | None = None,
+    window: KeepWindow | None = None,
+    side: int = 0,
 ) -> LayerTable:
-    """Stream a layer once and build its table of paths."""
-    table = LayerTable()
+    """Stream a layer once and build its table of paths (into `table` if given;
+    with `window`, tell the other side's table what went past, see KeepWindow)."""
+    table = table if table is not None else LayerTable()
     bound = limits.max_layer_bytes
     if compressed_size:
         bound = min(bound, max(limits.ratio_floor, limits.max_ratio * compressed_size))
@@ -307,9 +379,15 @@ def read_table(
                         f"{label} unpacks to {why} (raise --max-layer-size to compare it)"
                     )
                 h = hashlib.sha256()
+                keep = window is not None and tar.compressed and member.size <= KEEP_FILE
+                data = bytearray() if keep else None
                 for chunk in tar.chunks():
                     h.update(chunk)
+                    if data is not None:
+                        data += chunk
                 digest = h.hexdigest()
+                if window is not None:
+                    window.offer(side, path, digest, bytes(data) if data is not None else None)
             entry = Entry(
                 path=path,
                 type=_TYPE_NAMES.get(member.type, "other"),
@@ -491,6 +569,29 @@ def extract_paths(
                     f.write(chunk)
             total += member.size
             out[path] = Extracted(path, target, bytes(head), member.size)
+    return out
+
+
+def extract_kept(
+    table: LayerTable, label: str, wanted: set[str], root: Path, limits: Limits
+) -> dict[str, Extracted]:
+    """Like extract_paths, from the files the table kept while its (digest-checked)
+    stream went past: no second pass over the layer."""
+    out: dict[str, Extracted] = {}
+    total = 0
+    root_real = os.path.realpath(root)
+    for path in sorted(wanted, key=lambda p: table.entries[p].index):
+        data = table.kept[path]
+        entry = table.entries[path]
+        over = _bound(len(out), len(data), total, limits)
+        if over:
+            out[path] = Extracted(path, None, data[:HEAD_SIZE], len(data), over)
+            continue
+        f, target = _writer(root, root_real, path, str(entry.index), label)
+        with f:
+            f.write(data)
+        total += len(data)
+        out[path] = Extracted(path, target, data[:HEAD_SIZE], len(data))
     return out
 
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from repro import oci
+from repro.diff._causes import UNCLASSIFIED
 from repro.diff._tree import Cause, Difference, DiffReport
 from repro.errors import InputError
 
@@ -20,7 +21,20 @@ TEXT_DIFF_LINES = 30
 
 
 def _causes_text(causes: list[Cause]) -> str:
-    return ", ".join(c.id for c in causes) if causes else "unknown cause"
+    """Cause ids; a difference no rule explains says what is known about it instead."""
+    if not causes:
+        return "no cause recognised"
+    return ", ".join(c.id if c.id != UNCLASSIFIED else f"{c.id}: {c.title}" for c in causes)
+
+
+def _fix_lines(cause: Cause, pad: str = "    ") -> list[str]:
+    """`fix:` first with the repro setting when there is one, then the build change."""
+    fixes = cause.fixes()
+    if cause.id == UNCLASSIFIED:
+        return [f"{pad}closest hint: {fixes[0]}"]
+    out = [f"{pad}fix: {fixes[0]}"]
+    out += [f"{pad}  or {f}" for f in fixes[1:]]
+    return out
 
 
 def _short(digest: str) -> str:
@@ -126,7 +140,8 @@ def text(report: DiffReport, limit: int = 40, diff_lines: int = TEXT_DIFF_LINES)
     if causes:
         out.append("causes and fixes:")
         for c in causes:
-            out.append(f"  {c.id}: {c.title}\n    fix: {c.fix}")
+            out.append(f"  {c.id}: {c.title}")
+            out += _fix_lines(c)
     return "\n".join(out) + "\n"
 
 
@@ -156,7 +171,7 @@ def markdown(report: DiffReport, title: str = "", limit: int = 40) -> str:
     causes = report.causes()
     if causes:
         out += ["", "**Fixes**", ""]
-        out += [f"- **{c.id}** ({esc(c.title)}): {esc(c.fix)}" for c in causes]
+        out += [f"- **{c.id}** ({esc(c.title)}): " + esc("; or ".join(c.fixes())) for c in causes]
     return "\n".join(out) + "\n"
 
 
@@ -192,7 +207,7 @@ def _html_node(node: Difference) -> str:
         bits.append(
             '<span class="cause">'
             + ", ".join(
-                f'<span title="{html.escape(c.fix)}">{html.escape(c.id)}</span>'
+                f'<span title="{html.escape(c.fix)}">{html.escape(_causes_text([c]))}</span>'
                 for c in node.causes
             )
             + "</span>"
@@ -204,7 +219,9 @@ def _html_node(node: Difference) -> str:
     return f"<details open><summary>{' — '.join(bits)}</summary>{body}</details>"
 
 
-def html_report(report: DiffReport) -> str:
+def html_report(report: DiffReport, title: str = "", preamble: str = "") -> str:
+    """The whole tree as one self-contained page; `preamble` is trusted HTML put
+    before the platform table (verify's list of builds)."""
     rows = "".join(
         f"<tr><td>{html.escape(p.platform)}</td><td>{p.verdict}</td>"
         f"<td><code>{html.escape(p.digest1 or '')}</code></td>"
@@ -212,24 +229,43 @@ def html_report(report: DiffReport) -> str:
         for p in report.platforms
     )
     causes = "".join(
-        f"<li><b>{html.escape(c.id)}</b>: {html.escape(c.title)}<br>fix: {html.escape(c.fix)}</li>"
+        f"<li><b>{html.escape(c.id)}</b>: {html.escape(c.title)}"
+        + "".join(
+            f"<br>{'fix' if n == 0 else 'or'}: {html.escape(f)}" for n, f in enumerate(c.fixes())
+        )
+        + "</li>"
         for c in report.causes()
     )
     tree = (
         "".join(_html_node(c) for c in report.tree.details) if report.tree else "<p>identical</p>"
     )
     return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>repro diff</title>"
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title or 'repro diff')}: {report.verdict}</title>"
         f"<style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(report.source1)} vs {html.escape(report.source2)}: {report.verdict}</h1>"
+        f"<h1>{html.escape(title or 'repro diff')}: {report.verdict}</h1>"
+        f"<p>{html.escape(report.source1)} vs {html.escape(report.source2)}</p>{preamble}"
         f"<table><tr><th>platform</th><th>verdict</th><th>first</th><th>second</th></tr>{rows}</table>"
         f"{'<h2>Causes and fixes</h2><ul>' + causes + '</ul>' if causes else ''}"
         f"<h2>Differences</h2>{tree}</body></html>\n"
     )
 
 
-def write_report_dir(report: DiffReport, directory: Path, title: str = "") -> list[Path]:
-    """report.html, report.json, summary.txt and summary.md, written atomically."""
+def write_report_dir(
+    report: DiffReport,
+    directory: Path,
+    title: str = "",
+    *,
+    summary: str | None = None,
+    summary_md: str | None = None,
+    preamble: str = "",
+    extra_json: dict[str, object] | None = None,
+) -> list[Path]:
+    """report.html, report.json, summary.txt and summary.md, written atomically.
+
+    verify passes its own summaries, the HTML list of its builds and its result's
+    JSON (added as "verify" beside the diff's keys), so one directory holds the
+    whole evidence either way."""
     if directory.exists() and not directory.is_dir():
         raise InputError(f"--report-dir {directory}: exists and is not a directory")
     try:
@@ -237,11 +273,14 @@ def write_report_dir(report: DiffReport, directory: Path, title: str = "") -> li
     except OSError as e:
         reason = e.strerror or e
         raise InputError(f"--report-dir {directory}: cannot create it ({reason})") from None
+    doc: dict[str, object] = report.to_json()
+    if extra_json:
+        doc = {**doc, **extra_json}
     files = {
-        "report.html": html_report(report),
-        "report.json": to_json(report) + "\n",
-        "summary.txt": text(report),
-        "summary.md": markdown(report, title),
+        "report.html": html_report(report, title, preamble),
+        "report.json": json.dumps(doc, indent=2) + "\n",
+        "summary.txt": summary if summary is not None else text(report),
+        "summary.md": summary_md if summary_md is not None else markdown(report, title),
     }
     written = []
     for name, content in files.items():

@@ -11,19 +11,41 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Cause:
-    """A known reason for a difference, and what to do about it."""
+    """A known reason for a difference, and what to do about it.
+
+    `setting` is the repro setting that fixes it without touching the Dockerfile
+    (a ``[normalise]`` line in recipe.toml), when there is one; `fix` is the change to
+    the build itself. `family` names the reproducible-builds.org documentation page
+    the cause belongs to ("timestamps", "archives", ...; "image" for image-specific).
+    """
 
     id: str
     title: str
     fix: str
+    setting: str = ""
+    family: str = ""
+
+    def fixes(self) -> list[str]:
+        """The fixes in the order a user should try them: repro setting first."""
+        out = []
+        if self.setting:
+            out.append(f"recipe.toml: {self.setting}")
+        out.append(f"Dockerfile: {self.fix}" if self.setting else self.fix)
+        return out
 
     def to_json(self) -> dict[str, str]:
-        return {"id": self.id, "title": self.title, "fix": self.fix}
+        out = {"id": self.id, "title": self.title, "fix": self.fix}
+        if self.setting:
+            out["setting"] = self.setting
+        if self.family:
+            out["family"] = self.family
+        return out
 
 
 @dataclass
@@ -69,16 +91,25 @@ class Difference:
         return out
 
 
-# Verdicts, from best to worst.
-IDENTICAL = "identical"
-SAME_CONTENT = "same-content"
-DIFFERENT = "different"
+class Verdict(StrEnum):
+    """How two images compare, from best to worst. A str: JSON and text show the value."""
+
+    IDENTICAL = "identical"
+    SAME_CONTENT = "same-content"
+    DIFFERENT = "different"
+    ONLY_IN_FIRST = "only-in-first"
+    ONLY_IN_SECOND = "only-in-second"
+
+
+IDENTICAL = Verdict.IDENTICAL
+SAME_CONTENT = Verdict.SAME_CONTENT
+DIFFERENT = Verdict.DIFFERENT
 
 
 @dataclass
 class PlatformVerdict:
     platform: str
-    verdict: str  # identical | same-content | different | only-in-a | only-in-b
+    verdict: Verdict
     digest1: str | None
     digest2: str | None
     differing_layers: list[int] = field(default_factory=list)
@@ -128,7 +159,7 @@ class DiffReport:
         return self.tree is None
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         """The worst verdict over all platforms."""
         if self.identical:
             return IDENTICAL
@@ -139,11 +170,13 @@ class DiffReport:
 
     def causes(self) -> list[Cause]:
         """Every distinct cause in the tree, in first-seen order."""
-        seen: dict[str, Cause] = {}
+        seen: dict[tuple[str, str], Cause] = {}
         if self.tree is not None:
             for node in self.tree.walk():
                 for cause in node.causes:
-                    seen.setdefault(cause.id, cause)
+                    # Unclassified differences each say something different.
+                    key = (cause.id, cause.title if cause.id == "unclassified" else "")
+                    seen.setdefault(key, cause)
         return list(seen.values())
 
     def to_json(self) -> dict[str, Any]:

@@ -16,16 +16,18 @@ path no lower layer has is reported in `NormaliseResult.warnings`.
 
 from repro.normalise._bases import BaseLayers, locked_base_layers
 from repro.normalise._image import NormaliseResult, base_layer_count, normalise_layout
-from repro.normalise._layer import LayerOutcome, marker
+from repro.normalise._layer import LayerOutcome, layer_blob, marker, write_entries
 from repro.normalise._rules import (
     COMPRESSIONS,
     PRESETS,
     Change,
+    ContentRules,
     NormaliseOptions,
     compile_glob,
     rewrite_shadow,
 )
 from repro.normalise._settings import NormaliseSettings
+from repro.normalise._settings import parse_settings as parse_normalise_settings
 
 __all__ = [
     "COMPRESSIONS",
@@ -38,7 +40,11 @@ __all__ = [
     "LayerOutcome",
     "NormaliseOptions",
     "NormaliseResult",
+    "ContentRules",
     "compile_glob",
+    "layer_blob",
+    "parse_normalise_settings",
+    "write_entries",
     "marker",
     "normalise_layout",
     "rewrite_shadow",

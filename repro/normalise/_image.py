@@ -38,6 +38,7 @@ from repro.oci import (
     canonical_json,
     check_output_target,
     manifest_children,
+    platform_key,
     read_config,
     read_manifest,
     replace_output,
@@ -65,6 +66,8 @@ class NormaliseResult:
     options: NormaliseOptions
     zlib_version: str = field(default_factory=lambda: zlib.ZLIB_RUNTIME_VERSION)
     warnings: list[str] = field(default_factory=list)
+    # platform -> {"manifest": digest, "config": digest}, for each image normalised
+    platforms: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         drop, truncate, shadow = self.options.effective()
@@ -86,6 +89,17 @@ class NormaliseResult:
         }
 
 
+@dataclass
+class ImageOutcome:
+    """One platform's normalised image: what `_Normaliser.image` returns."""
+
+    platform: str
+    manifest: Descriptor
+    config_digest: str
+    layers: list[LayerOutcome]
+    warnings: list[str]
+
+
 class _Normaliser:
     def __init__(
         self, src: OCILayout, dest: OCILayout, options: NormaliseOptions, jobs: int
@@ -97,9 +111,7 @@ class _Normaliser:
         self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="normalise")
         self.layers: dict[tuple[str, int], Future[LayerOutcome]] = {}
         self.lock = threading.Lock()
-        self.outcomes: list[LayerOutcome] = []
         self.created = rfc3339(options.created_time)
-        self.warnings: list[str] = []
 
     def layer(self, layer: Descriptor, diff_id: str, index: int) -> Future[LayerOutcome]:
         keep = index < self.options.keep_layers
@@ -122,14 +134,16 @@ class _Normaliser:
                 )
             return self.layers[key]
 
-    def descriptor(self, descriptor: Descriptor) -> Descriptor | None:
-        """Normalise what a descriptor names; None for what is dropped (attestations)."""
+    def descriptor(self, descriptor: Descriptor) -> tuple[Descriptor | None, list[ImageOutcome]]:
+        """Normalise what a descriptor names: its new descriptor (None for what is
+        dropped: attestations) and each platform's outcome below it."""
         if descriptor.is_attestation:
-            return None  # it names the un-normalised image; a new one is made at publish
+            return None, []  # it names the un-normalised image; a new one is made at publish
         if descriptor.media_type in INDEX_MEDIA_TYPES:
             return self.index(descriptor)
         if descriptor.media_type in IMAGE_MANIFEST_MEDIA_TYPES:
-            return self.image(descriptor)
+            outcome = self.image(descriptor)
+            return outcome.manifest, [outcome]
         raise InputError(
             f"OCI layout {self.src.path}: cannot normalise a {descriptor.media_type} "
             f"({descriptor.digest})"
@@ -152,15 +166,21 @@ class _Normaliser:
             extra=dict(source.extra),
         )
 
-    def index(self, descriptor: Descriptor) -> Descriptor:
+    def index(self, descriptor: Descriptor) -> tuple[Descriptor, list[ImageOutcome]]:
         doc = self.src.read_json(descriptor)
         children = manifest_children(doc, descriptor.media_type, f"index {descriptor.digest}")
-        kept = [d for d in (self.descriptor(c) for c in children) if d is not None]
+        kept: list[Descriptor] = []
+        outcomes: list[ImageOutcome] = []
+        for child in children:
+            new_child, below = self.descriptor(child)
+            if new_child is not None:
+                kept.append(new_child)
+            outcomes.extend(below)
         new = dict(doc)
         new["manifests"] = [d.to_json() for d in kept]
         if isinstance(doc.get("annotations"), dict):
             new["annotations"] = self.annotations(doc["annotations"])
-        return self._write_json(new, descriptor)
+        return self._write_json(new, descriptor), outcomes
 
     def whiteout_warnings(
         self, layers: list[Descriptor], outcomes: list[LayerOutcome]
@@ -195,7 +215,7 @@ class _Normaliser:
             if (i, entry) not in resolved
         ]
 
-    def image(self, descriptor: Descriptor) -> Descriptor:
+    def image(self, descriptor: Descriptor) -> ImageOutcome:
         manifest = read_manifest(self.src, descriptor)
         config_descriptor, config = read_config(self.src, manifest)
         layers = manifest_children(
@@ -216,11 +236,7 @@ class _Normaliser:
             for i, (layer, d) in enumerate(zip(layers, diff_ids, strict=True))
         ]
         outcomes = [f.result() for f in futures]
-        with self.lock:
-            self.outcomes.extend(outcomes)
         warnings = self.whiteout_warnings(layers, outcomes)
-        with self.lock:
-            self.warnings.extend(w for w in warnings if w not in self.warnings)
 
         new_config = dict(config)
         if "created" in new_config:
@@ -251,8 +267,13 @@ class _Normaliser:
         new_manifest["layers"] = [d.to_json() for d in layer_descriptors]
         if isinstance(manifest.get("annotations"), dict):
             new_manifest["annotations"] = self.annotations(manifest["annotations"])
-        self.config_digest = new_config_descriptor.digest
-        return self._write_json(new_manifest, descriptor)
+        return ImageOutcome(
+            platform_key(descriptor, config),
+            self._write_json(new_manifest, descriptor),
+            new_config_descriptor.digest,
+            outcomes,
+            warnings,
+        )
 
 
 def normalise_layout(
@@ -286,7 +307,13 @@ def normalise_layout(
         try:
             index = source.read_index()
             entries = source.index_manifests()
-            new_entries = [d for d in (worker.descriptor(e) for e in entries) if d is not None]
+            new_entries: list[Descriptor] = []
+            images: list[ImageOutcome] = []
+            for entry in entries:
+                new_entry, below = worker.descriptor(entry)
+                if new_entry is not None:
+                    new_entries.append(new_entry)
+                images.extend(below)
         finally:
             worker.pool.shutdown(wait=True, cancel_futures=True)
         if not new_entries:
@@ -300,16 +327,22 @@ def normalise_layout(
     finally:
         if not ok:
             shutil.rmtree(staging, ignore_errors=True)
-    outcomes = sorted(worker.outcomes, key=lambda o: o.index)
+    outcomes = sorted((o for image in images for o in image.layers), key=lambda o: o.index)
     changes = [c for o in outcomes for c in o.changes]
+    warnings: list[str] = []
+    for image in images:
+        warnings.extend(w for w in image.warnings if w not in warnings)
     return NormaliseResult(
         digest=new_entries[0].digest,
-        config_digest=getattr(worker, "config_digest", ""),
+        config_digest=images[0].config_digest if images else "",
         layers=outcomes,
         changes=changes,
         seconds=time.monotonic() - started,
         options=options,
-        warnings=worker.warnings,
+        warnings=warnings,
+        platforms={
+            i.platform: {"manifest": i.manifest.digest, "config": i.config_digest} for i in images
+        },
     )
 
 

@@ -337,6 +337,33 @@ class _TarWriter:
         self._write(b"\0" * (2 * BLOCK + (-end % RECORD)))
 
 
+class _MaskingWriter(_TarWriter):
+    """A _TarWriter that clears the `umask` bits of every entry but symlinks and
+    whiteouts, recording each entry it changes."""
+
+    def __init__(
+        self, sink: _LayerSink, umask: int, layer_index: int, changes: list[Change]
+    ) -> None:
+        super().__init__(sink)
+        self.umask = umask
+        self.layer_index = layer_index
+        self.changes = changes
+
+    def add(self, info: tarfile.TarInfo, data: IO[bytes] | None = None) -> None:
+        if self.umask and not info.issym() and not is_whiteout(info.name):
+            masked = info.mode & ~self.umask
+            if masked != info.mode:
+                self.changes.append(
+                    Change(
+                        self.layer_index,
+                        "/" + info.name,
+                        f"umask {self.umask:03o}: {info.mode:04o} -> {masked:04o}",
+                    )
+                )
+                info.mode = masked
+        super().add(info, data)
+
+
 def _read_members(spill: BinaryIO, what: str) -> list[tarfile.TarInfo]:
     spill.seek(0)
     last = ""
@@ -449,7 +476,7 @@ def write_entries(
         for n in names:
             holder[n] = names[0]
 
-    writer = _TarWriter(sink)
+    writer: _TarWriter = _MaskingWriter(sink, rules.umask, layer_index, changes)
     for name in sorted(by_name, key=sort_key):
         if name in dropped:
             continue
@@ -602,7 +629,8 @@ def normalise_layer(
         return copy_layer(src, dest, layer, diff_id, index, restore)
     if layer.media_type == MEDIA_TYPE_OCI_LAYER_GZIP or layer.media_type.endswith("gzip"):
         blob = src.blob_path(layer.digest)
-        if options.compression == "gzip" and has_marker(blob, options):
+        # The marker does not cover `umask` (see NormaliseOptions.fingerprint).
+        if options.compression == "gzip" and not options.umask and has_marker(blob, options):
             return copy_layer(src, dest, layer, diff_id, index)
     what = f"layer {index} ({short_digest(layer.digest)})"
     dest.path.mkdir(parents=True, exist_ok=True)

@@ -145,7 +145,9 @@ class NormaliseOptions:
       `base_layers`: the base image's own layer descriptors, when known (from the
       lock): those blobs are used where the exported ones differ.
     - content rules: `drop` and `truncate` globs, `shadow` (set the change dates in
-      /etc/shadow and /etc/shadow- to the epoch's day), and `presets` that add to them.
+      /etc/shadow and /etc/shadow- to the epoch's day), `umask` (permission bits it
+      names are cleared on every entry of the recipe's layers, as if the files had
+      been made under that umask), and `presets` that add to them.
     """
 
     epoch: int
@@ -160,8 +162,11 @@ class NormaliseOptions:
     drop: tuple[str, ...] = ()
     truncate: tuple[str, ...] = ()
     shadow: bool = False
+    umask: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.umask <= 0o777:
+            raise InputError(f"normalise: umask {self.umask:o} is not in 000..777")
         if self.epoch < 0:
             raise InputError("normalise: the epoch must not be negative")
         if self.compression not in COMPRESSIONS:
@@ -205,7 +210,12 @@ class NormaliseOptions:
         return tuple(dict.fromkeys(drop)), tuple(dict.fromkeys(truncate)), shadow
 
     def fingerprint(self) -> str:
-        """A short hash of everything that decides a layer's bytes (written in the marker)."""
+        """A short hash of what decides a layer's bytes (written in the marker).
+
+        `umask` is left out, so that a recipe that adds it keeps its digests when its
+        modes already comply; a marked layer is therefore never trusted as canonical
+        when `umask` is set (see `normalise_layer`).
+        """
         drop, truncate, shadow = self.effective()
         text = "\n".join(
             [
@@ -228,6 +238,7 @@ class ContentRules:
     truncate: _GlobSet
     shadow: bool
     shadow_day: int = 0
+    umask: int = 0
     names: list[str] = field(default_factory=list)
 
     @classmethod
@@ -238,11 +249,12 @@ class ContentRules:
             truncate=_GlobSet(truncate),
             shadow=shadow,
             shadow_day=options.epoch // 86400,
+            umask=options.umask,
         )
 
     @property
     def active(self) -> bool:
-        return bool(self.drop.patterns or self.truncate.patterns or self.shadow)
+        return bool(self.drop.patterns or self.truncate.patterns or self.shadow or self.umask)
 
 
 def rewrite_shadow(data: bytes, day: int) -> bytes:

@@ -10,6 +10,7 @@
     drop = ["/var/log/**"]      # globs of paths removed from the recipe's layers
     truncate = ["/var/log/*.log"]  # globs of files emptied
     shadow = true               # /etc/shadow{,-} change dates set to the epoch's day
+    umask = "022"               # clear these permission bits in the recipe's layers
 
 Every rule is off unless named here (or in a preset named here).
 """
@@ -33,6 +34,7 @@ _KEYS = (
     "drop",
     "truncate",
     "shadow",
+    "umask",
 )
 
 
@@ -49,6 +51,7 @@ class NormaliseSettings:
     drop: tuple[str, ...] = ()
     truncate: tuple[str, ...] = ()
     shadow: bool = False
+    umask: int = 0
 
     def options(self, epoch: int, keep_layers: int = 0) -> NormaliseOptions:
         return NormaliseOptions(
@@ -63,6 +66,7 @@ class NormaliseSettings:
             drop=self.drop,
             truncate=self.truncate,
             shadow=self.shadow,
+            umask=self.umask,
         )
 
 
@@ -120,7 +124,18 @@ def parse_settings(
         drop=globs("drop"),
         truncate=globs("truncate"),
         shadow=get("shadow", bool, False),
+        umask=_umask(get("umask", str, "0"), error),
     )
+
+
+def _umask(value: str, error: Callable[[str, str | None], RecipeError]) -> int:
+    """An octal umask written as a string ("022", "0022"): 0 to 0777."""
+    if not value or len(value) > 4 or any(c not in "01234567" for c in value):
+        raise error(f"[normalise] umask {value!r} must be octal digits, like \"022\"", "umask")
+    mask = int(value, 8)
+    if mask > 0o777:
+        raise error(f"[normalise] umask {value!r} must be at most 777", "umask")
+    return mask
 
 
 def _kind_name(kind: type) -> str:

@@ -87,9 +87,8 @@ class _Checked(io.RawIOBase):
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
         try:
-            data = self._inner.read(len(view))
+            return int(self._inner.readinto(buffer))  # type: ignore[attr-defined]
         except EOFError:
             raise InputError(f"{self._what} is a truncated {self._compression} stream") from None
         except InputError:
@@ -100,8 +99,6 @@ class _Checked(io.RawIOBase):
             ):
                 raise InputError(f"{self._what} is not valid {self._compression}: {e}") from None
             raise
-        view[: len(data)] = data
-        return len(data)
 
 
 def uncompressed(raw: Readable, what: str) -> tuple[IO[bytes], IO[bytes], str]:
@@ -130,5 +127,5 @@ def uncompressed(raw: Readable, what: str) -> tuple[IO[bytes], IO[bytes], str]:
             .ZstdDecompressor()
             .stream_reader(buffered, read_across_frames=True, closefd=False),
         )
-    stream = io.BufferedReader(_Checked(inner, compression, what), CHUNK_SIZE)
-    return cast(IO[bytes], stream), buffered, compression
+    # Not buffered again: both decompressors buffer, and readinto passes straight through.
+    return cast(IO[bytes], _Checked(inner, compression, what)), buffered, compression

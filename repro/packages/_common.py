@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from repro.errors import InputError
-
-
-class ResolveError(InputError):
-    """A package set cannot be resolved (missing package, conflict, unsatisfiable)."""
+from repro.errors import (
+    ResolveError,  # noqa: F401 - defined in errors, re-exported here
+)
 
 
 @dataclass(frozen=True, order=True)

@@ -84,7 +84,8 @@ def fetch_checked(
 ) -> tuple[Path, str, int]:
     """The cached file of a package known only by its index entry (C:, S:), downloaded
     and checked against them if needed; (path, sha256 hex, size)."""
-    from repro.rootfs._apk import ApkFileError, verify_apk
+    from repro.errors import ApkFileError
+    from repro.rootfs import verify_apk
 
     known = _known(checksum)
     try:

@@ -19,15 +19,17 @@ from pathlib import Path
 
 import httpx
 
-from repro.errors import DigestMismatch, InputError
+from repro.errors import (
+    DigestMismatch,
+    InputError,
+    PackageGone,  # noqa: F401 - defined in errors, re-exported here
+)
 from repro.packages.fetch import MirrorError, _strip, cache_dir
 
 ATTEMPTS = 4
 BACKOFF = 0.5  # seconds, doubled each attempt
 
 
-class PackageGone(InputError):
-    """A locked package is no longer on its mirror."""
 
 
 def pool_dir() -> Path:

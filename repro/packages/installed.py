@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from repro.errors import InputError
+from repro.errors import (
+    NoPackageDatabase,  # noqa: F401 - defined in errors, re-exported here
+)
 
 DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_STATUS_D = "var/lib/dpkg/status.d/"
@@ -83,8 +85,6 @@ class InstalledDb:
         )
 
 
-class NoPackageDatabase(InputError):
-    """The image has no package database of the kind a package set needs."""
 
 
 # --- parsing ------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def read_layers(layers: Sequence[tuple[str, LayerOpener]]) -> InstalledDb | None
     None when no layer holds one. Raises NoPackageDatabase when the database is there
     but unreadable.
     """
-    from repro.diff._layers import open_tar
+    from repro.diff import open_tar
 
     hidden: set[str] = set()  # paths deleted by a layer above
     opaque: set[str] = set()  # directories made opaque by a layer above

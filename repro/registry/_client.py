@@ -214,6 +214,14 @@ class _Token:
         return time.monotonic() < self.expires_at
 
 
+class ManifestNotFound(RegistryError):
+    """The registry has no manifest under that tag or digest (HTTP 404)."""
+
+
+class ManifestChanged(RegistryError):
+    """A conditional manifest PUT was refused: the tag moved since it was read (HTTP 412)."""
+
+
 class _Unreachable(RegistryError):
     """A request failed below HTTP (connection refused, reset, timeout)."""
 
@@ -721,6 +729,12 @@ class Registry:
 
     def get_manifest(self, ref: Reference | str) -> tuple[bytes, str, str]:
         """The manifest `ref` names: (bytes, media type, digest), digest verified."""
+        data, media_type, digest, _etag = self.get_manifest_with_etag(ref)
+        return data, media_type, digest
+
+    def get_manifest_with_etag(self, ref: Reference | str) -> tuple[bytes, str, str, str | None]:
+        """Like `get_manifest`, plus the ETag the registry sent (for `put_manifest`'s
+        `if_match`); raises ManifestNotFound when there is no such manifest."""
         ref = _as_reference(ref)
         what = f"get manifest {ref}"
         response = self._request(
@@ -734,7 +748,7 @@ class Registry:
         )
         with contextlib.closing(response):
             if response.status_code == 404:
-                raise RegistryError(f"image {ref} not found")
+                raise ManifestNotFound(f"image {ref} not found")
             self._check(response, ref.host, what, (200,))
             data = self._read_limited(response, ref.host, what, MAX_MANIFEST_SIZE)
         expected = self._expected_manifest_digest(ref, response)
@@ -751,7 +765,7 @@ class Registry:
                     "which is not an image manifest or index"
                 )
             media_type = str(declared)
-        return data, media_type, hasher.digest()
+        return data, media_type, hasher.digest(), response.headers.get("ETag")
 
     def _expected_manifest_digest(self, ref: Reference, response: httpx.Response) -> str | None:
         header = response.headers.get("Docker-Content-Digest")
@@ -779,9 +793,20 @@ class Registry:
         return b"".join(chunks)
 
     def put_manifest(
-        self, repo: Reference | str, tag_or_digest: str, data: bytes, media_type: str
+        self,
+        repo: Reference | str,
+        tag_or_digest: str,
+        data: bytes,
+        media_type: str,
+        *,
+        if_match: str | None = None,
     ) -> str:
-        """Store a manifest under a tag or its digest; returns the (verified) digest."""
+        """Store a manifest under a tag or its digest; returns the (verified) digest.
+
+        With `if_match` (an ETag from `get_manifest_with_etag`), a registry that honours
+        conditional requests refuses the write when the tag moved since (ManifestChanged);
+        one that ignores If-Match (distribution 2.8) stores it anyway.
+        """
         ref = _as_reference(repo)
         if is_digest(tag_or_digest):
             hasher = Hasher.for_digest(tag_or_digest)
@@ -800,10 +825,12 @@ class Registry:
             ref,
             scope=f"repository:{ref.repository}:pull,push",
             what=what,
-            headers={"Content-Type": media_type},
+            headers={"Content-Type": media_type, **({"If-Match": if_match} if if_match else {})},
             content=lambda: data,
         )
         with contextlib.closing(response):
+            if response.status_code == 412 and if_match:
+                raise ManifestChanged(f"registry {ref.host}: {ref.name}:{tag_or_digest} moved")
             self._check(response, ref.host, what, (200, 201))
             stored = response.headers.get("Docker-Content-Digest")
         self._count(manifests_put=1)
@@ -1320,6 +1347,68 @@ class Registry:
             return self.push_blob(
                 ref, descriptor.digest, descriptor.size, stream, mount_from=mount_from
             )
+
+    # -- referrers and tags (attestations) --
+
+    def referrers(
+        self, repo: Reference | str, digest: str, artifact_type: str | None = None
+    ) -> list[Descriptor] | None:
+        """The manifests whose `subject` is `digest`, from the OCI 1.1 referrers API, or
+        None when the registry has none (404, as distribution 2.8, GHCR, Docker Hub):
+        the probe itself, rather than a header, says which."""
+        ref = _as_reference(repo)
+        if not is_digest(digest):
+            raise InputError(f"invalid digest {digest!r}")
+        url: str | httpx.URL = self._url(ref, "referrers", digest)
+        if artifact_type:
+            url = httpx.URL(url, params={"artifactType": artifact_type})
+        found: list[Descriptor] = []
+        what = f"list referrers of {ref.name}@{digest}"
+        for page in range(100):
+            response = self._request(
+                "GET",
+                url,
+                ref,
+                scope=f"repository:{ref.repository}:pull",
+                what=what,
+                headers={"Accept": MEDIA_TYPE_OCI_INDEX},
+            )
+            with contextlib.closing(response):
+                if response.status_code == 404 and page == 0:
+                    return None
+                self._check(response, ref.host, what, (200,))
+                if _media_type(response) != MEDIA_TYPE_OCI_INDEX and page == 0:
+                    return None  # something answered, but not the referrers API
+                doc = parse_json_document(response.read(), what)
+                link = response.headers.get("Link")
+            for i, item in enumerate(doc.get("manifests") or []):
+                found.append(Descriptor.from_json(item, f"{what}: manifests[{i}]"))
+            if not link:
+                break
+            url = response.url.join(link.split(";", 1)[0].strip().strip("<>"))
+        return found
+
+    def list_tags(self, repo: Reference | str) -> list[str]:
+        """Every tag of a repository (following pagination); [] when it has none."""
+        ref = _as_reference(repo)
+        url: str | httpx.URL = f"{self.base_url(ref.host)}/{ref.repository}/tags/list?n=1000"
+        what = f"list tags of {ref.name}"
+        tags: list[str] = []
+        for _page in range(1000):
+            response = self._request(
+                "GET", url, ref, scope=f"repository:{ref.repository}:pull", what=what
+            )
+            with contextlib.closing(response):
+                if response.status_code == 404:
+                    return tags
+                self._check(response, ref.host, what, (200,))
+                doc = parse_json_document(response.read(), what)
+                link = response.headers.get("Link")
+            tags.extend(t for t in doc.get("tags") or [] if isinstance(t, str))
+            if not link:
+                break
+            url = response.url.join(link.split(";", 1)[0].strip().strip("<>"))
+        return tags
 
 
 def _single_platform(layout: OCILayout, top: Descriptor) -> dict[str, str]:

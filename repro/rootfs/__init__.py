@@ -22,10 +22,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from repro.rootfs._apk import verify_apk
     from repro.rootfs._build import build_rootfs
     from repro.rootfs._select import resolve_rootfs_set
+    from repro.rootfs._spec import RootfsSpec, check_recipe, parse_rootfs
 
-__all__ = ["build_rootfs", "resolve_rootfs_set"]
+__all__ = [
+    "RootfsSpec",
+    "build_rootfs",
+    "check_recipe",
+    "parse_rootfs",
+    "resolve_rootfs_set",
+    "verify_apk",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -35,6 +44,14 @@ def __getattr__(name: str) -> Any:
         from repro.rootfs._build import build_rootfs
 
         return build_rootfs
+    if name in ("RootfsSpec", "check_recipe", "parse_rootfs"):
+        from repro.rootfs import _spec
+
+        return getattr(_spec, name)
+    if name == "verify_apk":
+        from repro.rootfs._apk import verify_apk
+
+        return verify_apk
     if name == "resolve_rootfs_set":
         from repro.rootfs._select import resolve_rootfs_set
 

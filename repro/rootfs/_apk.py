@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from repro.errors import ApkFileError  # noqa: F401 - defined in errors, re-exported here
 from repro.rootfs._deb import (
     FILE,
     HARDLINK,
     SPILL_IN_MEMORY,
     SYMLINK,
     ControlField,
-    DebError,
     DebPackage,
     Entry,
     iter_entries,
@@ -60,8 +60,6 @@ SCRIPTS = (
 )
 
 
-class ApkFileError(DebError):
-    """A package file is not a valid .apk, or does not match what the index says."""
 
 
 def q1(digest: bytes) -> str:

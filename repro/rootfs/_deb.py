@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from repro.errors import InputError
+from repro.errors import (
+    DebError,  # noqa: F401 - defined in errors, re-exported here
+    )
 
 AR_MAGIC = b"!<arch>\n"
 AR_HEADER = 60
@@ -56,8 +58,6 @@ _KINDS = {
 }
 
 
-class DebError(InputError):
-    """A package is not a valid .deb, or holds something a root filesystem must not."""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from repro import oci
-from repro.normalise._layer import layer_blob, write_entries
-from repro.normalise._rules import Change, ContentRules, NormaliseOptions
+from repro.normalise import Change, ContentRules, NormaliseOptions, layer_blob, write_entries
 from repro.rootfs._deb import DIR, FIFO, FILE, HARDLINK, SYMLINK
 from repro.rootfs._tree import Node, Tree
 

@@ -27,7 +27,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from repro.packages._common import Closure
+from repro.packages import Closure
 
 if TYPE_CHECKING:
     from repro.config import RepoConfig

@@ -29,6 +29,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from repro.errors import RootfsError  # noqa: F401 - defined in errors, re-exported here
 from repro.rootfs._deb import (
     BLOCK,
     CHAR,
@@ -37,7 +38,6 @@ from repro.rootfs._deb import (
     FILE,
     HARDLINK,
     SYMLINK,
-    DebError,
     DebPackage,
     Entry,
 )
@@ -65,8 +65,6 @@ BIARCH_DIRS = {
 }
 
 
-class RootfsError(DebError):
-    """The packages cannot make one root filesystem (conflict, escape, loop, device)."""
 
 
 @dataclass
