@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 import grpc
 
@@ -68,13 +68,18 @@ def new_session_id() -> str:
 
 
 def _decode_metadata(md: Mapping[str, list[str]]) -> dict[str, list[str]]:
-    """Multi-valued metadata with ``<key>-encoded`` values query-unescaped."""
+    """Multi-valued metadata with ``<key>-encoded`` values query-unescaped.
+
+    BuildKit encodes every value of a key with Go's url.QueryEscape when one of them is
+    not ASCII, which writes a space as ``+``: so ``+`` decodes to a space here (as Go's
+    QueryUnescape does), and a literal ``+`` arrives as ``%2B``.
+    """
     raw = {k: list(v) for k, v in md.items()}
     for key in list(raw):
         if key.endswith("-encoded"):
             base = key[: -len("-encoded")]
             if base in raw:
-                raw[base] = [unquote(v) for v in raw[base]]
+                raw[base] = [unquote_plus(v) for v in raw[base]]
     return raw
 
 
