@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from repro.errors import ContextError, InputError
+from repro.errors import BuildFailed, ContextError, InputError
 from repro.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -209,6 +209,9 @@ def _build_recipe(
 
     pinned = apply_lock(recipe, build_args or {}, built)
     _check_locked_bases(recipe, pinned.lock)
+    from repro import dockerignore
+
+    dockerignore.check(recipe.context, recipe.dockerfile)
     args = pinned.build_args
     request = BuildRequest(
         context=recipe.context,
@@ -258,6 +261,11 @@ def _build_recipe(
                     credentials=_credentials,
                 )
                 success = True
+            except BuildFailed as exc:
+                located = dockerignore.locate(exc.message, recipe.context, recipe.dockerfile)
+                if located is not None:
+                    raise located from None
+                raise
             finally:
                 display.close(success)
                 if not success:

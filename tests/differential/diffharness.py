@@ -218,7 +218,9 @@ def compare(recipe: Path, env: dict[str, str], lock: bool = False) -> Comparison
 # shrinking a failure to a small reproducer
 
 
-def shrink(items: list[str], still_fails: Callable[[list[str]], bool], budget: int = 24) -> list[str]:
+def shrink(
+    items: list[str], still_fails: Callable[[list[str]], bool], budget: int = 24
+) -> list[str]:
     """Drop items one at a time while the failure persists (at most ``budget`` tries)."""
     kept = list(items)
     i = 0
