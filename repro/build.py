@@ -250,6 +250,7 @@ def _build_recipe(
         request.output = Output("oci", staging / "raw")
     display = Progress(mode=progress, stream=stream or sys.stderr, title=recipe.name)  # type: ignore[arg-type]
     success = False
+    where = ""  # the failing Dockerfile lines, shown like buildx
     try:
         with connect(builder) as conn:
             conn.preflight()
@@ -265,6 +266,7 @@ def _build_recipe(
                 located = dockerignore.locate(exc.message, recipe.context, recipe.dockerfile)
                 if located is not None:
                     raise located from None
+                where = exc.source_snippet
                 raise
             finally:
                 display.close(success)
@@ -272,6 +274,8 @@ def _build_recipe(
                     report = display.failure_report()
                     if report:
                         print(report, file=stream or sys.stderr)
+                    if where:
+                        print(where, file=stream or sys.stderr)
         digest, config_digest, normalised = result.digest, result.config_digest, None
         binding = Binding()
         if staging is not None and bind:

@@ -34,6 +34,7 @@ from repro.errors import (
     ContextError,
     InputError,
     RegistryError,
+    ReproError,
 )
 from repro.oci import Output
 
@@ -437,7 +438,46 @@ def _wait_for(
             ) from None
         if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.DEADLINE_EXCEEDED):
             raise BuilderError(describe_rpc_error(exc, conn.address)) from None
-        raise classify_solve_error(details, req.source_dockerfile or req.dockerfile) from None
+        error = classify_solve_error(details, req.source_dockerfile or req.dockerfile)
+        if isinstance(error, BuildFailed):
+            _locate_failure(error, exc, req.source_dockerfile or req.dockerfile)
+        raise error from None
+
+
+def _locate_failure(error: BuildFailed, exc: grpc.RpcError, dockerfile: Path) -> None:
+    """Give a failed step the Dockerfile lines BuildKit says it came from, as buildx
+    shows them (``Dockerfile:N`` and the instruction); the rendered copy has the same
+    line numbers as the user's file, which is the one named."""
+    from repro.buildkit._errsource import snippet, source_ranges
+
+    try:
+        trailers = exc.trailing_metadata() or ()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a call without trailers
+        return
+    details = b"".join(
+        v for k, v in trailers if k == "grpc-status-details-bin" and isinstance(v, bytes)
+    )
+    names = ("", "Dockerfile", dockerfile.name)
+    ranges = [r for r in source_ranges(details) if r.filename in names]
+    if not ranges:
+        return
+    first = ranges[0]
+    error.file, error.line = str(dockerfile), first.start
+    try:
+        lines = dockerfile.read_text(encoding="utf-8", errors="replace").split("\n")
+    except OSError:
+        return
+    lines = [line.removesuffix("\r") for line in lines]
+    end = first.end
+    try:  # mark the whole instruction, continuation lines too, as buildx does
+        from repro.dockerfile import instructions
+
+        for ins in instructions("\n".join(lines)):
+            if ins.line == first.start:
+                end = max(end, ins.lines[-1])
+    except ReproError:
+        pass
+    error.source_snippet = snippet(lines, first.start, end, dockerfile.name)
 
 
 def _follow_status(
