@@ -124,10 +124,9 @@ def _from_json(value: bytes) -> list[SourceRange]:
 def snippet(lines: Sequence[str], start: int, end: int, name: str = "Dockerfile") -> str:
     """buildx's picture of the failing lines: ``name:N``, a rule, one line of context
     before and after, the failing ones marked ``>>>``."""
-    width = len(str(min(len(lines), end + 1)))
-    out = [f"{name}:{start}" if start == end else f"{name}:{start}-{end}", "-" * 20]
+    out = [f"{name}:{start}", "-" * 20]
     for n in range(max(1, start - 1), min(len(lines), end + 1) + 1):
         mark = ">>>" if start <= n <= end else "   "
-        out.append(f" {n:>{width}} | {mark} {lines[n - 1]}".rstrip())
+        out.append(f" {n:>3} | {mark} {lines[n - 1]}".rstrip())
     out.append("-" * 20)
     return "\n".join(out)
