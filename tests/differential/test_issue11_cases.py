@@ -77,7 +77,10 @@ def test_bom_on_a_later_line_like_docker() -> None:
 
 def test_session_metadata_plus_is_a_space() -> None:
     # BuildKit query-escapes every pattern when one is not ASCII: "with space" -> "with+space"
-    md = {"exclude-patterns": ["with+spa%3Fe", "%E2%98%BA", "a%2Bb"], "exclude-patterns-encoded": ["1"]}
+    md = {
+        "exclude-patterns": ["with+spa%3Fe", "%E2%98%BA", "a%2Bb"],
+        "exclude-patterns-encoded": ["1"],
+    }
     assert _decode_metadata(md)["exclude-patterns"] == ["with spa?e", "☺", "a+b"]
 
 
