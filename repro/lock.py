@@ -746,9 +746,15 @@ def apply_lock(
         if not dockerfile.is_file():
             dockerfile.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(dockerfile, body)
+        # BuildKit reads <Dockerfile>.dockerignore beside the Dockerfile it is given: the
+        # rendered copy gets the user's, and loses one the user has since removed (the
+        # directory is shared by every build of the same rendered text).
         ignore = recipe.dockerfile.with_name(recipe.dockerfile.name + ".dockerignore")
+        copied = dockerfile.with_name(ignore.name)
         if ignore.is_file():
-            atomic_write_bytes(dockerfile.with_name(ignore.name), ignore.read_bytes())
+            atomic_write_bytes(copied, ignore.read_bytes())
+        else:
+            copied.unlink(missing_ok=True)
     return PinnedBuild(dockerfile, args, epoch, data, source_policy(recipe, data))
 
 
