@@ -22,7 +22,8 @@ from pathlib import Path
 
 from repro.errors import RecipeError
 
-_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$", re.ASCII)
+_KNOWN_DIRECTIVES = ("syntax", "escape", "check")
 _HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 _HEREDOC_INSTRUCTIONS = ("RUN", "COPY", "ADD")
 _BOM = "\ufeff"
@@ -59,7 +60,8 @@ def _physical(text: str) -> list[str]:
 def directives(text: str) -> tuple[dict[str, tuple[int, str]], int]:
     """The parser directives (lower-case name -> (line, value)) and how many lines they
     take. They are read, after a byte-order mark, while each line is one; the first
-    other line (a comment, a blank line, an instruction) ends them."""
+    other line (a comment, a blank line, an instruction, a directive BuildKit does not
+    know) ends them."""
     found: dict[str, tuple[int, str]] = {}
     count = 0
     for number, raw in enumerate(_physical(text), 1):
@@ -68,6 +70,8 @@ def directives(text: str) -> tuple[dict[str, tuple[int, str]], int]:
         if not m:
             break
         name = m.group(1).lower()
+        if name not in _KNOWN_DIRECTIVES:
+            break
         if name in found:
             raise RecipeError(f"only one {name} parser directive can be used", line=number)
         found[name] = (number, m.group(2))

@@ -299,6 +299,7 @@ def make_dockerfile(rng: random.Random, base: str) -> DockerfileCase:
     second = rng.choice(["final", "out"])
     from_first = rng.choice([first, first.upper(), "0"])
     blocks.append([f"FROM {rng.choice([first, '${BASE}'])} AS {second}"])
+    blocks.append(["COPY . /ctx/"])
     blocks.append([f"COPY --from={from_first} /cont /args /from-first/"])
     blocks.append([f"COPY --from={rng.choice(['data', '1'])} /data.txt /data.txt"])
     blocks.append(

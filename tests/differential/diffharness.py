@@ -269,24 +269,30 @@ def ignore_case(seed: int, work: Path, env: dict[str, str], minimise: bool = Tru
     recipe = write_recipe(work / f"ignore-{seed}", IGNORE_DOCKERFILE, [])
     ctx = diffgen.make_context(rng, recipe / "ctx")
     ignore = diffgen.make_dockerignore(rng, ctx)
-    (recipe / "ctx" / ".dockerignore").write_bytes(ignore.encode())
+    # Mostly the context's .dockerignore; sometimes <Dockerfile>.dockerignore beside the
+    # Dockerfile, which BuildKit prefers (a decoy .dockerignore in the context then).
+    where = recipe / "ctx" / ".dockerignore"
+    if rng.random() < 0.2:
+        where.write_text("*\n")
+        where = recipe / "Dockerfile.dockerignore"
+    where.write_bytes(ignore.encode())
     result = CaseResult("ignore", seed, compare(recipe, env))
     if result.agree or not minimise:
         return result
 
     def fails(lines: list[str]) -> bool:
-        (recipe / "ctx" / ".dockerignore").write_bytes("".join(lines).encode())
+        where.write_bytes("".join(lines).encode())
         return not compare(recipe, env).agree
 
     kept = shrink(ignore.splitlines(keepends=True), fails)
-    (recipe / "ctx" / ".dockerignore").write_bytes("".join(kept).encode())
+    where.write_bytes("".join(kept).encode())
     final = compare(recipe, env)
     differing = [p.removeprefix("ctx/") for p in set(final.repro.tree) ^ set(final.buildx.tree)]
     shown = {p: k for p, k in ctx.entries.items() if p in differing} or ctx.entries
     result.reproducer = (
         f"differential ignore case, seed {seed} (recreate: bench/differential.py "
         f"--kind ignore --seeds {seed})\n"
-        f".dockerignore (shrunk): {''.join(kept)!r}\n"
+        f"{where.relative_to(recipe)} (shrunk): {''.join(kept)!r}\n"
         f"Dockerfile: {IGNORE_DOCKERFILE!r}\n"
         f"context entries involved:\n{diffgen.Context(shown).describe()}\n"
         f"difference:\n{final.explain()}"
@@ -307,6 +313,13 @@ def dockerfile_case(
     case = diffgen.make_dockerfile(rng, base)
     recipe = write_recipe(work / f"dockerfile-{seed}", case.text(), [base])
     (recipe / "ctx" / "f.txt").write_text("context file\n")
+    (recipe / "ctx" / "g.log").write_text("log\n")
+    # repro builds a rendered (pinned) copy of the Dockerfile: the ignore file beside it
+    # must come along, and the context's must still apply when there is none.
+    if rng.random() < 0.4:
+        (recipe / "Dockerfile.dockerignore").write_text("*.log\n")
+    if rng.random() < 0.4:
+        (recipe / "ctx" / ".dockerignore").write_text("f.txt\n")
     result = CaseResult("dockerfile", seed, compare(recipe, env, lock=True))
     if result.agree or not minimise:
         return result

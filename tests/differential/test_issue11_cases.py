@@ -118,6 +118,14 @@ def test_backtick_continuation_under_escape_directive() -> None:
     assert [i.line for i in instructions(text)] == [2, 4]
 
 
+def test_directives_end_at_an_unknown_one_like_buildkit() -> None:
+    text = "# foo=bar\n# escape=`\nFROM a.test/x:1 \\\n  AS y\n"
+    assert [i.line for i in instructions(text)] == [3]  # the backslash still continues
+    assert uses("#  Syntax = s.test/f:1\n# escape=`\nFROM `\n a.test/x:1\n")[1][1] == "a.test/x:1"
+    with pytest.raises(RecipeError, match="only one escape parser directive"):
+        instructions("# escape=`\n# escape=\\\nFROM scratch\n")
+
+
 def test_empty_line_inside_a_continuation() -> None:
     text = f"FROM {BASE}\nRUN echo a \\\n\n  # comment\n   \n  && echo b\nFROM {BASE} AS x\n"
     assert [i.line for i in instructions(text)] == [1, 2, 7]
@@ -293,3 +301,24 @@ def test_refused_pattern_is_exit_2_with_line(tmp_path: Path) -> None:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "ctx/.dockerignore:3: invalid pattern '[a-]'" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.engine
+def test_rendered_copy_takes_the_current_dockerfile_dockerignore(
+    tmp_path: Path, buildx: list[str]
+) -> None:
+    """Found by the harness: the rendered (pinned) Dockerfile's directory is shared by
+    builds of the same text, and kept a Dockerfile.dockerignore the user had removed."""
+    base = h.base_tag()
+    recipe = h.write_recipe(tmp_path / "r", f"FROM {base}\nCOPY . /ctx/\n", [base])
+    (recipe / "ctx" / "a.log").write_text("log")
+    (recipe / "ctx" / "b.txt").write_text("txt")
+    env = h.engine_env()
+    (recipe / "Dockerfile.dockerignore").write_text("*.log\n")
+    first = h.compare(recipe, env, lock=True)
+    assert first.agree, first.explain()
+    assert "ctx/a.log" not in first.repro.tree
+    (recipe / "Dockerfile.dockerignore").unlink()
+    second = h.compare(recipe, env, lock=True)
+    assert second.agree, second.explain()
+    assert "ctx/a.log" in second.repro.tree
