@@ -270,7 +270,8 @@ def image_uses(
     # `# syntax=IMAGE` names the frontend image, an image source too.
     if "syntax" in found:
         number, value = found["syntax"]
-        pos = physical[number - 1].rfind(value)
+        value = value.split(" ", 1)[0]  # BuildKit takes the first word (the rest: options)
+        pos = physical[number - 1].find(value, physical[number - 1].index("="))
         uses.append(ImageUse(number, pos, pos + len(value), value, value, "syntax"))
 
     def locate(ins: Instruction, token: str, after: int = 0) -> tuple[int, int]:

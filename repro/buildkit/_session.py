@@ -87,6 +87,12 @@ class FileSyncError(Exception):
     pass
 
 
+def stat_is_socket(st: os.stat_result) -> bool:
+    import stat as _stat
+
+    return _stat.S_ISSOCK(st.st_mode)
+
+
 def stat_is_device(st: os.stat_result) -> bool:
     import stat as _stat
 
@@ -169,6 +175,11 @@ def diffcopy_send(
         elif entry.is_file and not entry.hardlink:
             stat.size = st.st_size
             files[index] = None if entry.empty_content else root / entry.path
+        elif stat_is_socket(st) and not entry.hardlink:
+            # fsutil clears the socket bit, so the daemon takes it for an empty regular
+            # file and asks for its content; fsutil's sender cannot open it and sends none
+            stat.size = 0
+            files[index] = None
         elif not entry.is_dir and not entry.hardlink and stat_is_device(st):
             stat.devmajor = os.major(st.st_rdev)
             stat.devminor = os.minor(st.st_rdev)

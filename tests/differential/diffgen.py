@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def _name(rng: random.Random, taken: set[str]) -> str:
 
 def make_context(rng: random.Random, root: Path, files: int = 40, max_depth: int = 5) -> Context:
     """Fill ``root`` with about ``files`` entries: files of several modes, dirs (some
-    empty, some deep), symlinks (relative, absolute, dangling, to dirs), hard links."""
+    empty, some deep), symlinks (relative, absolute, dangling, to dirs), hard links,
+    fifos and sockets."""
     ctx = Context()
     root.mkdir(parents=True, exist_ok=True)
     dirs: list[str] = [""]
@@ -115,7 +117,17 @@ def make_context(rng: random.Random, root: Path, files: int = 40, max_depth: int
             )
             os.symlink(target, path)
             ctx.entries[rel] = f"symlink -> {target!r}"
-        elif roll < 0.4 and regular:
+        elif roll < 0.37:
+            # a fifo, or a socket (fsutil sends it as an empty file); a socket's path
+            # must fit in sun_path
+            if rng.random() < 0.5 or len(os.fsencode(path)) > 100:
+                os.mkfifo(path, 0o640)
+                ctx.entries[rel] = "fifo"
+            else:
+                with socket.socket(socket.AF_UNIX) as sock:
+                    sock.bind(os.fsencode(path))
+                ctx.entries[rel] = "socket"
+        elif roll < 0.42 and regular:
             src = rng.choice(regular)
             os.link(root / src, path)
             ctx.entries[rel] = f"hardlink to {src!r}"

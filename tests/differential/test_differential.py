@@ -100,7 +100,7 @@ def test_generators_cover_the_grammar(tmp_path: Path) -> None:
         kinds.update(k.split()[0] for k in ctx.entries.values())
     for seed in DOCKERFILE_SEEDS:
         dockerfiles.append(diffgen.make_dockerfile(random.Random(seed), "x.test/b:1").text())
-    assert kinds >= {"file", "dir", "symlink", "hardlink"}
+    assert kinds >= {"file", "dir", "symlink", "hardlink", "fifo", "socket"}
     joined = "\n".join(ignores)
     for needle in ("*", "?", "[", "[^", "**", "\\", "!", "#", "|", "{", "}", "\r\n", "\ufeff"):
         assert needle in joined, needle

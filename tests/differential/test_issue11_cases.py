@@ -126,6 +126,15 @@ def test_directives_end_at_an_unknown_one_like_buildkit() -> None:
         instructions("# escape=`\n# escape=\\\nFROM scratch\n")
 
 
+def test_syntax_directive_after_a_bom_names_its_first_word() -> None:
+    text = "\ufeff# syntax = s.test/f:1 opts\nFROM scratch\n"
+    (use,) = image_uses(text)
+    assert (use.instruction, use.image, use.line) == ("syntax", "s.test/f:1", 1)
+    assert render(text, [use], lambda u: "s.test/f@sha256:1") == text.replace(
+        "s.test/f:1", "s.test/f@sha256:1"
+    )
+
+
 def test_empty_line_inside_a_continuation() -> None:
     text = f"FROM {BASE}\nRUN echo a \\\n\n  # comment\n   \n  && echo b\nFROM {BASE} AS x\n"
     assert [i.line for i in instructions(text)] == [1, 2, 7]
@@ -322,3 +331,20 @@ def test_rendered_copy_takes_the_current_dockerfile_dockerignore(
     second = h.compare(recipe, env, lock=True)
     assert second.agree, second.explain()
     assert "ctx/a.log" in second.repro.tree
+
+
+@pytest.mark.engine
+def test_socket_and_fifo_in_context_against_buildx(tmp_path: Path, buildx: list[str]) -> None:
+    """Found by the harness: fsutil sends a socket as an empty regular file, and the
+    daemon asks for its content; repro's session had no content to send and failed."""
+    import socket
+
+    recipe = h.write_recipe(tmp_path / "r", h.IGNORE_DOCKERFILE, [])
+    os.mkfifo(recipe / "ctx" / "fifo", 0o640)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(recipe / "ctx" / "sock"))
+    (recipe / "ctx" / "f").write_text("f")
+    result = h.compare(recipe, h.engine_env())
+    assert result.buildx.ok, result.buildx.error
+    assert result.agree, result.explain()
+    assert result.repro.tree["ctx/sock"][0] == "file"
