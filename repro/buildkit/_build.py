@@ -440,33 +440,37 @@ def _wait_for(
             raise BuilderError(describe_rpc_error(exc, conn.address)) from None
         error = classify_solve_error(details, req.source_dockerfile or req.dockerfile)
         if isinstance(error, BuildFailed):
-            _locate_failure(error, exc, req.source_dockerfile or req.dockerfile)
+            error = _locate_failure(error, exc, req.source_dockerfile or req.dockerfile)
         raise error from None
 
 
-def _locate_failure(error: BuildFailed, exc: grpc.RpcError, dockerfile: Path) -> None:
-    """Give a failed step the Dockerfile lines BuildKit says it came from, as buildx
-    shows them (``Dockerfile:N`` and the instruction); the rendered copy has the same
-    line numbers as the user's file, which is the one named."""
-    from repro.buildkit._errsource import snippet, source_ranges
+def _locate_failure(error: BuildFailed, exc: grpc.RpcError, dockerfile: Path) -> ReproError:
+    """Give a failure the Dockerfile lines BuildKit says it came from, as buildx shows
+    them (``Dockerfile:N`` and the instruction); the rendered copy has the same line
+    numbers as the user's file, which is the one named. A failure located in the
+    Dockerfile but in no step (no vertex: the frontend refused the Dockerfile, such as a
+    bad substitution) is bad input."""
+    from repro.buildkit._errsource import has_vertex, snippet, source_ranges
 
     try:
         trailers = exc.trailing_metadata() or ()  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - a call without trailers
-        return
+        return error
     details = b"".join(
         v for k, v in trailers if k == "grpc-status-details-bin" and isinstance(v, bytes)
     )
     names = ("", "Dockerfile", dockerfile.name)
     ranges = [r for r in source_ranges(details) if r.filename in names]
     if not ranges:
-        return
+        return error
     first = ranges[0]
+    if not has_vertex(details):
+        return InputError(error.message, file=str(dockerfile), line=first.start)
     error.file, error.line = str(dockerfile), first.start
     try:
         lines = dockerfile.read_text(encoding="utf-8", errors="replace").split("\n")
     except OSError:
-        return
+        return error
     lines = [line.removesuffix("\r") for line in lines]
     end = first.end
     try:  # mark the whole instruction, continuation lines too, as buildx does
@@ -478,6 +482,7 @@ def _locate_failure(error: BuildFailed, exc: grpc.RpcError, dockerfile: Path) ->
     except ReproError:
         pass
     error.source_snippet = snippet(lines, first.start, end, dockerfile.name)
+    return error
 
 
 def _follow_status(

@@ -106,6 +106,20 @@ def source_ranges(status_details: bytes) -> list[SourceRange]:
     return out
 
 
+def has_vertex(status_details: bytes) -> bool:
+    """Whether the error names a build step (``errdefs.Vertex``): a step failed, as
+    opposed to the frontend refusing the Dockerfile before any step ran."""
+    try:
+        for number, any_msg in _fields(status_details):
+            if number == 3 and isinstance(any_msg, bytes):
+                for n, v in _fields(any_msg):
+                    if n == 1 and isinstance(v, bytes) and b"errdefs.Vertex" in v:
+                        return True
+    except ValueError:
+        return False
+    return False
+
+
 def _from_json(value: bytes) -> list[SourceRange]:
     try:
         doc = json.loads(value)

@@ -348,3 +348,64 @@ def test_socket_and_fifo_in_context_against_buildx(tmp_path: Path, buildx: list[
     assert result.buildx.ok, result.buildx.error
     assert result.agree, result.explain()
     assert result.repro.tree["ctx/sock"][0] == "file"
+
+
+# ----------------------------------------------------------------------------------------
+# where a failed Solve failed (unit)
+
+
+def _pb(number: int, value: bytes | int) -> bytes:
+    def varint(n: int) -> bytes:
+        out = b""
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out += bytes([b | (0x80 if n else 0)])
+            if not n:
+                return out
+
+    if isinstance(value, int):
+        return varint(number << 3) + varint(value)
+    return varint(number << 3 | 2) + varint(len(value)) + value
+
+
+def _status(*anys: tuple[str, bytes]) -> bytes:
+    body = _pb(1, 2) + _pb(2, b"failed")
+    for url, value in anys:
+        body += _pb(3, _pb(1, url.encode()) + _pb(2, value))
+    return body
+
+
+def test_source_ranges_from_json_and_protobuf_details() -> None:
+    from repro.buildkit._errsource import has_vertex, source_ranges
+
+    doc = b'{"info":{"filename":"Dockerfile"},"ranges":[{"start":{"line":3},"end":{"line":4}}]}'
+    details = _status(
+        ("github.com/moby/buildkit/stack.Stack+json", b"{}"),
+        ("github.com/moby/buildkit/errdefs.Source+json", doc),
+        ("github.com/moby/buildkit/errdefs.Vertex+json", b'{"digest":"sha256:1"}'),
+    )
+    (r,) = source_ranges(details)
+    assert (r.filename, r.start, r.end) == ("Dockerfile", 3, 4)
+    assert has_vertex(details)
+    position = _pb(1, 7)
+    source = _pb(1, _pb(1, b"Dockerfile")) + _pb(2, _pb(1, position) + _pb(2, _pb(1, 8)))
+    only_source = _status(("type.googleapis.com/moby.buildkit.v1.errdefs.Source", source))
+    (p,) = source_ranges(only_source)
+    assert (p.filename, p.start, p.end) == ("Dockerfile", 7, 8)
+    assert not has_vertex(only_source)  # the frontend refused the Dockerfile: bad input
+    assert source_ranges(b"\xff\xff") == []  # garbage: nothing, no exception
+
+
+def test_snippet_looks_like_buildx() -> None:
+    from repro.buildkit._errsource import snippet
+
+    lines = ["FROM x", "RUN echo ok", "RUN echo failing && \\", "    exit 3", ""]
+    assert snippet(lines, 3, 4) == (
+        "Dockerfile:3\n"
+        "--------------------\n"
+        "   2 |     RUN echo ok\n"
+        "   3 | >>> RUN echo failing && \\\n"
+        "   4 | >>>     exit 3\n"
+        "   5 |\n"
+        "--------------------"
+    )
