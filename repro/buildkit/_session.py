@@ -87,6 +87,39 @@ class FileSyncError(Exception):
     pass
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _raw_stat_packet(stat: pb.Stat, path: bytes, linkname: bytes) -> bytes:
+    """A STAT packet whose path and link name are bytes that are not UTF-8.
+
+    File names on Linux are bytes; buildx's fsutil sends them as they are in the string
+    fields (Go does not check), and BuildKit stores them so. Python's protobuf refuses
+    such strings, so the two fields (1 and 7 of Stat, both length-delimited) are
+    appended to the serialized message by hand; the rest is encoded as usual.
+    """
+    body = stat.SerializeToString()
+    for number, value in ((1, path), (7, linkname)):
+        if value:
+            body += _varint(number << 3 | 2) + _varint(len(value)) + value
+    packet = pb.Packet(type=pb.PACKET_STAT).SerializeToString()
+    return packet + _varint(2 << 3 | 2) + _varint(len(body)) + body
+
+
 def stat_is_socket(st: os.stat_result) -> bool:
     import stat as _stat
 
@@ -101,7 +134,7 @@ def stat_is_device(st: os.stat_result) -> bool:
 
 def diffcopy_send(
     root: Path, requests: Iterator[pb.Packet], md: Mapping[str, list[str]]
-) -> Iterator[pb.Packet]:
+) -> Iterator[pb.Packet | bytes]:
     """Send one local dir with the fsutil protocol (we send, the daemon receives)."""
     from repro.buildkit._walk import fsutil_stat_mode, walk
 
@@ -159,16 +192,14 @@ def diffcopy_send(
     )
     for index, entry in enumerate(entries):
         st = entry.st
-        try:
-            entry.path.encode("utf-8")
-        except UnicodeEncodeError:
-            raise FileSyncError(f"context file name {entry.path!r} is not valid UTF-8") from None
+        # a hard link to a path sent earlier in this walk carries no data
+        linkname = entry.linkname or entry.hardlink
+        raw_names = not (_is_utf8(entry.path) and _is_utf8(linkname))
         stat = pb.Stat(
-            path=entry.path,
+            path="" if raw_names else entry.path,
             mode=fsutil_stat_mode(st),
             mod_time=st.st_mtime_ns,
-            # a hard link to a path sent earlier in this walk carries no data
-            linkname=entry.linkname or entry.hardlink,
+            linkname="" if raw_names else linkname,
         )
         if entry.is_symlink:
             stat.size = len(os.fsencode(entry.linkname))
@@ -183,7 +214,10 @@ def diffcopy_send(
         elif not entry.is_dir and not entry.hardlink and stat_is_device(st):
             stat.devmajor = os.major(st.st_rdev)
             stat.devminor = os.minor(st.st_rdev)
-        yield pb.Packet(type=pb.PACKET_STAT, stat=stat)
+        if raw_names:
+            yield _raw_stat_packet(stat, os.fsencode(entry.path), os.fsencode(linkname))
+        else:
+            yield pb.Packet(type=pb.PACKET_STAT, stat=stat)
         yield from pending()
     yield pb.Packet(type=pb.PACKET_STAT)  # end of the walk
 
@@ -276,7 +310,7 @@ class SessionServer:
         requests = (pb.Packet.FromString(m) for m in messages)
         try:
             for packet in diffcopy_send(root, requests, md):
-                send(packet.SerializeToString())
+                send(packet if isinstance(packet, bytes) else packet.SerializeToString())
         except (OSError, FileSyncError) as exc:
             self.errors.append(f"sending {name}: {exc}")
             send(pb.Packet(type=pb.PACKET_ERR, data=str(exc).encode()).SerializeToString())
