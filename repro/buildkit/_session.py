@@ -72,14 +72,15 @@ def _decode_metadata(md: Mapping[str, list[str]]) -> dict[str, list[str]]:
 
     BuildKit encodes every value of a key with Go's url.QueryEscape when one of them is
     not ASCII, which writes a space as ``+``: so ``+`` decodes to a space here (as Go's
-    QueryUnescape does), and a literal ``+`` arrives as ``%2B``.
+    QueryUnescape does), and a literal ``+`` arrives as ``%2B``. Bytes that are not
+    UTF-8 (a .dockerignore may hold them) come back as surrogate escapes, as file names do.
     """
     raw = {k: list(v) for k, v in md.items()}
     for key in list(raw):
         if key.endswith("-encoded"):
             base = key[: -len("-encoded")]
             if base in raw:
-                raw[base] = [unquote_plus(v) for v in raw[base]]
+                raw[base] = [unquote_plus(v, errors="surrogateescape") for v in raw[base]]
     return raw
 
 

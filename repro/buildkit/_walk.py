@@ -562,6 +562,11 @@ def _re2_to_python(s: str) -> str:
             alternatives.append("".join(current))
             frames[-1][1].append(f"(?:{'|'.join(alternatives)})")
             i += 1
+        elif c == "\ufffd":
+            # Go matches text as UTF-8: U+FFFD also matches each byte that is not UTF-8
+            # (a surrogate escape here)
+            atoms.append("[\ufffd\udc80-\udcff]")
+            i += 1
         else:
             atoms.append({".": ".", "^": "^", "$": r"\Z"}.get(c) or re.escape(c))
             i += 1
@@ -633,6 +638,8 @@ def _docker_compile(p: str) -> tuple[int, str]:
         elif ch in "[]":
             out.append(ch)
             kind = _REGEXP
+        elif "\udc80" <= ch <= "\udcff":
+            out.append("\ufffd")  # text/scanner reads a byte that is not UTF-8 as U+FFFD
         else:
             out.append(ch)
         step += 1

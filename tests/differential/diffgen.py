@@ -54,6 +54,7 @@ NAMES = [
     "plus+",
     "caret^",
     "comma,x",
+    "not\udcffutf8",  # the byte 0xff: file names are bytes
 ]
 FILE_MODES = [0o644, 0o644, 0o644, 0o755, 0o600, 0o640, 0o444, 0o700, 0o4755, 0o2755, 0o000]
 DIR_MODES = [0o755, 0o755, 0o755, 0o700, 0o775, 0o1777, 0o2755, 0o555]

@@ -275,17 +275,17 @@ def ignore_case(seed: int, work: Path, env: dict[str, str], minimise: bool = Tru
     if rng.random() < 0.2:
         where.write_text("*\n")
         where = recipe / "Dockerfile.dockerignore"
-    where.write_bytes(ignore.encode())
+    where.write_bytes(ignore.encode("utf-8", "surrogateescape"))
     result = CaseResult("ignore", seed, compare(recipe, env))
     if result.agree or not minimise:
         return result
 
     def fails(lines: list[str]) -> bool:
-        where.write_bytes("".join(lines).encode())
+        where.write_bytes("".join(lines).encode("utf-8", "surrogateescape"))
         return not compare(recipe, env).agree
 
     kept = shrink(ignore.splitlines(keepends=True), fails)
-    where.write_bytes("".join(kept).encode())
+    where.write_bytes("".join(kept).encode("utf-8", "surrogateescape"))
     final = compare(recipe, env)
     differing = [p.removeprefix("ctx/") for p in set(final.repro.tree) ^ set(final.buildx.tree)]
     shown = {p: k for p, k in ctx.entries.items() if p in differing} or ctx.entries

@@ -75,6 +75,15 @@ def test_bom_on_a_later_line_like_docker() -> None:
     assert matched(["\ufeffc"], "\ufeffc") and not matched(["\ufeffc"], "c")
 
 
+def test_bytes_that_are_not_utf8() -> None:
+    md = {"exclude-patterns": ["n%FFx%2A"], "exclude-patterns-encoded": ["1"]}
+    assert _decode_metadata(md)["exclude-patterns"] == ["n\udcffx*"]
+    # text/scanner reads the byte as U+FFFD, and Go's regexp matches U+FFFD with it
+    assert matched(["n\udcffx*"], "n\udcffx1") and matched(["n\udcffx*"], "n\ufffdx2")
+    assert not matched(["n\udcffx*"], "nxx")
+    assert matched(["m\udcff"], "m\udcff") and not matched(["m\udcff"], "m\ufffd")  # exact
+
+
 def test_session_metadata_plus_is_a_space() -> None:
     # BuildKit query-escapes every pattern when one is not ASCII: "with space" -> "with+space"
     md = {
@@ -224,6 +233,8 @@ IGNORE_CASES = {
     "class-after-failed-chunk": ("zzz*[a-]\nzzz*[]a]\n", ["zzz-", "zzza", "zzz]", "zzzb"]),
     "bom-later-line": ("\ufeffa\n\ufeffb*\n\ufeffc\r\n", ["a", "bx", "c", "\ufeffc"]),
     "space-in-encoded-patterns": ("with spa?e\n☺\n", ["with space/f", "☺", "x"]),
+    # file names and patterns with a byte that is not UTF-8 (0xff)
+    "not-utf8": ("n\udcffx*\nm\udcff\n", ["n\udcffx1", "n\ufffdx2", "m\udcff", "nxx", "k"]),
 }
 
 
@@ -234,8 +245,8 @@ def test_ignore_case_against_buildx(case: str, tmp_path: Path, buildx: list[str]
     recipe = h.write_recipe(tmp_path / case, h.IGNORE_DOCKERFILE, [])
     for name in files:
         (recipe / "ctx" / name).parent.mkdir(parents=True, exist_ok=True)
-        (recipe / "ctx" / name).write_text(name)
-    (recipe / "ctx" / ".dockerignore").write_bytes(ignore.encode())
+        (recipe / "ctx" / name).write_bytes(os.fsencode(name))
+    (recipe / "ctx" / ".dockerignore").write_bytes(ignore.encode("utf-8", "surrogateescape"))
     result = h.compare(recipe, h.engine_env())
     assert result.buildx.ok, result.buildx.error
     assert result.agree, result.explain()
