@@ -318,6 +318,17 @@ def make_dockerfile(rng: random.Random, base: str) -> DockerfileCase:
     blocks.append(
         [f"RUN --mount=from={rng.choice(['data', '1'])},target=/m cp /m/data.txt /mounted"]
     )
+    if rng.random() < 0.5:  # an image (the base) named outside FROM: pinned by repro too
+        blocks.append(
+            rng.choice(
+                [
+                    [f"COPY --from={base} /bin/busybox /bb"],
+                    [f"COPY {esc}", f"  --from={base} {esc}", "  /bin/busybox /bb"],
+                    [f"RUN --mount=type=bind,from={base},target=/b ls /b/bin > /ls"],
+                    [f"RUN --mount=from={base},target=/b {esc}", "  ls /b/etc > /ls"],
+                ]
+            )
+        )
     if rng.random() < 0.4:
         blocks.append(["# a comment between instructions", ""])
     if rng.random() < 0.3:

@@ -107,5 +107,6 @@ def test_generators_cover_the_grammar(tmp_path: Path) -> None:
     assert any(line.startswith("/") for text in ignores for line in text.splitlines())
     both = "\n".join(dockerfiles)
     for needle in ("# escape=`", "\r\n", "\ufeff", "<<EOF", "${UNSET:-", "${SETV:+", "--from=0",
-                   "--mount=from=", "ONBUILD", "# a comment inside"):
+                   "--mount=from=", "ONBUILD", "# a comment inside", "COPY --from=x.test/b:1",
+                   "from=x.test/b:1,target="):
         assert needle in both, needle
