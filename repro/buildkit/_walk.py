@@ -9,15 +9,16 @@ order.  The semantics (and their quirks) follow, from the sources they were read
 * moby/patternmatcher ``patternmatcher.go`` -- patterns are cleaned (``filepath.Clean``),
   a leading ``!`` marks an exception, each pattern is checked with
   ``filepath.Match(p, ".")`` (which reads only as far as the match goes: ``zzz*[a-]``
-  passes, ``[a-]`` does not) and then compiled: ``**`` spans any number of segments, ``*`` and ``?`` never
-  cross ``/``, and a pattern is one of four kinds (exact, prefix ``a/**``, suffix
-  ``**/a``, regexp).  Later patterns win; a match on a parent dir is a match.  The
-  regexp kind is built exactly as patternmatcher builds its Go regexp source, which is
-  then translated to Python, so Go's regexp meanings carry over: ``|``, ``{`` and ``}``
-  are never escaped (a quirk of patternmatcher's escape table) and act as alternation
-  and counted repetition, ``foo\bar`` holds a word boundary, ``[[:alpha:]]`` is a POSIX class, ``[!a]`` is not a negation, and a
-  pattern Go's regexp rejects fails only when evaluated (Unicode classes ``\pL`` are
-  the one thing not translated: they fail too).
+  passes, ``[a-]`` does not) and then compiled: ``**`` spans any number of segments,
+  ``*`` and ``?`` never cross ``/``, and a pattern is one of four kinds (exact, prefix
+  ``a/**``, suffix ``**/a``, regexp).  Later patterns win; a match on a parent dir is a
+  match.  The regexp kind is built exactly as patternmatcher builds its Go regexp
+  source, which is then translated to Python, so Go's regexp meanings carry over:
+  ``|``, ``{`` and ``}`` are never escaped (a quirk of patternmatcher's escape table)
+  and act as alternation and counted repetition, ``foo\bar`` holds a word boundary,
+  ``[[:alpha:]]`` is a POSIX class, ``[!a]`` is not a negation, a byte that is not
+  UTF-8 is U+FFFD, and a pattern Go's regexp rejects fails only when evaluated
+  (Unicode classes ``\pL`` are the one thing not translated: they fail too).
 * moby/patternmatcher ``ignorefile/ignorefile.go`` -- the .dockerignore reader.
 * tonistiigi/fsutil ``filter.go`` -- the walk applies the include and exclude matchers
   with ``MatchesUsingParentResults`` (per-pattern results inherited from the parent
