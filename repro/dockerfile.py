@@ -15,6 +15,7 @@ a heredoc's body.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -133,6 +134,22 @@ def _heredocs(line: str) -> list[tuple[str, bool]]:
     return out
 
 
+def _can_hold_heredocs(line: str) -> bool:
+    """RUN, COPY and ADD (also after ONBUILD) in shell form open heredocs; the JSON form
+    does not."""
+    words = line.split(None, 1)
+    if words and words[0].upper() == "ONBUILD":
+        words = words[1].split(None, 1) if len(words) > 1 else []
+    if not words or words[0].upper() not in _HEREDOC_INSTRUCTIONS:
+        return False
+    rest = words[1] if len(words) > 1 else ""
+    try:
+        value = json.loads(rest)
+    except ValueError:
+        return True
+    return not (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
 def instructions(text: str, file: Path | str = "Dockerfile") -> list[Instruction]:
     """Every instruction, split as BuildKit's parser splits them.
 
@@ -167,8 +184,7 @@ def instructions(text: str, file: Path | str = "Dockerfile") -> list[Instruction
             ended = not continued.search(raw)
             parts.append(continued.sub("", raw))
         joined = "".join(parts)
-        words = joined.split(None, 1)
-        if words and words[0].upper() in _HEREDOC_INSTRUCTIONS and "<<" in joined:
+        if "<<" in joined and _can_hold_heredocs(joined):
             for name, chomp in _heredocs(joined):
                 while i < len(lines):
                     body = lines[i]

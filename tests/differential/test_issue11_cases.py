@@ -179,6 +179,13 @@ def test_from_inside_a_heredoc_is_not_an_instruction(instruction: str) -> None:
     assert uses(text) == [("FROM", BASE, 1), ("FROM", BASE, 6)]
 
 
+def test_heredocs_after_onbuild_and_not_in_json_form() -> None:
+    text = f"FROM {BASE}\nONBUILD RUN <<EOF\nFROM nope\nEOF\nFROM {BASE}\n"
+    assert [u[2] for u in uses(text)] == [1, 5]
+    text = f'FROM {BASE}\nRUN ["sh", "<<EOF"]\nFROM {BASE} AS b\n'
+    assert [u[2] for u in uses(text)] == [1, 3]
+
+
 def test_heredoc_with_tabs_stripped_terminator() -> None:
     text = f"FROM {BASE}\nRUN <<-EOT\n\tFROM nope\n\tEOT\nFROM {BASE}\n"
     assert [u[2] for u in uses(text)] == [1, 5]
