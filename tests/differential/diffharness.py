@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -43,17 +44,30 @@ class Comparison:
     repro: Outcome
     buildx: Outcome
     seconds: float
+    # When both refuse the input, repro must say so as bad input: exit 2 and one line
+    # naming this file (e.g. ".dockerignore:") with a line number.
+    refusal_names: str = ""
 
     @property
     def agree(self) -> bool:
         if self.repro.ok != self.buildx.ok:
             return False
         if not self.repro.ok:
-            return True  # both refused it (the messages differ by design)
+            return self._refused_well()  # both refused it (the messages differ by design)
         return self.repro.tree == self.buildx.tree and self.repro.digest == self.buildx.digest
+
+    def _refused_well(self) -> bool:
+        if not self.refusal_names:
+            return True
+        last = self.repro.error.strip().splitlines()[-1] if self.repro.error.strip() else ""
+        return self.repro.exit_code == 2 and re.search(
+            re.escape(self.refusal_names) + r":\d+: ", last
+        ) is not None
 
     def explain(self, limit: int = 20) -> str:
         r, b = self.repro, self.buildx
+        if not r.ok and not b.ok and not self._refused_well():
+            return f"both refused it, but repro not as bad input (exit {r.exit_code}): {r.error}"
         if r.ok != b.ok:
             failed = r if not r.ok else b
             who = "repro" if not r.ok else "buildx"
@@ -207,11 +221,13 @@ def build_buildx(recipe: Path, out: Path, env: dict[str, str]) -> Outcome:
     return Outcome(True, digest, tree)
 
 
-def compare(recipe: Path, env: dict[str, str], lock: bool = False) -> Comparison:
+def compare(
+    recipe: Path, env: dict[str, str], lock: bool = False, refusal_names: str = ""
+) -> Comparison:
     started = time.monotonic()
     b = build_buildx(recipe, recipe / "buildx.tar", env)
     r = build_repro(recipe, recipe / "repro.tar", env, lock)
-    return Comparison(r, b, time.monotonic() - started)
+    return Comparison(r, b, time.monotonic() - started, refusal_names)
 
 
 # ----------------------------------------------------------------------------------------
@@ -276,17 +292,17 @@ def ignore_case(seed: int, work: Path, env: dict[str, str], minimise: bool = Tru
         where.write_text("*\n")
         where = recipe / "Dockerfile.dockerignore"
     where.write_bytes(ignore.encode("utf-8", "surrogateescape"))
-    result = CaseResult("ignore", seed, compare(recipe, env))
+    result = CaseResult("ignore", seed, compare(recipe, env, refusal_names=where.name))
     if result.agree or not minimise:
         return result
 
     def fails(lines: list[str]) -> bool:
         where.write_bytes("".join(lines).encode("utf-8", "surrogateescape"))
-        return not compare(recipe, env).agree
+        return not compare(recipe, env, refusal_names=where.name).agree
 
     kept = shrink(ignore.splitlines(keepends=True), fails)
     where.write_bytes("".join(kept).encode("utf-8", "surrogateescape"))
-    final = compare(recipe, env)
+    final = compare(recipe, env, refusal_names=where.name)
     differing = [p.removeprefix("ctx/") for p in set(final.repro.tree) ^ set(final.buildx.tree)]
     shown = {p: k for p, k in ctx.entries.items() if p in differing} or ctx.entries
     result.reproducer = (
