@@ -427,3 +427,21 @@ def test_snippet_looks_like_buildx() -> None:
         "   5 |\n"
         "--------------------"
     )
+
+
+def test_stat_packet_with_names_that_are_not_utf8() -> None:
+    """The hand-encoded STAT packet is the protobuf buildx's fsutil sends: the name's
+    bytes in Stat.path (1) and Stat.linkname (7), the other fields as usual."""
+    from repro.buildkit._errsource import _fields
+    from repro.buildkit._session import _raw_stat_packet
+    from repro.buildkit.proto import buildkit_pb2 as pb
+
+    stat = pb.Stat(mode=0o644, size=3, mod_time=5)
+    packet = dict(_fields(_raw_stat_packet(stat, b"bad\xffname", b"t\xfe")))
+    assert packet.get(1, 0) == pb.PACKET_STAT  # 0: the default, not on the wire
+    fields = dict(_fields(packet[2]))  # type: ignore[arg-type]
+    assert fields[1] == b"bad\xffname" and fields[7] == b"t\xfe"
+    assert (fields[2], fields[5], fields[6]) == (0o644, 3, 5)
+    same = pb.Packet.FromString(_raw_stat_packet(stat, b"ok", b""))
+    assert same.type == pb.PACKET_STAT
+    assert (same.stat.path, same.stat.mode, same.stat.size) == ("ok", 0o644, 3)
