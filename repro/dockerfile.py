@@ -357,7 +357,10 @@ def image_uses(
                             values.append(val)
                 for value in values:
                     value = value.strip('"')
-                    if value.isdigit() or value.lower() in stages or value == "scratch":
+                    # COPY/ADD --from take a stage index too; a mount's from= does not
+                    # (BuildKit pulls an image named "1")
+                    index = value.isdigit() and word.startswith("--from=")
+                    if index or value.lower() in stages or value == "scratch":
                         continue
                     line, pos = locate(ins, value)
                     uses.append(ImageUse(line, pos, pos + len(value), value, value, instr))

@@ -316,7 +316,8 @@ def make_dockerfile(rng: random.Random, base: str) -> DockerfileCase:
     blocks.append([f"COPY --from={from_first} /cont /args /from-first/"])
     blocks.append([f"COPY --from={rng.choice(['data', '1'])} /data.txt /data.txt"])
     blocks.append(
-        [f"RUN --mount=from={rng.choice(['data', '1'])},target=/m cp /m/data.txt /mounted"]
+        # a mount takes a stage by name only: from=1 would be the image "1"
+        [f"RUN --mount=from={rng.choice(['data', 'data'])},target=/m cp /m/data.txt /mounted"]
     )
     if rng.random() < 0.5:  # an image (the base) named outside FROM: pinned by repro too
         blocks.append(

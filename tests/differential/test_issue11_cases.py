@@ -186,6 +186,11 @@ def test_heredocs_after_onbuild_and_not_in_json_form() -> None:
     assert [u[2] for u in uses(text)] == [1, 3]
 
 
+def test_stage_index_in_copy_from_but_not_in_a_mount() -> None:
+    text = f"FROM {BASE}\nCOPY --from=0 /a /b\nRUN --mount=from=0,target=/m true\n"
+    assert uses(text) == [("FROM", BASE, 1), ("RUN", "0", 3)]
+
+
 def test_heredoc_with_tabs_stripped_terminator() -> None:
     text = f"FROM {BASE}\nRUN <<-EOT\n\tFROM nope\n\tEOT\nFROM {BASE}\n"
     assert [u[2] for u in uses(text)] == [1, 5]
