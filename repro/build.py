@@ -262,11 +262,12 @@ def _build_recipe(
                     credentials=_credentials,
                 )
                 success = True
-            except BuildFailed as exc:
+            except (BuildFailed, ContextError) as exc:
                 located = dockerignore.locate(exc.message, recipe.context, recipe.dockerfile)
                 if located is not None:
                     raise located from None
-                where = exc.source_snippet
+                if isinstance(exc, BuildFailed):
+                    where = exc.source_snippet
                 raise
             finally:
                 display.close(success)

@@ -18,7 +18,7 @@ from pathlib import Path
 from repro.buildkit._walk import PatternMatcher, parse_dockerignore
 from repro.errors import ContextError
 
-_INVALID = re.compile(r"invalid pattern '(.*)': ")
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 
 def ignore_file(context: Path, dockerfile: Path) -> Path | None:
@@ -31,11 +31,16 @@ def ignore_file(context: Path, dockerfile: Path) -> Path | None:
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, pattern as the walk receives it) for each pattern line."""
+    """(line number, pattern as the walk receives it) for each pattern line.
+
+    The patterns reach the walk through the build definition, whose JSON encoding
+    turns each byte that is not UTF-8 into U+FFFD: so does this.
+    """
     try:
         text = path.read_bytes().decode("utf-8", errors="surrogateescape")
     except OSError as exc:
         raise ContextError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    text = _NOT_UTF8.sub("\ufffd", text)
     out = []
     for number, line in enumerate(text.split("\n"), 1):
         # parsed as a second line: only the file's first line loses a byte-order mark
@@ -60,12 +65,17 @@ def check(context: Path, dockerfile: Path) -> None:
 def locate(message: str, context: Path, dockerfile: Path) -> ContextError | None:
     """A build failure caused by a pattern the walk could not evaluate, as an input error
     naming the line of the ignore file it came from (None when it is not one)."""
-    m = _INVALID.search(message)
+    start = message.find("invalid pattern ")
     path = ignore_file(context, dockerfile)
-    if not m or path is None:
+    if start < 0 or path is None:
         return None
-    wanted = m.group(1)
     for number, pattern in _lines(path):
-        if pattern == wanted or pattern.lstrip("!") == wanted.lstrip("!"):
-            return ContextError(message[m.start() :], file=str(path), line=number)
+        try:
+            compiled = PatternMatcher([pattern]).patterns
+        except ContextError:
+            continue
+        for p in compiled:  # the walk names a pattern as it was compiled (cleaned)
+            shown = ("!" if p.exclusion else "") + p.text
+            if message.startswith(f"invalid pattern {shown!r}: ", start):
+                return ContextError(message[start:], file=str(path), line=number)
     return None

@@ -325,7 +325,16 @@ def build(
             )
             status_thread.start()
         future = control.solve_future(solve_request(req, session.id, ref))
-        response = _wait(future, conn, req, _Watchdog(control))
+        try:
+            response = _wait(future, conn, req, _Watchdog(control))
+        except (BuildFailed, Cancelled, InputError) as exc:
+            # the walk of a local dir met bad input: that is the cause, however the
+            # daemon reported the failure (as the walk's message, or as "cancelled")
+            if server.input_errors and not (
+                isinstance(exc, Cancelled) and "was told to stop" in exc.message
+            ):
+                raise server.input_errors[0] from None
+            raise
         if server.errors:
             raise BuilderError(server.errors[0])
         if status_thread is not None:

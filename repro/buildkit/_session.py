@@ -48,6 +48,7 @@ from repro.buildkit._h2grpc import (
     serve_in_thread,
 )
 from repro.buildkit.proto import buildkit_pb2 as pb
+from repro.errors import ContextError
 
 HEALTH = "/grpc.health.v1.Health/Check"
 FILESYNC = "/moby.filesync.v1.FileSync/DiffCopy"
@@ -252,6 +253,7 @@ class SessionServer:
         self.secrets = dict(secrets or {})
         self.credentials = credentials
         self.errors: list[str] = []
+        self.input_errors: list[ContextError] = []  # bad input the walk met
         self._connections: list[H2GrpcConnection] = []
         self._dir = tempfile.mkdtemp(prefix="repro-session-")
         self.path = os.path.join(self._dir, "session.sock")
@@ -315,6 +317,12 @@ class SessionServer:
         except (OSError, FileSyncError) as exc:
             self.errors.append(f"sending {name}: {exc}")
             send(pb.Packet(type=pb.PACKET_ERR, data=str(exc).encode()).SerializeToString())
+        except ContextError as exc:
+            # bad input met by the walk (a pattern Go's regexp refuses, an unreadable
+            # dir): the daemon is told as fsutil tells it, and the build reports this
+            # error itself, whatever the daemon makes of it (it may only say "cancelled")
+            self.input_errors.append(exc)
+            raise
 
     def _filesend(
         self, messages: Iterator[bytes], md: Mapping[str, list[str]], send: Callable[[bytes], None]

@@ -75,13 +75,19 @@ def test_bom_on_a_later_line_like_docker() -> None:
     assert matched(["\ufeffc"], "\ufeffc") and not matched(["\ufeffc"], "c")
 
 
-def test_bytes_that_are_not_utf8() -> None:
-    md = {"exclude-patterns": ["n%FFx%2A"], "exclude-patterns-encoded": ["1"]}
-    assert _decode_metadata(md)["exclude-patterns"] == ["n\udcffx*"]
-    # text/scanner reads the byte as U+FFFD, and Go's regexp matches U+FFFD with it
-    assert matched(["n\udcffx*"], "n\udcffx1") and matched(["n\udcffx*"], "n\ufffdx2")
-    assert not matched(["n\udcffx*"], "nxx")
-    assert matched(["m\udcff"], "m\udcff") and not matched(["m\udcff"], "m\ufffd")  # exact
+def test_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    # A .dockerignore's patterns reach the walk through the build definition, whose JSON
+    # turns a byte that is not UTF-8 into U+FFFD; Go's regexp matches U+FFFD with such a
+    # byte in a file name (a surrogate escape here).
+    from repro import dockerignore
+
+    md = {"exclude-patterns": ["n%EF%BF%BDx%2A"], "exclude-patterns-encoded": ["1"]}
+    assert _decode_metadata(md)["exclude-patterns"] == ["n\ufffdx*"]
+    assert matched(["n\ufffdx*"], "n\udcffx1") and matched(["n\ufffdx*"], "n\ufffdx2")
+    assert not matched(["n\ufffdx*"], "nxx")
+    assert matched(["m\ufffd"], "m\ufffd") and not matched(["m\ufffd"], "m\udcff")  # exact
+    (tmp_path / ".dockerignore").write_bytes(b"[!q]o[\xff\\-]x\n")  # accepted, as U+FFFD
+    dockerignore.check(tmp_path, tmp_path / "Dockerfile")
 
 
 def test_session_metadata_plus_is_a_space() -> None:
@@ -246,7 +252,10 @@ IGNORE_CASES = {
     "bom-later-line": ("\ufeffa\n\ufeffb*\n\ufeffc\r\n", ["a", "bx", "c", "\ufeffc"]),
     "space-in-encoded-patterns": ("with spa?e\n☺\n", ["with space/f", "☺", "x"]),
     # file names and patterns with a byte that is not UTF-8 (0xff)
-    "not-utf8": ("n\udcffx*\nm\udcff\n", ["n\udcffx1", "n\ufffdx2", "m\udcff", "nxx", "k"]),
+    "not-utf8": (
+        "n\udcffx*\nm\udcff\n[!q]o[\udcff\\-]x\n",
+        ["n\udcffx1", "n\ufffdx2", "m\udcff", "m\ufffd", "nxx", "k", "ao\udcffx"],
+    ),
 }
 
 
@@ -450,3 +459,23 @@ def test_stat_packet_with_names_that_are_not_utf8() -> None:
     same = pb.Packet.FromString(_raw_stat_packet(stat, b"ok", b""))
     assert same.type == pb.PACKET_STAT
     assert (same.stat.path, same.stat.mode, same.stat.size) == ("ok", 0o644, 3)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    "pattern",
+    ["*{1}}{1}/p[a\\-]ren(1)", "\ufeff?|{1}?1", "[z-a]"],
+    ids=["nested-repetition", "bom-missing-argument", "reversed-range"],
+)
+def test_pattern_only_go_regexp_refuses_is_exit_2_with_line(
+    pattern: str, tmp_path: Path, buildx: list[str]
+) -> None:
+    """Found by the harness (seeds 402, 417): a pattern that fails only when the walk
+    evaluates it was reported with exit 1, its text being shown escaped."""
+    recipe = h.write_recipe(tmp_path / "r", h.IGNORE_DOCKERFILE, [])
+    (recipe / "ctx" / "f").write_text("f")
+    (recipe / "Dockerfile.dockerignore").write_text(f"# c\n{pattern}\n")
+    result = h.compare(recipe, h.engine_env(), refusal_names="Dockerfile.dockerignore")
+    assert not result.buildx.ok
+    assert result.agree, result.explain()
+    assert "Dockerfile.dockerignore:2: invalid pattern" in result.repro.error
