@@ -261,6 +261,7 @@ class DockerfileCase:
     blocks: list[list[str]]
     newline: str = "\n"
     bom: bool = False
+    broken: str = ""  # what was broken on purpose ("" when BuildKit should build it)
 
     def text(self, blocks: list[list[str]] | None = None) -> str:
         lines = [line for block in (self.blocks if blocks is None else blocks) for line in block]
@@ -334,4 +335,34 @@ def make_dockerfile(rng: random.Random, base: str) -> DockerfileCase:
         blocks.append(["# a comment between instructions", ""])
     if rng.random() < 0.3:
         blocks.append([f"ENV E1=a {esc}", "    E2=b"])
-    return DockerfileCase(blocks, rng.choice(["\n", "\n", "\r\n"]), rng.random() < 0.25)
+    case = DockerfileCase(blocks, rng.choice(["\n", "\n", "\r\n"]), rng.random() < 0.25)
+    if rng.random() < 0.2:
+        _break(rng, case, directives)
+    return case
+
+
+# Mistakes BuildKit refuses: repro must refuse each too, as bad input naming the line.
+BREAKAGES = {
+    "unknown instruction": ["FOO bar"],
+    "FROM with two words": ["FROM scratch extra"],
+    "bad substitution": ["ARG A=${B"],
+    "ONBUILD FROM": ["ONBUILD FROM scratch"],
+    "unterminated heredoc": ["COPY <<EOF /x", "no terminator"],
+}
+
+
+def _break(rng: random.Random, case: DockerfileCase, directives: list[str]) -> None:
+    kind = rng.choice([*BREAKAGES, "invalid escape directive"])
+    case.broken = kind
+    if kind == "invalid escape directive":
+        if directives:
+            case.blocks[0] = ["# escape=x"]
+        else:
+            case.blocks.insert(0, ["# escape=x"])
+        return
+    lines = BREAKAGES[kind]
+    if kind == "unterminated heredoc":
+        case.blocks.append(lines)  # at the end: nothing can terminate it
+        return
+    first_from = next(i for i, b in enumerate(case.blocks) if b[0].startswith("FROM "))
+    case.blocks.insert(rng.randrange(first_from + 1, len(case.blocks) + 1), lines)

@@ -60,9 +60,13 @@ class Comparison:
         if not self.refusal_names:
             return True
         last = self.repro.error.strip().splitlines()[-1] if self.repro.error.strip() else ""
-        return self.repro.exit_code == 2 and re.search(
-            re.escape(self.refusal_names) + r":\d+: ", last
-        ) is not None
+        ours = re.search(re.escape(self.refusal_names) + r":(\d+): ", last)
+        if self.repro.exit_code != 2 or ours is None:
+            return False
+        # where buildx names the line (its "Dockerfile:N" block), repro names the same
+        block = r"^" + re.escape(self.refusal_names) + r":(\d+)$"
+        theirs = re.search(block, self.buildx.error, re.M)
+        return theirs is None or theirs.group(1) == ours.group(1)
 
     def explain(self, limit: int = 20) -> str:
         r, b = self.repro, self.buildx
@@ -269,6 +273,7 @@ class CaseResult:
     seed: int
     comparison: Comparison
     reproducer: str = ""
+    broken: str = ""  # the mistake put in on purpose: both tools must refuse the input
 
     @property
     def agree(self) -> bool:
@@ -328,6 +333,7 @@ def dockerfile_case(
     rng = random.Random(seed)
     case = diffgen.make_dockerfile(rng, base)
     recipe = write_recipe(work / f"dockerfile-{seed}", case.text(), [base])
+    refusal = "Dockerfile" if case.broken else ""
     (recipe / "ctx" / "f.txt").write_text("context file\n")
     (recipe / "ctx" / "g.log").write_text("log\n")
     # repro builds a rendered (pinned) copy of the Dockerfile: the ignore file beside it
@@ -336,7 +342,9 @@ def dockerfile_case(
         (recipe / "Dockerfile.dockerignore").write_text("*.log\n")
     if rng.random() < 0.4:
         (recipe / "ctx" / ".dockerignore").write_text("f.txt\n")
-    result = CaseResult("dockerfile", seed, compare(recipe, env, lock=True))
+    result = CaseResult("dockerfile", seed, compare(recipe, env, True, refusal), broken=case.broken)
+    if case.broken and result.comparison.buildx.ok:
+        result.comparison.buildx = Outcome(False, error=f"expected a refusal: {case.broken}")
     if result.agree or not minimise:
         return result
     indices = [str(i) for i in range(len(case.blocks))]
@@ -344,16 +352,16 @@ def dockerfile_case(
     def fails(kept: list[str]) -> bool:
         text = case.text([case.blocks[int(i)] for i in kept])
         (recipe / "Dockerfile").write_bytes(text.encode())
-        return not compare(recipe, env, lock=True).agree
+        return not compare(recipe, env, True, refusal).agree
 
     kept = shrink(indices, fails)
     text = case.text([case.blocks[int(i)] for i in kept])
     (recipe / "Dockerfile").write_bytes(text.encode())
-    final = compare(recipe, env, lock=True)
+    final = compare(recipe, env, True, refusal)
     result.reproducer = (
         f"differential Dockerfile case, seed {seed} (recreate: bench/differential.py "
         f"--kind dockerfile --seeds {seed})\n"
-        f"Dockerfile (shrunk): {text!r}\n"
+        f"Dockerfile (shrunk{', broken: ' + case.broken if case.broken else ''}): {text!r}\n"
         f"recipe.toml: bases = [{base!r}]\n"
         f"difference:\n{final.explain()}"
     )
