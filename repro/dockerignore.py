@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from repro.buildkit._walk import PatternMatcher, parse_dockerignore
+from repro.buildkit import PatternMatcher, parse_dockerignore
 from repro.errors import ContextError
 
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
