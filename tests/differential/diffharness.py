@@ -300,6 +300,7 @@ def ignore_case(seed: int, work: Path, env: dict[str, str], minimise: bool = Tru
     result = CaseResult("ignore", seed, compare(recipe, env, refusal_names=where.name))
     if result.agree or not minimise:
         return result
+    first = result.comparison.explain()
 
     def fails(lines: list[str]) -> bool:
         where.write_bytes("".join(lines).encode("utf-8", "surrogateescape"))
@@ -316,9 +317,16 @@ def ignore_case(seed: int, work: Path, env: dict[str, str], minimise: bool = Tru
         f"{where.relative_to(recipe)} (shrunk): {''.join(kept)!r}\n"
         f"Dockerfile: {IGNORE_DOCKERFILE!r}\n"
         f"context entries involved:\n{diffgen.Context(shown).describe()}\n"
-        f"difference:\n{final.explain()}"
+        f"difference:\n{_final(final, first)}"
     )
     return result
+
+
+def _final(final: Comparison, first: str) -> str:
+    """The shrunk case's difference; the first one when it did not recur (flaky)."""
+    if final.agree:
+        return f"(did not recur when rebuilt: flaky?) first seen:\n{first}"
+    return final.explain()
 
 
 def dockerfile_case(
@@ -347,6 +355,7 @@ def dockerfile_case(
         result.comparison.buildx = Outcome(False, error=f"expected a refusal: {case.broken}")
     if result.agree or not minimise:
         return result
+    first = result.comparison.explain()
     indices = [str(i) for i in range(len(case.blocks))]
 
     def fails(kept: list[str]) -> bool:
@@ -363,6 +372,6 @@ def dockerfile_case(
         f"--kind dockerfile --seeds {seed})\n"
         f"Dockerfile (shrunk{', broken: ' + case.broken if case.broken else ''}): {text!r}\n"
         f"recipe.toml: bases = [{base!r}]\n"
-        f"difference:\n{final.explain()}"
+        f"difference:\n{_final(final, first)}"
     )
     return result
