@@ -481,16 +481,15 @@ def _locate_failure(error: BuildFailed, exc: grpc.RpcError, dockerfile: Path) ->
     except OSError:
         return error
     lines = [line.removesuffix("\r") for line in lines]
-    end = first.end
-    try:  # mark the whole instruction, continuation lines too, as buildx does
+    marked = [(r.start, r.end) for r in ranges if r.filename == first.filename]
+    try:  # mark whole instructions, continuation lines too, as buildx does
         from repro.dockerfile import instructions
 
-        for ins in instructions("\n".join(lines)):
-            if ins.line == first.start:
-                end = max(end, ins.lines[-1])
+        last = {ins.line: ins.lines[-1] for ins in instructions("\n".join(lines))}
+        marked = [(a, max(b, last.get(a, b))) for a, b in marked]
     except ReproError:
         pass
-    error.source_snippet = snippet(lines, first.start, end, dockerfile.name)
+    error.source_snippet = snippet(lines, marked, dockerfile.name)
     return error
 
 

@@ -135,12 +135,17 @@ def _from_json(value: bytes) -> list[SourceRange]:
         return []
 
 
-def snippet(lines: Sequence[str], start: int, end: int, name: str = "Dockerfile") -> str:
-    """buildx's picture of the failing lines: ``name:N``, a rule, one line of context
-    before and after, the failing ones marked ``>>>``."""
+def snippet(
+    lines: Sequence[str], ranges: Sequence[tuple[int, int]], name: str = "Dockerfile"
+) -> str:
+    """buildx's picture of the failing lines: ``name:N`` (the first range's start), a
+    rule, the lines of every range marked ``>>>`` with one line of context around."""
+    start = ranges[0][0]
+    lo = min(a for a, _ in ranges)
+    hi = max(b for _, b in ranges)
     out = [f"{name}:{start}", "-" * 20]
-    for n in range(max(1, start - 1), min(len(lines), end + 1) + 1):
-        mark = ">>>" if start <= n <= end else "   "
+    for n in range(max(1, lo - 1), min(len(lines), hi + 1) + 1):
+        mark = ">>>" if any(a <= n <= b for a, b in ranges) else "   "
         out.append(f" {n:>3} | {mark} {lines[n - 1]}".rstrip())
     out.append("-" * 20)
     return "\n".join(out)

@@ -432,7 +432,7 @@ def test_snippet_looks_like_buildx() -> None:
     from repro.buildkit._errsource import snippet
 
     lines = ["FROM x", "RUN echo ok", "RUN echo failing && \\", "    exit 3", ""]
-    assert snippet(lines, 3, 4) == (
+    assert snippet(lines, [(3, 4)]) == (
         "Dockerfile:3\n"
         "--------------------\n"
         "   2 |     RUN echo ok\n"
@@ -441,6 +441,8 @@ def test_snippet_looks_like_buildx() -> None:
         "   5 |\n"
         "--------------------"
     )
+    # a triggered ONBUILD: the FROM and the trigger, both marked
+    assert ">>> FROM x" in snippet(lines, [(1, 1), (3, 3)]).splitlines()[2]
 
 
 def test_stat_packet_with_names_that_are_not_utf8() -> None:
