@@ -335,7 +335,9 @@ def image_uses(
                     f"base name ({token}) should not be blank", file=str(file), line=ins.line
                 )
             stage = rest[2].lower() if len(rest) >= 3 and rest[1].upper() == "AS" else ""
-            if image.lower() not in stages and image != "scratch":
+            # stage names are kept lower-cased, but BuildKit looks a FROM word up as
+            # written: "FROM Build" after "AS build" names an image (and an invalid one)
+            if image not in stages and image != "scratch":
                 line, pos = locate(ins, token, len(words[0]))
                 uses.append(ImageUse(line, pos, pos + len(token), token, image, "FROM"))
             if stage:

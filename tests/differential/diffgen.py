@@ -312,7 +312,9 @@ def make_dockerfile(rng: random.Random, base: str) -> DockerfileCase:
     blocks.append(["FROM scratch AS data", "COPY <<EOF /data.txt", "data", "EOF"])
     second = rng.choice(["final", "out"])
     from_first = rng.choice([first, first.upper(), "0"])
-    blocks.append([f"FROM {rng.choice([first, '${BASE}'])} AS {second}"])
+    # BuildKit lower-cases a stage's name, but not a FROM naming it: only the lower-case
+    # spelling finds the stage (FROM Build-Stage is an image, and an invalid name)
+    blocks.append([f"FROM {rng.choice([first.lower(), '${BASE}'])} AS {second}"])
     blocks.append(["COPY . /ctx/"])
     blocks.append([f"COPY --from={from_first} /cont /args /from-first/"])
     blocks.append([f"COPY --from={rng.choice(['data', '1'])} /data.txt /data.txt"])
@@ -351,9 +353,24 @@ BREAKAGES = {
 }
 
 
+FAILING_RUN = "failing RUN"  # builds, and a step fails: both show Dockerfile:N
+
+
 def _break(rng: random.Random, case: DockerfileCase, directives: list[str]) -> None:
-    kind = rng.choice([*BREAKAGES, "invalid escape directive"])
+    kind = rng.choice([*BREAKAGES, "invalid escape directive", FAILING_RUN, FAILING_RUN])
     case.broken = kind
+    if kind == FAILING_RUN:
+        esc = "`" if any("`" in d for d in directives) else "\\"
+        case.blocks.append(
+            rng.choice(
+                [
+                    ["RUN echo failing && exit 3"],
+                    [f"RUN echo failing {esc}", "  # a comment", f"  && false {esc}", "  && true"],
+                    ["RUN <<EOF", "echo in a heredoc", "exit 4", "EOF"],
+                ]
+            )
+        )
+        return
     if kind == "invalid escape directive":
         if directives:
             case.blocks[0] = ["# escape=x"]

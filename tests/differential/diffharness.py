@@ -59,6 +59,9 @@ class Comparison:
     def _refused_well(self) -> bool:
         if not self.refusal_names:
             return True
+        if self.refusal_names == "step":  # a step failed: exit 1, the same picture
+            ours, theirs = _picture(self.repro.error), _picture(self.buildx.error)
+            return self.repro.exit_code == 1 and ours is not None and ours == theirs
         last = self.repro.error.strip().splitlines()[-1] if self.repro.error.strip() else ""
         ours = re.search(re.escape(self.refusal_names) + r":(\d+): ", last)
         if self.repro.exit_code != 2 or ours is None:
@@ -69,6 +72,13 @@ class Comparison:
         return theirs is None or theirs.group(1) == ours.group(1)
 
     def explain(self, limit: int = 20) -> str:
+        failed_step = self.refusal_names == "step" and not (self.repro.ok or self.buildx.ok)
+        if failed_step and not self._refused_well():
+            return (
+                    f"a step failed in both; repro (exit {self.repro.exit_code}) showed\n"
+                    f"{_picture(self.repro.error)}\nbuildx showed\n"
+                    f"{_picture(self.buildx.error)}"
+                )
         r, b = self.repro, self.buildx
         if not r.ok and not b.ok and not self._refused_well():
             return f"both refused it, but repro not as bad input (exit {r.exit_code}): {r.error}"
@@ -84,6 +94,12 @@ class Comparison:
             lines.append(f"  same files, digests differ: repro {r.digest} buildx {b.digest}")
         more = f"\n  … and {len(lines) - limit} more" if len(lines) > limit else ""
         return "\n".join(lines[:limit]) + more
+
+
+def _picture(output: str) -> str | None:
+    """The ``Dockerfile:N`` block a failed build prints (the failing lines)."""
+    m = re.search(r"^Dockerfile:\d+\n-{20}\n(?:.*\n)*?-{20}$", output, re.M)
+    return "\n".join(line.rstrip() for line in m.group().splitlines()) if m else None
 
 
 # ----------------------------------------------------------------------------------------
@@ -341,7 +357,7 @@ def dockerfile_case(
     rng = random.Random(seed)
     case = diffgen.make_dockerfile(rng, base)
     recipe = write_recipe(work / f"dockerfile-{seed}", case.text(), [base])
-    refusal = "Dockerfile" if case.broken else ""
+    refusal = "step" if case.broken == diffgen.FAILING_RUN else "Dockerfile" if case.broken else ""
     (recipe / "ctx" / "f.txt").write_text("context file\n")
     (recipe / "ctx" / "g.log").write_text("log\n")
     # repro builds a rendered (pinned) copy of the Dockerfile: the ignore file beside it

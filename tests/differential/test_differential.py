@@ -14,9 +14,11 @@ from pathlib import Path
 import diffharness as h
 import pytest
 
-# The CI seed set: one context and one .dockerignore per seed, one Dockerfile per seed.
+# The CI seed set: one context and one .dockerignore per seed, one Dockerfile per seed
+# (1-15, and seeds whose Dockerfile is broken in the ways 1-15 miss: a failing RUN,
+# ONBUILD FROM, an unknown instruction).
 IGNORE_SEEDS = range(1, 41)
-DOCKERFILE_SEEDS = range(1, 16)
+DOCKERFILE_SEEDS = [*range(1, 16), 31, 46, 70, 55, 64]
 
 
 def _report(capsys: pytest.CaptureFixture[str], line: str) -> None:
@@ -70,7 +72,7 @@ def test_dockerfiles_against_buildx(
     )
     assert not failures, "\n\n".join(failures)
     assert refused == broken  # what is not broken on purpose builds
-    assert 0 < broken < len(DOCKERFILE_SEEDS) // 2
+    assert 0 < broken <= len(DOCKERFILE_SEEDS) // 2
 
 
 def test_generators_are_deterministic(tmp_path: Path) -> None:

@@ -197,6 +197,11 @@ def test_stage_index_in_copy_from_but_not_in_a_mount() -> None:
     assert uses(text) == [("FROM", BASE, 1), ("RUN", "0", 3)]
 
 
+def test_from_finds_a_stage_only_by_its_lower_case_name() -> None:
+    text = f"FROM {BASE} AS Build\nFROM build\nCOPY --from=BUILD /a /b\nFROM Build\n"
+    assert uses(text) == [("FROM", BASE, 1), ("FROM", "Build", 4)]
+
+
 def test_heredoc_with_tabs_stripped_terminator() -> None:
     text = f"FROM {BASE}\nRUN <<-EOT\n\tFROM nope\n\tEOT\nFROM {BASE}\n"
     assert [u[2] for u in uses(text)] == [1, 5]
