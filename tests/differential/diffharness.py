@@ -372,15 +372,24 @@ def dockerfile_case(
     if result.agree or not minimise:
         return result
     first = result.comparison.explain()
-    indices = [str(i) for i in range(len(case.blocks))]
+    # stages, global ARGs and directives stay: without them the case fails otherwise
+    indices = [
+        str(i)
+        for i, block in enumerate(case.blocks)
+        if not block[0].startswith(("FROM ", "ARG BASE", "# "))
+    ]
+    fixed = [str(i) for i in range(len(case.blocks)) if str(i) not in indices]
+
+    def chosen(kept: list[str]) -> list[list[str]]:
+        return [case.blocks[int(i)] for i in sorted(kept + fixed, key=int)]
 
     def fails(kept: list[str]) -> bool:
-        text = case.text([case.blocks[int(i)] for i in kept])
+        text = case.text(chosen(kept))
         (recipe / "Dockerfile").write_bytes(text.encode())
         return not compare(recipe, env, True, refusal).agree
 
     kept = shrink(indices, fails)
-    text = case.text([case.blocks[int(i)] for i in kept])
+    text = case.text(chosen(kept))
     (recipe / "Dockerfile").write_bytes(text.encode())
     final = compare(recipe, env, True, refusal)
     result.reproducer = (

@@ -67,7 +67,8 @@ def test_dockerfiles_against_buildx(
     _report(
         capsys,
         f"differential: compared {len(DOCKERFILE_SEEDS)} Dockerfiles against buildx "
-        f"({broken} broken on purpose, refused by both; repro: exit 2, same line) in "
+        f"({broken} broken on purpose: refused, or a step failed, in both, repro naming "
+        f"the same line) in "
         f"{time.monotonic() - started:.0f} s; {len(failures)} divergences",
     )
     assert not failures, "\n\n".join(failures)
