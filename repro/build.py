@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from repro.errors import ContextError, InputError, ReproError
+from repro.errors import BuildFailed, ContextError, InputError, ReproError
 from repro.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -228,6 +228,9 @@ def _build_recipe(
 
     pinned = apply_lock(recipe, build_args or {}, built)
     _check_locked_bases(recipe, pinned.lock, registry)
+    from repro import dockerignore
+
+    dockerignore.check(recipe.context, recipe.dockerfile)
     args = pinned.build_args
     request = BuildRequest(
         context=recipe.context,
@@ -267,6 +270,7 @@ def _build_recipe(
         request.output = Output("oci", staging / "raw")
     display = Progress(mode=progress, stream=stream or sys.stderr, title=recipe.name)  # type: ignore[arg-type]
     success = False
+    where = ""  # the failing Dockerfile lines, shown like buildx
     try:
         opened = contextlib.nullcontext(connection()) if connection else connect(builder)
         with opened as conn:
@@ -279,12 +283,21 @@ def _build_recipe(
                     credentials=_credentials,
                 )
                 success = True
+            except (BuildFailed, ContextError) as exc:
+                located = dockerignore.locate(exc.message, recipe.context, recipe.dockerfile)
+                if located is not None:
+                    raise located from None
+                if isinstance(exc, BuildFailed):
+                    where = exc.source_snippet
+                raise
             finally:
                 display.close(success)
                 if not success:
                     report = display.failure_report()
                     if report:
                         print(report, file=stream or sys.stderr)
+                    if where:
+                        print(where, file=stream or sys.stderr)
         digest, config_digest, normalised = result.digest, result.config_digest, None
         binding = Binding()
         if staging is not None and bind:

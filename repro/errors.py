@@ -147,9 +147,13 @@ class UnpinnedPackages(ReproError):
 
 
 class BuildFailed(ReproError):
-    """BuildKit ran the build and a step failed (the log says which)."""
+    """BuildKit ran the build and a step failed (the log says which).
+
+    ``source_snippet`` is buildx's picture of the failing Dockerfile lines, when
+    BuildKit said where the step came from ("" otherwise)."""
 
     exit_code = 1
+    source_snippet = ""
 
 
 class NotVerified(ReproError):

@@ -741,14 +741,20 @@ def apply_lock(
     rendered = render_dockerfile(recipe, data, args)
     if rendered is not None:
         body = rendered.encode()
-        digest = hashlib.sha256(body).hexdigest()
-        dockerfile = rendered_dir() / digest / recipe.dockerfile.name
+        # BuildKit reads <Dockerfile>.dockerignore beside the Dockerfile it is given, so
+        # the rendered copy's directory holds the user's (or none): it is named by both
+        # files' bytes, and builds of the same text with other ignore files never share it.
+        ignore = recipe.dockerfile.with_name(recipe.dockerfile.name + ".dockerignore")
+        ignore_bytes = ignore.read_bytes() if ignore.is_file() else None
+        key = hashlib.sha256(body)
+        if ignore_bytes is not None:
+            key.update(b"\0" + hashlib.sha256(ignore_bytes).digest())
+        dockerfile = rendered_dir() / key.hexdigest() / recipe.dockerfile.name
         if not dockerfile.is_file():
             dockerfile.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(dockerfile, body)
-        ignore = recipe.dockerfile.with_name(recipe.dockerfile.name + ".dockerignore")
-        if ignore.is_file():
-            atomic_write_bytes(dockerfile.with_name(ignore.name), ignore.read_bytes())
+        if ignore_bytes is not None and not dockerfile.with_name(ignore.name).is_file():
+            atomic_write_bytes(dockerfile.with_name(ignore.name), ignore_bytes)
     return PinnedBuild(dockerfile, args, epoch, data, source_policy(recipe, data))
 
 

@@ -46,6 +46,18 @@ CASES = [
         id="binary-dockerfile",
     ),
     pytest.param(
+        {"Dockerfile": "FROM scratch\nARG A=${B\n"},
+        2,
+        'recipes/x/Dockerfile:2: failed to process "${B": unsupported modifier',
+        id="bad-substitution",
+    ),
+    pytest.param(
+        {"Dockerfile": "FROM scratch\nCOPY . /\n", ".dockerignore": "ok\n[a-]\n"},
+        2,
+        "recipes/x/.dockerignore:2: invalid pattern '[a-]': syntax error in pattern",
+        id="dockerignore-bad-pattern",
+    ),
+    pytest.param(
         {"recipe.toml": 'source_date_epoch = 1\nbases = ["a:1"\n'},
         2,
         "recipes/x/recipe.toml:2: invalid TOML: Unclosed array",

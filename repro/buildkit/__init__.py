@@ -35,6 +35,7 @@ from repro.buildkit._connect import (
 )
 from repro.buildkit._control import BuilderInfo, Control, WorkerInfo
 from repro.buildkit._exec import buildctl_version
+from repro.buildkit._walk import PatternMatcher, parse_dockerignore
 
 if TYPE_CHECKING:
     from repro.buildkit._progress import Progress
@@ -67,6 +68,7 @@ __all__ = [
     "Connection",
     "Control",
     "Output",
+    "PatternMatcher",
     "Progress",
     "WorkerInfo",
     "build",
@@ -77,6 +79,7 @@ __all__ = [
     "connect",
     "find_builder",
     "parse_address",
+    "parse_dockerignore",
     "solve_request",
     "speaks_docker_api",
 ]

@@ -34,6 +34,7 @@ from repro.errors import (
     ContextError,
     InputError,
     RegistryError,
+    ReproError,
 )
 from repro.oci import Output
 
@@ -327,7 +328,16 @@ def build(
             )
             status_thread.start()
         future = control.solve_future(solve_request(req, session.id, ref))
-        response = _wait(future, conn, req, _Watchdog(control))
+        try:
+            response = _wait(future, conn, req, _Watchdog(control))
+        except (BuildFailed, Cancelled, InputError) as exc:
+            # the walk of a local dir met bad input: that is the cause, however the
+            # daemon reported the failure (as the walk's message, or as "cancelled")
+            if server.input_errors and not (
+                isinstance(exc, Cancelled) and "was told to stop" in exc.message
+            ):
+                raise server.input_errors[0] from None
+            raise
         if server.errors:
             raise BuilderError(server.errors[0])
         if status_thread is not None:
@@ -443,7 +453,50 @@ def _wait_for(
             ) from None
         if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.DEADLINE_EXCEEDED):
             raise BuilderError(describe_rpc_error(exc, conn.address)) from None
-        raise classify_solve_error(details, req.source_dockerfile or req.dockerfile) from None
+        error = classify_solve_error(details, req.source_dockerfile or req.dockerfile)
+        if isinstance(error, BuildFailed):
+            error = _locate_failure(error, exc, req.source_dockerfile or req.dockerfile)
+        raise error from None
+
+
+def _locate_failure(error: BuildFailed, exc: grpc.RpcError, dockerfile: Path) -> ReproError:
+    """Give a failure the Dockerfile lines BuildKit says it came from, as buildx shows
+    them (``Dockerfile:N`` and the instruction); the rendered copy has the same line
+    numbers as the user's file, which is the one named. A failure located in the
+    Dockerfile but in no step (no vertex: the frontend refused the Dockerfile, such as a
+    bad substitution) is bad input."""
+    from repro.buildkit._errsource import has_vertex, snippet, source_ranges
+
+    try:
+        trailers = exc.trailing_metadata() or ()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a call without trailers
+        return error
+    details = b"".join(
+        v for k, v in trailers if k == "grpc-status-details-bin" and isinstance(v, bytes)
+    )
+    names = ("", "Dockerfile", dockerfile.name)
+    ranges = [r for r in source_ranges(details) if r.filename in names]
+    if not ranges:
+        return error
+    first = ranges[0]
+    if not has_vertex(details):
+        return InputError(error.message, file=str(dockerfile), line=first.start)
+    error.file, error.line = str(dockerfile), first.start
+    try:
+        lines = dockerfile.read_text(encoding="utf-8", errors="replace").split("\n")
+    except OSError:
+        return error
+    lines = [line.removesuffix("\r") for line in lines]
+    marked = [(r.start, r.end) for r in ranges if r.filename == first.filename]
+    try:  # mark whole instructions, continuation lines too, as buildx does
+        from repro.dockerfile import instructions
+
+        last = {ins.line: ins.lines[-1] for ins in instructions("\n".join(lines))}
+        marked = [(a, max(b, last.get(a, b))) for a, b in marked]
+    except ReproError:
+        pass
+    error.source_snippet = snippet(lines, marked, dockerfile.name)
+    return error
 
 
 def _follow_status(

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 import grpc
 
@@ -48,6 +48,7 @@ from repro.buildkit._h2grpc import (
     serve_in_thread,
 )
 from repro.buildkit.proto import buildkit_pb2 as pb
+from repro.errors import ContextError
 
 HEALTH = "/grpc.health.v1.Health/Check"
 FILESYNC = "/moby.filesync.v1.FileSync/DiffCopy"
@@ -68,18 +69,63 @@ def new_session_id() -> str:
 
 
 def _decode_metadata(md: Mapping[str, list[str]]) -> dict[str, list[str]]:
-    """Multi-valued metadata with ``<key>-encoded`` values query-unescaped."""
+    """Multi-valued metadata with ``<key>-encoded`` values query-unescaped.
+
+    BuildKit encodes every value of a key with Go's url.QueryEscape when one of them is
+    not ASCII, which writes a space as ``+``: so ``+`` decodes to a space here (as Go's
+    QueryUnescape does), and a literal ``+`` arrives as ``%2B``. Bytes that are not
+    UTF-8 (a .dockerignore may hold them) come back as surrogate escapes, as file names do.
+    """
     raw = {k: list(v) for k, v in md.items()}
     for key in list(raw):
         if key.endswith("-encoded"):
             base = key[: -len("-encoded")]
             if base in raw:
-                raw[base] = [unquote(v) for v in raw[base]]
+                raw[base] = [unquote_plus(v, errors="surrogateescape") for v in raw[base]]
     return raw
 
 
 class FileSyncError(Exception):
     pass
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _raw_stat_packet(stat: pb.Stat, path: bytes, linkname: bytes) -> bytes:
+    """A STAT packet whose path and link name are bytes that are not UTF-8.
+
+    File names on Linux are bytes; buildx's fsutil sends them as they are in the string
+    fields (Go does not check), and BuildKit stores them so. Python's protobuf refuses
+    such strings, so the two fields (1 and 7 of Stat, both length-delimited) are
+    appended to the serialized message by hand; the rest is encoded as usual.
+    """
+    body = stat.SerializeToString()
+    for number, value in ((1, path), (7, linkname)):
+        if value:
+            body += _varint(number << 3 | 2) + _varint(len(value)) + value
+    packet = pb.Packet(type=pb.PACKET_STAT).SerializeToString()
+    return packet + _varint(2 << 3 | 2) + _varint(len(body)) + body
+
+
+def stat_is_socket(st: os.stat_result) -> bool:
+    import stat as _stat
+
+    return _stat.S_ISSOCK(st.st_mode)
 
 
 def stat_is_device(st: os.stat_result) -> bool:
@@ -90,7 +136,7 @@ def stat_is_device(st: os.stat_result) -> bool:
 
 def diffcopy_send(
     root: Path, requests: Iterator[pb.Packet], md: Mapping[str, list[str]]
-) -> Iterator[pb.Packet]:
+) -> Iterator[pb.Packet | bytes]:
     """Send one local dir with the fsutil protocol (we send, the daemon receives)."""
     from repro.buildkit._walk import fsutil_stat_mode, walk
 
@@ -148,26 +194,32 @@ def diffcopy_send(
     )
     for index, entry in enumerate(entries):
         st = entry.st
-        try:
-            entry.path.encode("utf-8")
-        except UnicodeEncodeError:
-            raise FileSyncError(f"context file name {entry.path!r} is not valid UTF-8") from None
+        # a hard link to a path sent earlier in this walk carries no data
+        linkname = entry.linkname or entry.hardlink
+        raw_names = not (_is_utf8(entry.path) and _is_utf8(linkname))
         stat = pb.Stat(
-            path=entry.path,
+            path="" if raw_names else entry.path,
             mode=fsutil_stat_mode(st),
             mod_time=st.st_mtime_ns,
-            # a hard link to a path sent earlier in this walk carries no data
-            linkname=entry.linkname or entry.hardlink,
+            linkname="" if raw_names else linkname,
         )
         if entry.is_symlink:
             stat.size = len(os.fsencode(entry.linkname))
         elif entry.is_file and not entry.hardlink:
             stat.size = st.st_size
             files[index] = None if entry.empty_content else root / entry.path
+        elif stat_is_socket(st) and not entry.hardlink:
+            # fsutil clears the socket bit, so the daemon takes it for an empty regular
+            # file and asks for its content; fsutil's sender cannot open it and sends none
+            stat.size = 0
+            files[index] = None
         elif not entry.is_dir and not entry.hardlink and stat_is_device(st):
             stat.devmajor = os.major(st.st_rdev)
             stat.devminor = os.minor(st.st_rdev)
-        yield pb.Packet(type=pb.PACKET_STAT, stat=stat)
+        if raw_names:
+            yield _raw_stat_packet(stat, os.fsencode(entry.path), os.fsencode(linkname))
+        else:
+            yield pb.Packet(type=pb.PACKET_STAT, stat=stat)
         yield from pending()
     yield pb.Packet(type=pb.PACKET_STAT)  # end of the walk
 
@@ -201,6 +253,7 @@ class SessionServer:
         self.secrets = dict(secrets or {})
         self.credentials = credentials
         self.errors: list[str] = []
+        self.input_errors: list[ContextError] = []  # bad input the walk met
         self._connections: list[H2GrpcConnection] = []
         self._dir = tempfile.mkdtemp(prefix="repro-session-")
         self.path = os.path.join(self._dir, "session.sock")
@@ -260,10 +313,16 @@ class SessionServer:
         requests = (pb.Packet.FromString(m) for m in messages)
         try:
             for packet in diffcopy_send(root, requests, md):
-                send(packet.SerializeToString())
+                send(packet if isinstance(packet, bytes) else packet.SerializeToString())
         except (OSError, FileSyncError) as exc:
             self.errors.append(f"sending {name}: {exc}")
             send(pb.Packet(type=pb.PACKET_ERR, data=str(exc).encode()).SerializeToString())
+        except ContextError as exc:
+            # bad input met by the walk (a pattern Go's regexp refuses, an unreadable
+            # dir): the daemon is told as fsutil tells it, and the build reports this
+            # error itself, whatever the daemon makes of it (it may only say "cancelled")
+            self.input_errors.append(exc)
+            raise
 
     def _filesend(
         self, messages: Iterator[bytes], md: Mapping[str, list[str]], send: Callable[[bytes], None]

@@ -7,15 +7,18 @@ yields; this module reproduces that walk so the receiver sees the same entries i
 order.  The semantics (and their quirks) follow, from the sources they were read in:
 
 * moby/patternmatcher ``patternmatcher.go`` -- patterns are cleaned (``filepath.Clean``),
-  a leading ``!`` marks an exception, each pattern is checked with ``filepath.Match``
-  grammar and then compiled: ``**`` spans any number of segments, ``*`` and ``?`` never
-  cross ``/``, and a pattern is one of four kinds (exact, prefix ``a/**``, suffix
-  ``**/a``, regexp).  Later patterns win; a match on a parent dir is a match.  The
-  regexp kind is built exactly as patternmatcher builds its Go regexp source, which is
-  then translated to Python, so Go's regexp meanings carry over: ``foo\bar`` holds a
-  word boundary, ``[[:alpha:]]`` is a POSIX class, ``[!a]`` is not a negation, and a
-  pattern Go's regexp rejects fails only when evaluated (Unicode classes ``\pL`` are
-  the one thing not translated: they fail too).
+  a leading ``!`` marks an exception, each pattern is checked with
+  ``filepath.Match(p, ".")`` (which reads only as far as the match goes: ``zzz*[a-]``
+  passes, ``[a-]`` does not) and then compiled: ``**`` spans any number of segments,
+  ``*`` and ``?`` never cross ``/``, and a pattern is one of four kinds (exact, prefix
+  ``a/**``, suffix ``**/a``, regexp).  Later patterns win; a match on a parent dir is a
+  match.  The regexp kind is built exactly as patternmatcher builds its Go regexp
+  source, which is then translated to Python, so Go's regexp meanings carry over:
+  ``|``, ``{`` and ``}`` are never escaped (a quirk of patternmatcher's escape table)
+  and act as alternation and counted repetition, ``foo\bar`` holds a word boundary,
+  ``[[:alpha:]]`` is a POSIX class, ``[!a]`` is not a negation, a byte that is not
+  UTF-8 is U+FFFD, and a pattern Go's regexp rejects fails only when evaluated
+  (Unicode classes ``\pL`` are the one thing not translated: they fail too).
 * moby/patternmatcher ``ignorefile/ignorefile.go`` -- the .dockerignore reader.
 * tonistiigi/fsutil ``filter.go`` -- the walk applies the include and exclude matchers
   with ``MatchesUsingParentResults`` (per-pattern results inherited from the parent
@@ -109,15 +112,17 @@ def _go_base(path: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------
-# filepath.Match grammar (validation, and followpaths' wildcard components)
+# filepath.Match (validation, and followpaths' wildcard components)
+#
+# Go's Match works on UTF-8 bytes and reports a malformed pattern only where it looks:
+# each star-separated chunk is checked whole when it is tried, but a chunk that fails
+# to match ends the match before the chunks after it are read.  So patternmatcher's
+# check, ``filepath.Match(p, ".")``, refuses ``[a-]`` but accepts ``zzz*[a-]`` (the
+# chunk ``zzz`` fails on "." first).  This is a port of that behaviour on bytes.
 
 
 class _BadPattern(Exception):
     """filepath.ErrBadPattern."""
-
-
-def _class_char(cp: int) -> str:
-    return f"\\U{cp:08x}"
 
 
 def _py_class(ranges: Sequence[tuple[int, int]], negated: bool) -> str:
@@ -130,79 +135,152 @@ def _py_class(ranges: Sequence[tuple[int, int]], negated: bool) -> str:
     return ("[^" if negated else "[") + body + "]"
 
 
-def _glob_class(p: str, i: int) -> tuple[str, int]:
-    """Parse a filepath.Match class whose ``[`` is at ``p[i-1]``; return (regex, end).
+def _class_char(cp: int) -> str:
+    return f"\\U{cp:08x}"
 
-    Optional ``^``, then one or more items ``c`` or ``lo-hi`` where ``\\`` escapes the
-    next character; ``-`` and ``]`` must be escaped; the class must close.  A range with
-    lo > hi is valid and matches nothing.
-    """
-    n = len(p)
-    negated = i < n and p[i] == "^"
-    if negated:
+
+_RUNE_ERROR = 0xFFFD
+
+
+def _decode_rune(b: bytes, i: int) -> tuple[int, int]:
+    """Go's utf8.DecodeRune at ``b[i]``: (code point, width); (RuneError, 1) if invalid."""
+    lead = b[i]
+    if lead < 0x80:
+        return lead, 1
+    width = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4
+    if lead > 0xF4 or lead < 0xC2:
+        return _RUNE_ERROR, 1
+    try:
+        return ord(b[i : i + width].decode("utf-8")), width
+    except UnicodeDecodeError:
+        return _RUNE_ERROR, 1
+
+
+def _scan_chunk(p: bytes) -> tuple[bool, bytes, bytes]:
+    """filepath's scanChunk: (leading star?, the chunk up to the next star, the rest)."""
+    star = False
+    while p[:1] == b"*":
+        p = p[1:]
+        star = True
+    in_range = False
+    i = 0
+    while i < len(p):
+        c = p[i]
+        if c == 0x5C:  # backslash: skips the next byte
+            if i + 1 < len(p):
+                i += 1
+        elif c == 0x5B:
+            in_range = True
+        elif c == 0x5D:
+            in_range = False
+        elif c == 0x2A and not in_range:
+            return star, p[:i], p[i:]
         i += 1
-    ranges: list[tuple[int, int]] = []
-    count = 0
-    while not (i < n and p[i] == "]" and count):
-        lo, i = _glob_class_esc(p, i)
-        hi = lo
-        if p[i] == "-":
-            hi, i = _glob_class_esc(p, i + 1)
-        count += 1
-        if lo <= hi:
-            ranges.append((ord(lo), ord(hi)))
-    return _py_class(ranges, negated), i + 1
+    return star, p, b""
 
 
-def _glob_class_esc(p: str, i: int) -> tuple[str, int]:
+def _get_esc(chunk: bytes) -> tuple[int, bytes]:
     """filepath's getEsc: one possibly escaped character inside a class."""
-    n = len(p)
-    if i >= n or p[i] in "-]":
-        raise _BadPattern("bad character class")
-    if p[i] == "\\":
-        i += 1
-        if i >= n:
-            raise _BadPattern("trailing backslash")
-    ch = p[i]
-    if 0xD800 <= ord(ch) <= 0xDFFF:  # a byte that is not UTF-8: Go's RuneError
-        raise _BadPattern("invalid UTF-8 in character class")
-    i += 1
-    if i >= n:
-        raise _BadPattern("unterminated character class")
-    return ch, i
+    if not chunk or chunk[0] in b"-]":
+        raise _BadPattern("syntax error in pattern")
+    if chunk[0] == 0x5C:
+        chunk = chunk[1:]
+        if not chunk:
+            raise _BadPattern("syntax error in pattern")
+    r, n = _decode_rune(chunk, 0)
+    if r == _RUNE_ERROR and n == 1:
+        raise _BadPattern("syntax error in pattern")
+    chunk = chunk[n:]
+    if not chunk:
+        raise _BadPattern("syntax error in pattern")
+    return r, chunk
 
 
-def _glob_regex(p: str) -> str:
-    """Python regex for Go's ``filepath.Match(p, name)``; raises _BadPattern like Go."""
-    out: list[str] = []
-    i, n = 0, len(p)
-    while i < n:
-        ch = p[i]
-        i += 1
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "\\":
-            if i >= n:
-                raise _BadPattern("trailing backslash")
-            out.append(re.escape(p[i]))
-            i += 1
-        elif ch == "[":
-            cls, i = _glob_class(p, i)
-            out.append(cls)
+def _match_chunk(chunk: bytes, s: bytes) -> bytes | None:
+    """filepath's matchChunk: the rest of ``s`` after ``chunk`` matched, or None.
+
+    After the match has failed the chunk is still read to the end, for its syntax.
+    """
+    failed = False
+    while chunk:
+        failed = failed or not s
+        c = chunk[0]
+        if c == 0x5B:  # [
+            r = 0
+            if not failed:
+                r, n = _decode_rune(s, 0)
+                s = s[n:]
+            chunk = chunk[1:]
+            negated = chunk[:1] == b"^"
+            if negated:
+                chunk = chunk[1:]
+            match = False
+            count = 0
+            while True:
+                if chunk[:1] == b"]" and count > 0:
+                    chunk = chunk[1:]
+                    break
+                lo, chunk = _get_esc(chunk)
+                hi = lo
+                if chunk[0] == 0x2D:  # -
+                    hi, chunk = _get_esc(chunk[1:])
+                match = match or lo <= r <= hi
+                count += 1
+            failed = failed or match == negated
+        elif c == 0x3F:  # ?
+            if not failed:
+                failed = s[0] == 0x2F
+                s = s[_decode_rune(s, 0)[1] :]
+            chunk = chunk[1:]
         else:
-            out.append(re.escape(ch))
-    return "".join(out)
+            if c == 0x5C:
+                chunk = chunk[1:]
+                if not chunk:
+                    raise _BadPattern("syntax error in pattern")
+            if not failed:
+                failed = chunk[0] != s[0]
+                s = s[1:]
+            chunk = chunk[1:]
+    return None if failed else s
+
+
+def _filepath_match(pattern: str, name: str) -> bool:
+    """Go's ``filepath.Match(pattern, name)`` on Unix; raises _BadPattern where Go errs."""
+    p = os.fsencode(pattern)
+    s = os.fsencode(name)
+    while p:
+        star, chunk, p = _scan_chunk(p)
+        if star and not chunk:
+            return b"/" not in s  # a trailing star matches the rest of this segment
+        t = _match_chunk(chunk, s)
+        if t is not None and (not t or p):
+            s = t
+            continue
+        if star:
+            found = None
+            i = 0
+            while i < len(s) and s[i] != 0x2F:
+                t = _match_chunk(chunk, s[i + 1 :])
+                if t is not None:
+                    if not p and t:
+                        i += 1
+                        continue
+                    found = t
+                    break
+                i += 1
+            if found is not None:
+                s = found
+                continue
+        return False
+    return not s
 
 
 def _go_match(pattern: str, name: str) -> bool:
     """``filepath.Match`` with the error ignored, as fsutil's followlinks uses it."""
     try:
-        rx = _glob_regex(pattern)
+        return _filepath_match(pattern, name)
     except _BadPattern:
         return False
-    return re.fullmatch(rx, name) is not None
 
 
 def _contains_wildcards(name: str) -> bool:
@@ -344,34 +422,108 @@ def _re2_class_char(s: str, i: int) -> tuple[int, int]:
     return ord(s[i]), i + 1
 
 
+def _parse_int(s: str, i: int) -> tuple[int, int] | None:
+    """Go regexp/syntax parseInt at ``s[i]``: (value or -1 when too big, end) or None."""
+    n = len(s)
+    if i >= n or not "0" <= s[i] <= "9":
+        return None
+    if s[i] == "0" and i + 1 < n and "0" <= s[i + 1] <= "9":
+        return None  # leading zeros are not a count
+    j = i
+    while j < n and "0" <= s[j] <= "9":
+        j += 1
+    digits = s[i:j]
+    return (int(digits) if len(digits) <= 8 else -1), j
+
+
+def _parse_repeat(s: str, i: int) -> tuple[int, int, int] | None:
+    """Go regexp/syntax parseRepeat at ``s[i] == "{"``: (min, max, end) or None when the
+    text is not a count (then ``{`` is a literal).  max is -1 for ``{n,}``; min is -1
+    when a number is too big."""
+    got = _parse_int(s, i + 1)
+    if got is None:
+        return None
+    lo, j = got
+    if j >= len(s):
+        return None
+    if s[j] != ",":
+        hi = lo
+    else:
+        j += 1
+        if j >= len(s):
+            return None
+        if s[j] == "}":
+            hi = -1
+        else:
+            got = _parse_int(s, j)
+            if got is None:
+                return None
+            hi, j = got
+            if hi < 0:
+                lo = -1
+    if j >= len(s) or s[j] != "}":
+        return None
+    return lo, hi, j + 1
+
+
+_MAX_REPEAT = 1000
+
+
 def _re2_to_python(s: str) -> str:
     """Translate the Go regexp ``s`` into an equivalent Python one (for ``re.ASCII``).
 
-    Covers what patternmatcher can emit: literals, ``.``, ``^``, ``$``, groups, ``*``,
-    ``+``, ``?`` (lazy with a second ``?``), classes with ranges, POSIX and Perl classes,
-    and RE2's escapes; raises _RegexError where Go's regexp.Compile fails.  Unicode
-    classes (``\\pL``) are not supported and raise too.
+    Covers what patternmatcher can emit: literals, ``.``, ``^``, ``$``, groups,
+    alternation ``|``, ``*``, ``+``, ``?``, counted repetition ``{n}``, ``{n,}``,
+    ``{n,m}`` (each lazy with a trailing ``?``; a ``{`` that does not start a count is a
+    literal), classes with ranges, POSIX and Perl classes, and RE2's escapes; raises
+    _RegexError where Go's regexp.Compile fails.  Unicode classes (``\\pL``) are not
+    supported and raise too.  The result is meant for ``re.search``: like Go's
+    MatchString it is not anchored unless ``^`` says so.
     """
-    atoms: list[str] = []
-    groups: list[int] = []
+    # One frame per open group: the finished alternatives and the current concatenation.
+    frames: list[tuple[list[str], list[str]]] = [([], [])]
     last_was_repeat = False
     i, n = 0, len(s)
+
+    def repeat(suffix: str) -> None:
+        atoms = frames[-1][1]
+        if last_was_repeat:
+            raise _RegexError("invalid nested repetition operator")
+        if not atoms:  # nothing, or right after "(" or "|"
+            raise _RegexError("missing argument to repetition operator")
+        atom = atoms[-1]
+        # Python refuses to repeat an anchor, Go does not: wrap those.
+        atoms[-1] = f"(?:{atom}){suffix}" if atom in _ANCHORS else atom + suffix
+
     while i < n:
         c = s[i]
+        atoms = frames[-1][1]
         if c in "*+?":
             q = c
             i += 1
             if i < n and s[i] == "?":
                 q += "?"
                 i += 1
-            if last_was_repeat:
-                raise _RegexError("invalid nested repetition operator")
-            if not atoms or (groups and len(atoms) == groups[-1]):
-                raise _RegexError("missing argument to repetition operator")
-            # Python refuses to repeat an anchor, Go does not: wrap those.
-            atom = atoms[-1]
-            atoms[-1] = f"(?:{atom}){q}" if atom in _ANCHORS else atom + q
+            repeat(q)
             last_was_repeat = True
+            continue
+        if c == "{":
+            counted = _parse_repeat(s, i)
+            if counted is not None:
+                lo, hi, end = counted
+                if lo < 0 or lo > _MAX_REPEAT or hi > _MAX_REPEAT or 0 <= hi < lo:
+                    raise _RegexError(f"invalid repeat count: {s[i:end]}")
+                q = f"{{{lo}}}" if lo == hi else f"{{{lo},}}" if hi < 0 else f"{{{lo},{hi}}}"
+                i = end
+                if i < n and s[i] == "?":
+                    q += "?"
+                    i += 1
+                repeat(q)
+                last_was_repeat = True
+                continue
+            atoms.append(r"\{")
+            i += 1
+            last_was_repeat = False
             continue
         last_was_repeat = False
         if c == "\\":
@@ -399,31 +551,43 @@ def _re2_to_python(s: str) -> str:
         elif c == "(":
             if s.startswith("(?", i):
                 raise _RegexError("group flags are not supported")
-            groups.append(len(atoms))
+            frames.append(([], []))
+            i += 1
+        elif c == "|":
+            alternatives, current = frames[-1]
+            alternatives.append("".join(current))
+            current.clear()
             i += 1
         elif c == ")":
-            if not groups:
+            if len(frames) == 1:
                 raise _RegexError("unexpected )")
-            start = groups.pop()
-            inner = "".join(atoms[start:])
-            del atoms[start:]
-            atoms.append(f"(?:{inner})")
+            alternatives, current = frames.pop()
+            alternatives.append("".join(current))
+            frames[-1][1].append(f"(?:{'|'.join(alternatives)})")
             i += 1
-        elif c in "|{":
-            raise _RegexError(f"{c!r} is not supported")
+        elif c == "\ufffd":
+            # Go matches text as UTF-8: U+FFFD also matches each byte that is not UTF-8
+            # (a surrogate escape here)
+            atoms.append("[\ufffd\udc80-\udcff]")
+            i += 1
         else:
             atoms.append({".": ".", "^": "^", "$": r"\Z"}.get(c) or re.escape(c))
             i += 1
-    if groups:
+    if len(frames) > 1:
         raise _RegexError("missing closing )")
-    return "".join(atoms)
+    alternatives, current = frames[0]
+    return "|".join([*alternatives, "".join(current)])
 
 
 # ----------------------------------------------------------------------------------------
 # patterns
 
 _EXACT, _PREFIX, _SUFFIX, _REGEXP, _BROKEN = range(5)
-_REGEX_ESCAPED = set(".+()|{}$")  # what patternmatcher escapes before handing to regexp
+# What patternmatcher escapes before handing the pattern to Go's regexp.  Its table is
+# meant to hold ".+()|{}$", but it is a bitmap of 8 bytes indexed by ``c % 8`` with bit
+# ``c / 8``, and ``1 << (c / 8)`` is 0 in a byte for ``c >= 64``: so "|", "{" and "}"
+# are never escaped and reach the regexp as alternation and counted repetition.
+_REGEX_ESCAPED = set(".+()$")
 _PATTERN_CHARS = set("*[]?^\\")  # fsutil's patternChars on Unix
 MatchInfo = tuple[bool, ...]
 """Per-pattern "this pattern matched the dir" results, passed from a dir to its entries."""
@@ -437,7 +601,9 @@ def _docker_compile(p: str) -> tuple[int, str]:
     """
     kind = _EXACT
     out = ["^"]
-    i, n, step = 0, len(p), 0
+    # Go's text/scanner, which reads the pattern, skips a byte-order mark at its start
+    # (a later line of a .dockerignore keeps one): it is not part of the regexp.
+    i, n, step = (1 if p.startswith("\ufeff") else 0), len(p), 0
     while i < n:
         ch = p[i]
         i += 1
@@ -475,6 +641,8 @@ def _docker_compile(p: str) -> tuple[int, str]:
         elif ch in "[]":
             out.append(ch)
             kind = _REGEXP
+        elif "\udc80" <= ch <= "\udcff":
+            out.append("\ufffd")  # text/scanner reads a byte that is not UTF-8 as U+FFFD
         else:
             out.append(ch)
         step += 1
@@ -500,7 +668,7 @@ class Pattern:
         self.exclusion = exclusion
         shown = ("!" if exclusion else "") + text
         try:
-            _glob_regex(text)  # patternmatcher.New validates with filepath.Match
+            _filepath_match(text, ".")  # patternmatcher.New's check
         except _BadPattern as exc:
             raise ContextError(f"invalid pattern {shown!r}: {exc}") from None
         self.kind, self.regex = _docker_compile(text)
@@ -532,17 +700,20 @@ class Pattern:
 
             return prefix_match
         if self.kind == _SUFFIX:
-            suffix = text[2:]
+            # Go cuts two bytes: after a byte-order mark that is not "**" (text/scanner
+            # skipped the mark when it chose the kind), and the rest rarely matches.
+            suffix = os.fsdecode(os.fsencode(text)[2:])
             bare = suffix[1:] if suffix.startswith("/") else None
 
             def suffix_match(path: str) -> bool:
                 return path.endswith(suffix) or path == bare
 
             return suffix_match
-        rx_match = re.compile(_re2_to_python(self.regex), re.ASCII).match
+        # search, not match: with "|" the "^" anchors only the first alternative
+        rx_search = re.compile(_re2_to_python(self.regex), re.ASCII).search
 
         def regexp_match(path: str) -> bool:
-            return rx_match(path) is not None
+            return rx_search(path) is not None
 
         return regexp_match
 
