@@ -397,6 +397,16 @@ class _Watchdog:
         self._stop.set()
 
 
+# Set when the process is being interrupted: builds running in other threads (only the
+# main thread sees Ctrl-C) stop their Solve too, so that their clean-up runs before exit.
+_CANCEL_ALL = threading.Event()
+
+
+def cancel_builds() -> None:
+    """Tell every Solve of this process to stop (they raise `Cancelled`)."""
+    _CANCEL_ALL.set()
+
+
 def _wait(
     future: grpc.Future, conn: Connection, req: BuildRequest, watchdog: _Watchdog | None = None
 ) -> pb.SolveResponse:
@@ -415,6 +425,9 @@ def _wait_for(
             try:
                 return future.result(timeout=0.25)  # type: ignore[no-any-return]
             except grpc.FutureTimeoutError:
+                if _CANCEL_ALL.is_set():
+                    future.cancel()
+                    raise Cancelled("build cancelled; BuildKit was told to stop") from None
                 if watchdog is not None and watchdog.stalled:
                     future.cancel()
                     waited = int(watchdog.MISSES * (watchdog.PERIOD + watchdog.TIMEOUT))

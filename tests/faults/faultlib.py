@@ -5,7 +5,9 @@ One fault, one `Outcome`:
 
 - ``recovered``: exit 0 and the right result (the digest of a clean run);
 - ``failed cleanly``: exit 1, 2 or 130 (130 when it was interrupted), exactly one
-  ``repro: error: …`` / ``repro: interrupted`` line last on stderr, no traceback;
+  ``repro: error: …`` / ``repro: interrupted`` line last on stderr, no traceback; or,
+  for a SIGINT that came before Python installed its handler (or after it restored
+  the default at exit), death by SIGINT with nothing printed (a shell's status 130);
 - ``killed``: SIGKILL, which no program can answer; only the state it left counts;
 - ``unclear``: anything else (a traceback, a wrong exit code, a wrong result).
 
@@ -216,6 +218,10 @@ def judge(
     last = lines[-1] if lines else ""
     if killed and code == -signal.SIGKILL:
         return KILLED, ""
+    if interrupted and code == -signal.SIGINT and not lines:
+        # Ctrl-C before Python set up its handler or after it restored the default at
+        # exit: the process ends by the signal itself, which a shell reports as 130.
+        return FAILED_CLEANLY, "ended by SIGINT itself (start-up or exit), shell status 130"
     if "Traceback" in stderr:
         return UNCLEAR, "traceback: " + last
     if code == 0:
