@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import sys
 import threading
@@ -1216,9 +1217,21 @@ def rebuild(
     raise typer.Exit(0 if result.verdict == "identical" else 1)
 
 
+# A file system that is full, over quota or read-only: the environment, wherever in
+# repro the write happened (outputs, locks and caches are written atomically, so
+# nothing half-written is left).
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
 def main() -> None:
     try:
         app()
     except ReproError as exc:
         typer.echo(f"repro: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        typer.echo(f"repro: error: cannot write{where}: {exc.strerror}", err=True)
+        sys.exit(2)

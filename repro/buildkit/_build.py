@@ -32,8 +32,10 @@ from repro.errors import (
     BuildFailed,
     Cancelled,
     ContextError,
+    EnvironmentError_,
     InputError,
     RegistryError,
+    ReproError,
 )
 from repro.oci import Output
 
@@ -156,8 +158,23 @@ class _ExportWriter:
         self.staging = oci.staging_dir_beside(output.path, "export")
         self.received = False
         self.bytes = 0
+        # Why receiving the export failed on this side (a full disk, a bad archive):
+        # BuildKit only reports that the export failed, so this is what the user sees.
+        self.failure: ReproError | None = None
 
     def __call__(self, md: Mapping[str, str], chunks: Iterator[bytes]) -> None:
+        try:
+            self._receive(md, chunks)
+        except ReproError as e:
+            self.failure = e
+            raise
+        except OSError as e:
+            self.failure = EnvironmentError_(
+                f"cannot write the image export beside {self.output.path}: {e.strerror or e}"
+            )
+            raise
+
+    def _receive(self, md: Mapping[str, str], chunks: Iterator[bytes]) -> None:
         from repro import oci
 
         self.metadata = dict(md)
@@ -324,7 +341,12 @@ def build(
             )
             status_thread.start()
         future = control.solve_future(solve_request(req, session.id, ref))
-        response = _wait(future, conn, req, _Watchdog(control))
+        try:
+            response = _wait(future, conn, req, _Watchdog(control))
+        except ReproError:
+            if writer.failure is not None:
+                raise writer.failure from None
+            raise
         if server.errors:
             raise BuilderError(server.errors[0])
         if status_thread is not None:

@@ -35,9 +35,11 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[B
             os.fsync(out.fileno())
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(target)  # a failed write says which file it was for
         raise
 
 
