@@ -279,7 +279,7 @@ def build(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
 
 
@@ -357,7 +357,7 @@ def publish(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
 
 
@@ -458,7 +458,7 @@ def lock(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(
@@ -555,7 +555,7 @@ def vault_push(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
@@ -700,7 +700,7 @@ def ci_update(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if not commits:
         typer.echo("all locks are current")
@@ -808,7 +808,7 @@ def diff(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     raise typer.Exit(0 if report.identical else 1)
 
@@ -992,7 +992,7 @@ def verify(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     raise typer.Exit(0 if run.ok else 1)
 
@@ -1101,7 +1101,7 @@ def attest_attach(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
@@ -1137,7 +1137,7 @@ def attest_verify(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(outcome.to_json(), indent=2))
@@ -1204,7 +1204,7 @@ def rebuild(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
@@ -1215,6 +1215,16 @@ def rebuild(
         if result.attached is not None:
             typer.echo(f"signed reproduced statement attached ({result.attached.path})")
     raise typer.Exit(0 if result.verdict == "identical" else 1)
+
+
+_interrupt_said = threading.Event()
+
+
+def _say_interrupted() -> None:
+    """The one line an interrupted command ends with (printed once)."""
+    if not _interrupt_said.is_set():
+        _interrupt_said.set()
+        typer.echo("repro: interrupted", err=True)
 
 
 # A file system that is full, over quota or read-only: the environment, wherever in
@@ -1229,6 +1239,15 @@ def main() -> None:
     except ReproError as exc:
         typer.echo(f"repro: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except SystemExit as exc:
+        # Ctrl-C outside a command's own handler (while options are parsed, or before
+        # its work starts): typer exits 130 silently; say so, as the commands do.
+        if exc.code == 130:
+            _say_interrupted()
+        raise
+    except KeyboardInterrupt:
+        _say_interrupted()
+        sys.exit(130)
     except OSError as exc:
         if exc.errno not in _DISK_ERRNOS:
             raise

@@ -176,7 +176,6 @@ def jq_workspace(tmp: Path, registry_host: str) -> Work:
 JQ_FAULTS: list[tuple[str, str, Callable[[], list[Rule]]]] = [
     ("registry", "registry: connection reset mid-blob", one("GET", "/blobs/sha256:", "reset")),
     ("registry", "registry: wrong bytes in a blob", one("GET", "/blobs/sha256:", "corrupt")),
-    ("mirror", "mirror: 500 twice on a package", one("GET", "/pool/", "status", times=2)),
     (
         "mirror",
         "mirror: 429 Retry-After 1 on a package",

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.engine
 
 SEED = int(os.environ.get("REPRO_FAULT_SEED", "10"))
 # (command, kill points): SIGINT and SIGKILL alternate, starting with SIGINT.
-POINTS = {"lock": 4, "build": 4, "verify": 3, "publish": 4}
+POINTS = {"lock": 4, "build": 3, "verify": 3, "publish": 4}
 
 
 def kill_points(command: str, duration: float) -> list[tuple[signal.Signals, float]]:
