@@ -73,26 +73,26 @@ def attack(
         else:
             debris += temp_files(work)
         fault = f"{sig.name} at {after:.2f} s" + ("" if sent else " (after it ended)")
-        outcomes.append(
-            record(
-                fault,
-                command,
-                code,
-                err,
-                lambda out=out: correct(out),
-                (half, debris),
-                interrupted=sig == signal.SIGINT and sent,
-                killed=killed,
-                rerun=rerun,
-            )
+        outcome = record(
+            fault,
+            command,
+            code,
+            err,
+            lambda out=out: correct(out),
+            (half, debris),
+            interrupted=sig == signal.SIGINT and sent,
+            killed=killed,
+            rerun=rerun,
         )
-        # What SIGKILL left is reported as debris; it must not count against the next
-        # kill point.
-        for path in map(Path, debris):
-            if path.is_dir():
+        outcomes.append(outcome)
+        if killed:
+            # The re-run sweeps what SIGKILL left beside outputs and locks; what it
+            # left in TMPDIR (sockets, scratch) is the system's to clean, and must
+            # not count against the next kill point.
+            after_rerun, _ = state(False)
+            outcome.half_written += [f"after the re-run: {x}" for x in after_rerun]
+            for path in map(Path, temp_files(work)):
                 shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
     for o in outcomes:
         assert_fine(o)
 
