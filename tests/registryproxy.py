@@ -49,10 +49,10 @@ class Rule:
     path: str  # regular expression searched in the path
     action: str  # "drop", "cut", "status", "reset", "stall" or "corrupt"
     status: int = 500
-    delay: float = 0.0  # "stall": seconds to hold the request
     headers: dict[str, str] = field(default_factory=dict)
     times: int | None = 1
     skip: int = 0
+    delay: float = 0.0  # "stall": seconds to hold the request
     seen: int = 0
     fired: int = 0
 
