@@ -8,8 +8,10 @@ Heavy modules (grpc, diffoscope) are imported inside the commands that need them
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -264,7 +266,7 @@ def build(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
 
 
@@ -342,7 +344,7 @@ def publish(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
 
 
@@ -402,7 +404,7 @@ def lock(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(
@@ -499,7 +501,7 @@ def vault_push(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
@@ -644,7 +646,7 @@ def ci_update(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if not commits:
         typer.echo("all locks are current")
@@ -758,7 +760,7 @@ def diff(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     raise typer.Exit(0 if report.identical else 1)
 
@@ -942,7 +944,7 @@ def verify(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     raise typer.Exit(0 if run.ok else 1)
 
@@ -1051,7 +1053,7 @@ def attest_attach(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
@@ -1087,7 +1089,7 @@ def attest_verify(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(outcome.to_json(), indent=2))
@@ -1154,7 +1156,7 @@ def rebuild(
     except ReproError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("repro: interrupted", err=True)
+        _say_interrupted()
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
@@ -1167,9 +1169,40 @@ def rebuild(
     raise typer.Exit(0 if result.verdict == "identical" else 1)
 
 
+_interrupt_said = threading.Event()
+
+
+def _say_interrupted() -> None:
+    """The one line an interrupted command ends with (printed once)."""
+    if not _interrupt_said.is_set():
+        _interrupt_said.set()
+        typer.echo("repro: interrupted", err=True)
+
+
+# A file system that is full, over quota or read-only: the environment, wherever in
+# repro the write happened (outputs, locks and caches are written atomically, so
+# nothing half-written is left).
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
 def main() -> None:
     try:
         app()
     except ReproError as exc:
         typer.echo(f"repro: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except SystemExit as exc:
+        # Ctrl-C outside a command's own handler (while options are parsed, or before
+        # its work starts): typer exits 130 silently; say so, as the commands do.
+        if exc.code == 130:
+            _say_interrupted()
+        raise
+    except KeyboardInterrupt:
+        _say_interrupted()
+        sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        typer.echo(f"repro: error: cannot write{where}: {exc.strerror}", err=True)
+        sys.exit(2)

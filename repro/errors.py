@@ -99,6 +99,11 @@ class DigestMismatch(RegistryError):
     """Bytes read from somewhere do not match the digest that names them."""
 
 
+class TransferInterrupted(RegistryError):
+    """The connection was lost while a manifest's or blob's bytes were arriving (the
+    request itself was answered): fetching it again may well work."""
+
+
 class MirrorError(RegistryError):
     """A mirror could not be reached or sent something that does not check out."""
 

@@ -77,6 +77,7 @@ ACCEPT_LEVELS = (IDENTICAL, SAME_CONTENT)
 BUILD_LABELS = ("build 1", "build 2")
 DEFAULT_STAGGER = 1.1  # seconds; `date` prints whole seconds
 MAX_GATE_WAIT = 120.0  # longest wait for the first build's first RUN step
+CANCEL_WAIT = 30.0  # longest wait, after Ctrl-C, for a build to stop and clean up
 
 
 def _is_run_step(name: str) -> bool:
@@ -300,23 +301,33 @@ def _double_build(
                 first_run.set()
 
     threads: list[threading.Thread] = []
-    for n, (side, copy) in enumerate(zip(sides, recipes, strict=True)):
-        if n:
-            while not first_run.wait(0.05) and threads[0].is_alive():
-                if time.monotonic() - t0 > MAX_GATE_WAIT:
-                    break
-            if stagger > 0:
-                time.sleep(stagger)
-        t = threading.Thread(
-            target=run,
-            args=(side, copy, watch if n == 0 else None),
-            name=f"verify-{side.label}",
-            daemon=True,  # Ctrl-C ends the process; closing the channel cancels the solve
-        )
-        t.start()
-        threads.append(t)
-    for t in threads:
-        t.join()
+    try:
+        for n, (side, copy) in enumerate(zip(sides, recipes, strict=True)):
+            if n:
+                while not first_run.wait(0.05) and threads[0].is_alive():
+                    if time.monotonic() - t0 > MAX_GATE_WAIT:
+                        break
+                if stagger > 0:
+                    time.sleep(stagger)
+            t = threading.Thread(
+                target=run,
+                args=(side, copy, watch if n == 0 else None),
+                name=f"verify-{side.label}",
+                daemon=True,  # should the clean-up below not be waited for
+            )
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt:
+        # Ctrl-C reaches this thread only: stop both builds and let them clean up
+        # (sessions, staged exports) before the caller removes their directory.
+        from repro.buildkit import cancel_builds
+
+        cancel_builds()
+        for t in threads:
+            t.join(timeout=CANCEL_WAIT)
+        raise
     if errors:
         raise next((e for e in errors if isinstance(e, ReproError)), errors[0])
     return sides

@@ -9,7 +9,17 @@ registry hands out point back at the proxy) unless a rule matches first:
   connections (the registry got part of the chunk: what it makes of that is its
   own business);
 - ``status``: answer with a status code and headers (500, 429 with Retry-After,
-  401 with a challenge) without forwarding.
+  401 with a challenge) without forwarding;
+- ``reset``: forward, send the answer's headers and half its body, then reset the
+  connection (RST): a download cut mid-blob;
+- ``stall``: hold the request ``delay`` seconds, then forward it (or, with
+  ``status=0``, close the connection without an answer after the stall);
+- ``corrupt``: forward, and flip bytes in the middle of the answer's body (same
+  length, same headers): wrong bytes that only a digest check catches.
+
+The proxy also fronts plain HTTP servers that are not registries (a package mirror):
+``route`` maps a request path to an upstream base URL (``http://host[:port]/prefix``);
+the request goes there with ``Host`` rewritten and the path appended to the prefix.
 
 Each rule fires for a bounded number of matching requests (``times``; None: always),
 optionally after letting ``skip`` matching requests through. Bodies are held in
@@ -22,8 +32,11 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import struct
 import threading
 import time
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -34,11 +47,12 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "up
 class Rule:
     method: str
     path: str  # regular expression searched in the path
-    action: str  # "drop" or "status"
+    action: str  # "drop", "cut", "status", "reset", "stall" or "corrupt"
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
     times: int | None = 1
     skip: int = 0
+    delay: float = 0.0  # "stall": seconds to hold the request
     seen: int = 0
     fired: int = 0
 
@@ -52,9 +66,19 @@ class Rule:
         return True
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up (as the faults make them do) is not news."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class FaultProxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, route: Callable[[str], str] | None = None) -> None:
         self.upstream = upstream
+        self.route = route
         self.rules: list[Rule] = []
         self.log: list[tuple[str, str, int | str]] = []
         self._lock = threading.Lock()
@@ -72,7 +96,7 @@ class FaultProxy:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -121,7 +145,14 @@ class FaultProxy:
             self._cut(h, method, path, length)
             return
         body = h.rfile.read(length) if length else b""
-        if rule is not None:
+        if rule is not None and rule.action == "stall":
+            time.sleep(rule.delay)
+            if rule.status == 0:
+                self.log.append((method, path, "stall"))
+                self._hang_up(h, reset=False)
+                return
+            rule = None
+        if rule is not None and rule.action == "status":
             payload = b'{"errors":[{"code":"INJECTED","message":"injected by the test proxy"}]}'
             h.send_response(rule.status)
             for key, value in rule.headers.items():
@@ -134,13 +165,24 @@ class FaultProxy:
             self.log.append((method, path, rule.status))
             return
         headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP}
-        conn = http.client.HTTPConnection(self.upstream, timeout=60)
+        upstream, target = self.upstream, path
+        if self.route is not None:
+            base = urllib.parse.urlsplit(self.route(path))
+            upstream, target = base.netloc, base.path.rstrip("/") + path
+            headers = {k: v for k, v in headers.items() if k.lower() != "host"}
+            headers["Host"] = base.netloc
+        conn = http.client.HTTPConnection(upstream, timeout=60)
         try:
-            conn.request(method, path, body=body, headers=headers)
+            conn.request(method, target, body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
         finally:
             conn.close()
+        action = rule.action if rule is not None else ""
+        if action == "corrupt" and len(data) > 0:
+            middle = len(data) // 2
+            flipped = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+            data = data[:middle] + flipped + data[middle + 16 :]
         h.send_response(response.status)
         for key, value in response.getheaders():
             if key.lower() not in _HOP and key.lower() != "content-length":
@@ -150,9 +192,28 @@ class FaultProxy:
         else:
             h.send_header("Content-Length", str(len(data)))
         h.end_headers()
+        if action == "reset" and method != "HEAD":
+            h.wfile.write(data[: len(data) // 2])
+            h.wfile.flush()
+            self.log.append((method, path, "reset"))
+            self._hang_up(h, reset=True)
+            return
         if method != "HEAD":
             h.wfile.write(data)
-        self.log.append((method, path, response.status))
+        self.log.append((method, path, "corrupt" if action == "corrupt" else response.status))
+
+    @staticmethod
+    def _hang_up(h: BaseHTTPRequestHandler, *, reset: bool) -> None:
+        """Close the client's connection: with an RST (SO_LINGER 0) when `reset`."""
+        h.close_connection = True
+        try:
+            if reset:
+                h.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+            h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _cut(self, h: BaseHTTPRequestHandler, method: str, path: str, length: int) -> None:
         upstream = socket.create_connection(tuple(self.upstream.rsplit(":", 1)), timeout=30)  # type: ignore[arg-type]

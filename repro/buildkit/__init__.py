@@ -21,6 +21,7 @@ from repro.buildkit._build import (
     BuildResult,
     Output,
     build,
+    cancel_builds,
     check_inputs,
     solve_request,
 )
@@ -56,6 +57,7 @@ def connect(builder: str | None = None) -> Connection:
 
 
 __all__ = [
+    "cancel_builds",
     "CLASSIC_STORE_FIX",
     "Assessment",
     "Finding",

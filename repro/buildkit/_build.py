@@ -32,6 +32,7 @@ from repro.errors import (
     BuildFailed,
     Cancelled,
     ContextError,
+    EnvironmentError_,
     InputError,
     RegistryError,
     ReproError,
@@ -160,8 +161,23 @@ class _ExportWriter:
         self.staging = oci.staging_dir_beside(output.path, "export")
         self.received = False
         self.bytes = 0
+        # Why receiving the export failed on this side (a full disk, a bad archive):
+        # BuildKit only reports that the export failed, so this is what the user sees.
+        self.failure: ReproError | None = None
 
     def __call__(self, md: Mapping[str, str], chunks: Iterator[bytes]) -> None:
+        try:
+            self._receive(md, chunks)
+        except ReproError as e:
+            self.failure = e
+            raise
+        except OSError as e:
+            self.failure = EnvironmentError_(
+                f"cannot write the image export beside {self.output.path}: {e.strerror or e}"
+            )
+            raise
+
+    def _receive(self, md: Mapping[str, str], chunks: Iterator[bytes]) -> None:
         from repro import oci
 
         self.metadata = dict(md)
@@ -330,11 +346,15 @@ def build(
         future = control.solve_future(solve_request(req, session.id, ref))
         try:
             response = _wait(future, conn, req, _Watchdog(control))
-        except (BuildFailed, Cancelled, InputError) as exc:
+        except ReproError as exc:
+            if writer.failure is not None:
+                raise writer.failure from None
             # the walk of a local dir met bad input: that is the cause, however the
             # daemon reported the failure (as the walk's message, or as "cancelled")
-            if server.input_errors and not (
-                isinstance(exc, Cancelled) and "was told to stop" in exc.message
+            if (
+                isinstance(exc, (BuildFailed, Cancelled, InputError))
+                and server.input_errors
+                and not (isinstance(exc, Cancelled) and "was told to stop" in exc.message)
             ):
                 raise server.input_errors[0] from None
             raise
@@ -410,6 +430,16 @@ class _Watchdog:
         self._stop.set()
 
 
+# Set when the process is being interrupted: builds running in other threads (only the
+# main thread sees Ctrl-C) stop their Solve too, so that their clean-up runs before exit.
+_CANCEL_ALL = threading.Event()
+
+
+def cancel_builds() -> None:
+    """Tell every Solve of this process to stop (they raise `Cancelled`)."""
+    _CANCEL_ALL.set()
+
+
 def _wait(
     future: grpc.Future, conn: Connection, req: BuildRequest, watchdog: _Watchdog | None = None
 ) -> pb.SolveResponse:
@@ -428,7 +458,7 @@ def _wait_for(
             try:
                 return future.result(timeout=0.25)  # type: ignore[no-any-return]
             except grpc.FutureTimeoutError:
-                if req.cancel is not None and req.cancel.is_set():
+                if _CANCEL_ALL.is_set() or (req.cancel is not None and req.cancel.is_set()):
                     future.cancel()
                     raise Cancelled("build cancelled; BuildKit was told to stop") from None
                 if watchdog is not None and watchdog.stalled:

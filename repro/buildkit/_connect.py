@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from repro.buildkit._tempdir import private_dir, release
 from repro.errors import BuilderError, InputError
 
 DEFAULT_BUILDKITD_SOCKET = "/run/buildkit/buildkitd.sock"
@@ -330,7 +329,7 @@ class Bridge:
     stream (opened by ``_serve``); grpcio connects to ``path``."""
 
     def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="repro-grpc-")
+        self._dir = private_dir("repro-grpc-")
         self.path = os.path.join(self._dir, "grpc.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.path)
@@ -371,7 +370,7 @@ class Bridge:
         for s in self._conns:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        release(self._dir)
 
 
 class DockerGrpcBridge(Bridge):

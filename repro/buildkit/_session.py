@@ -25,9 +25,7 @@ import contextlib
 import os
 import queue
 import secrets as _secrets
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -47,6 +45,7 @@ from repro.buildkit._h2grpc import (
     Method,
     serve_in_thread,
 )
+from repro.buildkit._tempdir import private_dir, release
 from repro.buildkit.proto import buildkit_pb2 as pb
 from repro.errors import ContextError
 
@@ -255,7 +254,7 @@ class SessionServer:
         self.errors: list[str] = []
         self.input_errors: list[ContextError] = []  # bad input the walk met
         self._connections: list[H2GrpcConnection] = []
-        self._dir = tempfile.mkdtemp(prefix="repro-session-")
+        self._dir = private_dir("repro-session-")
         self.path = os.path.join(self._dir, "session.sock")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.path)
@@ -360,7 +359,7 @@ class SessionServer:
             pass
         for connection in self._connections:
             connection.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        release(self._dir)
 
 
 class Session:

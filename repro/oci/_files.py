@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -27,7 +28,10 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[B
     On any error the temporary file is removed and `path` is untouched.
     """
     target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    sweep_stale(target.parent, target.name)
+    fd, tmp_name = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
@@ -35,10 +39,49 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[B
             os.fsync(out.fileno())
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(target)  # a failed write says which file it was for
         raise
+
+
+# What a repro process stages beside `name`: `.NAME.[TAG-]PID-XXXXXXXX`, plus `-old`
+# (a layout being replaced) or `.tmp` (an atomic file).
+_STAGED = re.compile(r"(?:^|-)(\d+)-[a-z0-9_]{8}(?:-old|\.tmp)?$")
+
+
+def sweep_stale(parent: Path, name: str) -> None:
+    """Remove what a killed repro left beside `name` (SIGKILL, a crash, a power cut):
+    its staging directories and temporary files, whose names carry the pid of the
+    process that made them, when that process is gone. Best effort."""
+    prefix = f".{name}."
+    try:
+        entries = [e for e in parent.iterdir() if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        found = _STAGED.search(entry.name[len(prefix) :])
+        if found is None or _alive(int(found.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
@@ -168,6 +211,7 @@ def staging_dir_beside(dest: Path, tag: str) -> Path:
     parent = dest.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{tag}-", dir=parent))
+        sweep_stale(parent, dest.name)
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{tag}-{os.getpid()}-", dir=parent))
     except OSError as e:
         raise InputError(f"cannot write next to {dest}: {e.strerror or e}") from None

@@ -21,6 +21,7 @@ import httpx
 
 from repro.errors import (
     DigestMismatch,
+    EnvironmentError_,
     InputError,
     PackageGone,  # noqa: F401 - defined in errors, re-exported here
 )
@@ -106,6 +107,17 @@ def fetch_pinned(
 
 
 def _store(response: httpx.Response, target: Path, hex_digest: str, size: int, label: str) -> Path:
+    try:
+        return _store_in(response, target, hex_digest, size, label)
+    except OSError as e:  # a full or read-only cache; httpx's errors are not OSErrors
+        raise EnvironmentError_(
+            f"{label}: cannot write to the package cache {target.parent}: {e.strerror or e}"
+        ) from None
+
+
+def _store_in(
+    response: httpx.Response, target: Path, hex_digest: str, size: int, label: str
+) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dl-", suffix=".tmp")
     try:

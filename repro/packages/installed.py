@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import IO
 
 from repro.errors import (
+    DigestMismatch,
     NoPackageDatabase,  # noqa: F401 - defined in errors, re-exported here
+    TransferInterrupted,
 )
 
 DPKG_STATUS = "var/lib/dpkg/status"
@@ -34,6 +36,7 @@ DPKG_STATUS_D = "var/lib/dpkg/status.d/"
 APK_INSTALLED = "lib/apk/db/installed"
 MAX_DB = 256 * 1024 * 1024  # a package database larger than this is not believed
 CACHE_VERSION = 1
+READ_TRIES = 3  # reads of a base's layers from a registry, when one arrives cut or garbled
 
 
 @dataclass(frozen=True)
@@ -335,11 +338,22 @@ def from_registry(client: object, image: str, manifest_digest: str) -> Installed
             thread.start()
             try:
                 yield reader
-            except BaseException:
+            except Exception:
+                # The reader stopped early. Drain the pipe so that the download ends
+                # and checks its digest: wrong bytes (which the reader may see as a
+                # corrupt stream) are then reported as what they are, not as a broken
+                # pipe.
+                with contextlib.suppress(OSError, ValueError):
+                    while reader.read(1 << 20):
+                        pass
                 reader.close()
                 thread.join()
                 if failed:  # what the reader saw was a symptom of the download's error
                     raise failed[0] from None
+                raise
+            except BaseException:
+                reader.close()
+                thread.join()
                 raise
             reader.close()
             thread.join()
@@ -348,7 +362,15 @@ def from_registry(client: object, image: str, manifest_digest: str) -> Installed
 
         return open_layer
 
-    db = read_layers([(d.digest, opener(d)) for d in layers])
+    # A layer cut off or garbled on the way cannot be fetched again inside the
+    # stream (its bytes went to the reader): the whole read is done again, bounded.
+    for attempt in range(1, READ_TRIES + 1):
+        try:
+            db = read_layers([(d.digest, opener(d)) for d in layers])
+            break
+        except (DigestMismatch, TransferInterrupted):
+            if attempt == READ_TRIES:
+                raise
     _store(digests, db)
     return db
 

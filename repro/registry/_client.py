@@ -32,7 +32,7 @@ import httpx
 
 from repro import __version__
 from repro.dockerconfig import Credentials, config_path, get_credentials
-from repro.errors import DigestMismatch, InputError, RegistryError
+from repro.errors import DigestMismatch, InputError, RegistryError, TransferInterrupted
 from repro.oci import (
     CHUNK_SIZE,
     MANIFEST_MEDIA_TYPES,
@@ -734,8 +734,23 @@ class Registry:
 
     def get_manifest_with_etag(self, ref: Reference | str) -> tuple[bytes, str, str, str | None]:
         """Like `get_manifest`, plus the ETag the registry sent (for `put_manifest`'s
-        `if_match`); raises ManifestNotFound when there is no such manifest."""
+        `if_match`); raises ManifestNotFound when there is no such manifest.
+
+        A connection lost while the body arrives, or a body that does not match the
+        digest asked for or announced, is fetched again (the same bounded tries as any
+        request): both are what a flaky network or proxy does."""
         ref = _as_reference(ref)
+        for attempt in range(1, self._tries + 1):
+            try:
+                return self._get_manifest_once(ref)
+            except (TransferInterrupted, DigestMismatch) as e:
+                log.debug("get manifest %s: %s (try %d of %d)", ref, e, attempt, self._tries)
+                if attempt == self._tries:
+                    raise
+                self._pause(attempt, None)
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _get_manifest_once(self, ref: Reference) -> tuple[bytes, str, str, str | None]:
         what = f"get manifest {ref}"
         response = self._request(
             "GET",
@@ -789,7 +804,7 @@ class Registry:
                 chunks.append(chunk)
         except httpx.TransportError as e:
             reason = _describe_transport_error(e)
-            raise RegistryError(f"registry {host}: {what} failed: {reason}") from None
+            raise TransferInterrupted(f"registry {host}: {what} failed: {reason}") from None
         return b"".join(chunks)
 
     def put_manifest(
@@ -903,9 +918,14 @@ class Registry:
                 except httpx.TransportError as e:
                     reason = _describe_transport_error(e)
                     if attempt == self._tries or start is None:
-                        raise RegistryError(
+                        raise TransferInterrupted(
                             f"registry {ref.host}: {what} failed: {reason}"
                         ) from None
+                except DigestMismatch:
+                    # Wrong bytes: fetched again, from the start, when `out` can go back.
+                    if attempt == self._tries or start is None:
+                        raise
+            assert start is not None
             out.seek(start)
             out.truncate()
             self._pause(attempt, None)
