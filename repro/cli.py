@@ -803,6 +803,16 @@ def verify(
     stagger: Annotated[
         float, typer.Option("--stagger", help="Seconds between starting the two builds.")
     ] = 1.1,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Recipes verified at a time (each is two builds). Each recipe builds on "
+            "its bases at the digests its lock pins, so recipes do not wait for each "
+            "other; results are printed in order.",
+        ),
+    ] = 4,  # repro.verify.DEFAULT_JOBS
     keep: Annotated[
         Path | None,
         typer.Option("--keep", help="Keep both images here as <recipe>-a and <recipe>-b."),
@@ -893,6 +903,7 @@ def verify(
             vary=variations,
             bisect=bisect,
             stagger=stagger,
+            jobs=jobs,
             keep=keep,
             raw=raw,
             allow_unpinned=allow_unpinned,

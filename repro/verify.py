@@ -70,6 +70,8 @@ VARIATIONS: dict[str, str] = {
     "build_path": "the recipe copied to directories of different depths",
 }
 DEFAULT_VARIATIONS = ("umask", "timezone", "locale", "build_path")
+# Recipes verified at a time by `verify_recipes` (each is two builds).
+DEFAULT_JOBS = 4
 # The values each build-arg variation gives the first and the second build.
 TIMEZONES = ("UTC", "<+14>-14")
 LOCALES = ("C.UTF-8", "fr_FR.UTF-8")
@@ -258,6 +260,7 @@ def _double_build(
     allow_unpinned: bool = False,
     secrets: Sequence[SecretSpec] = (),
     offline: bool = False,
+    cancel: threading.Event | None = None,
 ) -> list[Side]:
     sides = []
     recipes = []
@@ -284,6 +287,7 @@ def _double_build(
                 allow_unpinned=allow_unpinned,
                 secrets=list(secrets),
                 offline=offline,
+                cancel=cancel,
                 **extra,
             )
         except BaseException as e:  # re-raised in the calling thread
@@ -322,14 +326,27 @@ def _double_build(
     except KeyboardInterrupt:
         # Ctrl-C reaches this thread only: stop both builds and let them clean up
         # (sessions, staged exports) before the caller removes their directory.
-        from repro.buildkit import cancel_builds
+        if cancel is not None:
+            cancel.set()
+        else:
+            from repro.buildkit import cancel_builds
 
-        cancel_builds()
+            cancel_builds()
         for t in threads:
             t.join(timeout=CANCEL_WAIT)
         raise
     if errors:
-        raise next((e for e in errors if isinstance(e, ReproError)), errors[0])
+        error = next((e for e in errors if isinstance(e, ReproError)), errors[0])
+        if isinstance(error, ReproError) and error.file:
+            # Name the user's file, not its copy in the temporary directory.
+            for side in sides:
+                try:
+                    inner = Path(error.file).resolve().relative_to(side.directory.resolve())
+                except ValueError:
+                    continue
+                error.file = str(recipe.directory / inner)
+                break
+        raise error
     return sides
 
 
@@ -348,8 +365,10 @@ def verify_recipe(
     allow_unpinned: bool = False,
     secrets: Sequence[SecretSpec] = (),
     offline: bool = False,
+    cancel: threading.Event | None = None,
 ) -> VerifyResult:
-    """Build `recipe` twice, independently, compare, and diff on a mismatch."""
+    """Build `recipe` twice, independently, compare, and diff on a mismatch. Setting
+    `cancel` from another thread stops both builds (they raise `Cancelled`)."""
     if not builders or len(builders) > 2:
         raise InputError("give one or two builders")
     pair = [builders[0], builders[-1]]
@@ -362,7 +381,17 @@ def verify_recipe(
                 + (f", varying {', '.join(vary)}" if vary else "")
             )
         sides = _double_build(
-            recipe, base, vary, pair, stagger, progress, raw, allow_unpinned, secrets, offline
+            recipe,
+            base,
+            vary,
+            pair,
+            stagger,
+            progress,
+            raw,
+            allow_unpinned,
+            secrets,
+            offline,
+            cancel,
         )
         r1, r2 = sides[0].result, sides[1].result
         assert r1 is not None and r2 is not None
@@ -426,6 +455,7 @@ def verify_recipe(
                 allow_unpinned=allow_unpinned,
                 secrets=secrets,
                 offline=offline,
+                cancel=cancel,
             )
             result.bisect[name] = sub.verdict
     result.seconds = time.monotonic() - started
@@ -454,21 +484,33 @@ def verify_recipes(
     accept: str = IDENTICAL,
     report_dir: Path | None = None,
     on_result: Callable[[VerifyResult], None] | None = None,
+    jobs: int = DEFAULT_JOBS,
     **options: Any,
 ) -> VerifyRun:
-    """Verify each recipe (``verify_recipe`` with `options`), writing a report
-    directory for every one when `report_dir` is given (a subdirectory per recipe
-    when there are several), identical or not; `on_result` sees each result as it
-    is ready."""
+    """Verify each recipe (``verify_recipe`` with `options`), up to `jobs` recipes at
+    a time (each is two builds), writing a report directory for every one when
+    `report_dir` is given (a subdirectory per recipe when there are several),
+    identical or not.
+
+    Results come back in the order of `recipes`; `on_result` sees each as soon as it
+    and the ones before it are ready, and is called in the calling thread. Recipes
+    are independent here: each build takes its bases at the digests its lock pins.
+    When one recipe fails (an error, not a difference), the builds still running are
+    cancelled and its error is raised; so is KeyboardInterrupt, once they stopped.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from repro.diff import verify_present
 
     if accept not in ACCEPT_LEVELS:
         raise InputError(f"--accept {accept!r}: expected {' or '.join(ACCEPT_LEVELS)}")
     if options.get("bisect") and not options.get("vary", DEFAULT_VARIATIONS):
         raise InputError("--bisect needs variations: it names the variation that breaks the build")
+    if jobs < 1:
+        raise InputError("--jobs must be at least 1")
     run = VerifyRun([], accept)
-    for recipe in recipes:
-        result = verify_recipe(recipe, **options)
+
+    def done(recipe: Recipe, result: VerifyResult) -> None:
         run.results.append(result)
         if report_dir is not None:
             target = report_dir / recipe.name if len(recipes) > 1 else report_dir
@@ -476,6 +518,36 @@ def verify_recipes(
             run.report_dirs[recipe.name] = target
         if on_result is not None:
             on_result(result)
+
+    cancel = threading.Event()
+    if jobs == 1 or len(recipes) <= 1:
+        try:
+            for recipe in recipes:
+                done(recipe, verify_recipe(recipe, cancel=cancel, **options))
+        finally:
+            cancel.set()
+        return run
+    pool = ThreadPoolExecutor(
+        max_workers=min(jobs, len(recipes)), thread_name_prefix="repro-verify"
+    )
+    try:
+        futures = [pool.submit(verify_recipe, r, cancel=cancel, **options) for r in recipes]
+        emitted = 0
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()  # the first failure, wherever it is in the order
+            while emitted < len(futures) and futures[emitted].done():
+                done(recipes[emitted], futures[emitted].result())
+                emitted += 1
+    except BaseException:
+        # Stop what runs, drop what has not started, and let the running builds clean
+        # up (sessions, staged exports) before the error goes up.
+        cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return run
 
 

@@ -290,3 +290,42 @@ def test_verify_on_two_engines(second_engine: str) -> None:
         assert result["verdict"] == "identical"
         assert [b["builder"] for b in result["builds"]] == [first, second_engine]
     assert subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
+
+
+def test_several_recipes_verify_at_once_in_order(tmp_path: Path, base_image: str) -> None:
+    """`--jobs 3`: three recipes are verified at the same time (the run takes less
+    than their verifications one after another), and their results come in the
+    order given, the non-reproducible one among them."""
+    dirs = [
+        recipe(tmp_path, "slow-a", f"FROM {base_image}\nRUN sleep 4 && echo a > /a\n"),
+        recipe(tmp_path, "rnd", f"FROM {base_image}\nRUN sleep 4 && head -c 32 /dev/urandom > /r\n"),
+        recipe(tmp_path, "slow-c", f"FROM {base_image}\nRUN sleep 4 && echo c > /c\n"),
+    ]
+    t0 = time.monotonic()
+    rc, results = verify_json(*map(str, dirs), "--jobs", "3")
+    wall = time.monotonic() - t0
+    assert rc == 1
+    assert [(r["recipe"], r["verdict"]) for r in results] == [
+        ("slow-a", "identical"),
+        ("rnd", "different"),
+        ("slow-c", "identical"),
+    ]
+    # Each verification alone takes more than 4 s (its builds sleep 4 s): run one
+    # after another, they would take more than the sum of their own times.
+    assert wall < sum(r["seconds"] for r in results)
+
+
+def test_a_failing_recipe_stops_the_others(tmp_path: Path, base_image: str) -> None:
+    """A build error in one recipe ends `repro verify` with that error (exit 1, one
+    line) and cancels the recipes still building, instead of waiting for them."""
+    slow = recipe(tmp_path, "slow", f"FROM {base_image}\nRUN sleep 120\n")
+    bad = recipe(tmp_path, "bad", f"FROM {base_image}\nRUN exit 3\n")
+    t0 = time.monotonic()
+    r = repro("verify", str(slow), str(bad), "--jobs", "2")
+    assert time.monotonic() - t0 < 90, "the sleeping build was waited for"
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    # The user's Dockerfile is named, not verify's copy of it in a temporary directory.
+    assert last.startswith(f"repro: error: {bad / 'Dockerfile'}:2: "), last
+    assert last.endswith("exit code: 3"), last
