@@ -564,7 +564,9 @@ def build_recipes(
     err = stream or sys.stderr
     slots = list(builders) or [None]
     concurrent = len(selected) > 1 and jobs * len(slots) > 1
-    groups = os.environ.get("GITHUB_ACTIONS") == "true"
+    # Log groups on GitHub Actions, one per recipe when there are several (one
+    # recipe's step is its own group already).
+    groups = os.environ.get("GITHUB_ACTIONS") == "true" and len(selected) > 1
     cancel = threading.Event()
     write_lock = threading.Lock()
     buffers: dict[str, io.StringIO] = {}
