@@ -357,6 +357,35 @@ def test_parse_challenges() -> None:
 # --- manifests ---
 
 
+def test_put_manifest_asks_again_when_a_blob_is_unknown_for_a_moment() -> None:
+    """distribution 2.8 on a file system rewrites a repository's blob link, not
+    atomically, when another client uploads the same blob: a manifest pushed meanwhile
+    is refused with MANIFEST_BLOB_UNKNOWN. The push is tried again after a wait; a
+    blob still unknown after the waits is the error, and other 400s are not retried."""
+    unknown = {"errors": [{"code": "MANIFEST_BLOB_UNKNOWN", "message": "blob unknown"}]}
+    answers = [httpx.Response(400, json=unknown)] * 2
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if answers:
+            return answers.pop(0)
+        return httpx.Response(201, headers={"Docker-Content-Digest": MANIFEST_DIGEST})
+
+    registry, sleeps = make_registry(handler)
+    digest = registry.put_manifest("reg.example/foo", "v1", MANIFEST, MEDIA_TYPE_OCI_MANIFEST)
+    assert digest == MANIFEST_DIGEST and sleeps == [0.1, 0.3]
+
+    registry, sleeps = make_registry(lambda r: httpx.Response(400, json=unknown))
+    with pytest.raises(RegistryError, match="blob unknown .*HTTP 400"):
+        registry.put_manifest("reg.example/foo", "v1", MANIFEST, MEDIA_TYPE_OCI_MANIFEST)
+    assert sleeps == [0.1, 0.3, 1.0]
+
+    invalid = {"errors": [{"code": "MANIFEST_INVALID", "message": "manifest invalid"}]}
+    registry, sleeps = make_registry(lambda r: httpx.Response(400, json=invalid))
+    with pytest.raises(RegistryError, match="manifest invalid"):
+        registry.put_manifest("reg.example/foo", "v1", MANIFEST, MEDIA_TYPE_OCI_MANIFEST)
+    assert sleeps == []
+
+
 def test_get_manifest_verifies_digest_header() -> None:
     registry, _ = make_registry(lambda r: manifest_response(r, **{"Docker-Content-Digest": D1}))
     with pytest.raises(DigestMismatch) as excinfo:

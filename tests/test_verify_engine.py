@@ -298,7 +298,7 @@ def test_several_recipes_verify_at_once_in_order(tmp_path: Path, base_image: str
     order given, the non-reproducible one among them."""
     dirs = [
         recipe(tmp_path, "slow-a", f"FROM {base_image}\nRUN sleep 4 && echo a > /a\n"),
-        recipe(tmp_path, "rnd", f"FROM {base_image}\nRUN sleep 4 && head -c 32 /dev/urandom > /r\n"),
+        recipe(tmp_path, "rnd", f"FROM {base_image}\nRUN sleep 4 && head -c 32 /dev/urandom >/r\n"),
         recipe(tmp_path, "slow-c", f"FROM {base_image}\nRUN sleep 4 && echo c > /c\n"),
     ]
     t0 = time.monotonic()

@@ -95,6 +95,11 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _HOST_RE = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?$")
 
 
+# Waits before pushing a manifest again that the registry refused for a blob it said
+# was unknown (see `put_manifest`).
+_BLOB_UNKNOWN_WAITS = (0.1, 0.3, 1.0)
+
+
 @dataclass(frozen=True)
 class Reference:
     """An image reference: `host/repository[:tag][@digest]`."""
@@ -834,15 +839,31 @@ class Registry:
             hasher.update(data)
         digest = hasher.digest()
         what = f"push manifest {ref.name}{'@' if is_digest(tag_or_digest) else ':'}{tag_or_digest}"
-        response = self._request(
-            "PUT",
-            self._url(ref, "manifests", tag_or_digest),
-            ref,
-            scope=f"repository:{ref.repository}:pull,push",
-            what=what,
-            headers={"Content-Type": media_type, **({"If-Match": if_match} if if_match else {})},
-            content=lambda: data,
-        )
+        for attempt in range(len(_BLOB_UNKNOWN_WAITS) + 1):
+            response = self._request(
+                "PUT",
+                self._url(ref, "manifests", tag_or_digest),
+                ref,
+                scope=f"repository:{ref.repository}:pull,push",
+                what=what,
+                headers={
+                    "Content-Type": media_type,
+                    **({"If-Match": if_match} if if_match else {}),
+                },
+                content=lambda: data,
+            )
+            if response.status_code != 400 or attempt == len(_BLOB_UNKNOWN_WAITS):
+                break
+            response.read()
+            response.close()
+            if "MANIFEST_BLOB_UNKNOWN" not in response.text:
+                break
+            # A blob this client pushed (or found) a moment ago is unknown: on
+            # distribution's file-system storage, another client uploading the same blob
+            # rewrites the repository's link to it, not atomically, and a manifest
+            # checked meanwhile names a blob that seems missing. Wait and ask again; a
+            # blob that is really missing stays so, and is reported below.
+            self._sleep(_BLOB_UNKNOWN_WAITS[attempt])
         with contextlib.closing(response):
             if response.status_code == 412 and if_match:
                 raise ManifestChanged(f"registry {ref.host}: {ref.name}:{tag_or_digest} moved")
