@@ -154,11 +154,22 @@ class GraphBench:
     def verify_all(self, i: int) -> float:
         work = self.tmp / f"verify-{i}"
         work.mkdir()
-        run = self.repro("verify", "--all", "--recipes-dir", str(self.root), "--json", cwd=work)
+        argv = [self.tools.repro, "verify", "--all", "--recipes-dir", str(self.root), "--json"]
+        if self.args.verify_jobs:
+            argv += ["--jobs", str(self.args.verify_jobs)]
+        run = run_measured(argv, self.tools.repro_env, cwd=work)
+        if run.rc not in (0, 1):
+            tail = "\n".join(run.stderr.strip().splitlines()[-15:])
+            raise BuildFailure(f"repro verify --all failed (exit {run.rc}):\n{tail}")
         results = json.loads(run.stdout)
-        bad = [r.get("recipe") for r in results if r.get("verdict") != "identical"]
+        bad = [
+            f"{r['recipe']}: {r['verdict']} "
+            + ", ".join(f"{f['path']} ({f.get('kind', '')})" for f in r.get("findings", [])[:3])
+            for r in results
+            if r.get("verdict") != "identical"
+        ]
         if bad:
-            raise BuildFailure(f"repro verify: not identical: {bad}")
+            raise BuildFailure("repro verify: not identical: " + "; ".join(bad))
         shutil.rmtree(work)
         return run.seconds
 
@@ -209,6 +220,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a 2+2+2 graph, one repetition")
     p.add_argument("--repeat", type=int, default=None, help="repetitions (default 3)")
     p.add_argument("--jobs", type=int, default=None, help="repro build --jobs (default: repro's)")
+    p.add_argument(
+        "--verify-jobs", type=int, default=None, help="repro verify --jobs (default: repro's)"
+    )
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip verify")
     p.add_argument("--json", type=Path, help="write all results and samples as JSON")
     p.add_argument("--markdown", type=Path, help="write a markdown table")

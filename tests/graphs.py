@@ -31,7 +31,9 @@ def dockerfile(base: str, name: str, fail_arg: bool = False, sleep: int = 0) -> 
     lines += [
         'RUN --network=none echo "$NAME" > /name-$NAME'
         ' && seq 1 500 | sed "s/^/$NAME /" > /lines-$NAME',
-        "COPY note /note-" + name,
+        # --chmod: without it the file's mode follows the checkout's umask, which
+        # `repro verify` varies (and would rightly call the images different).
+        "COPY --chmod=644 note /note-" + name,
     ]
     return "\n".join(lines) + "\n"
 
