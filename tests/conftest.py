@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,24 @@ def base_image() -> str:
     if not ref:
         pytest.skip("REPRO_BASE_IMAGE is not set (scripts/dev-env up pushes the base image)")
     return ref
+
+
+@pytest.fixture(scope="session")
+def example_images() -> None:
+    """The example recipes built as the README's first command builds them, once per
+    session: the recipes that others build on (debian12 under jq and web, hello under
+    greet) are pushed to the registry, where the examples' locks expect them. Tests
+    that build or lock those dependants use it, so that on a fresh registry (CI) they
+    do not depend on which tests ran before them."""
+    r = subprocess.run(
+        [sys.executable, "-m", "repro", "build", "--all", "--progress", "quiet"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.engine
+# The examples' bases in the registry (jq on debian12, greet on hello): tests/conftest.py.
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("example_images")]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "ci-action"

@@ -24,7 +24,8 @@ from repro.attest._store import attach_envelopes, fallback_tag, find_attestation
 from repro.build import SecretSpec
 from repro.registry import Registry
 
-pytestmark = pytest.mark.engine
+# The examples' bases in the registry (jq on debian12, greet on hello): tests/conftest.py.
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("example_images")]
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_ENV = "REPRO_TEST_ATTEST_SECRET"

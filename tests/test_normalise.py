@@ -335,6 +335,32 @@ def test_config_history_and_annotations(tmp_path: Path) -> None:
     layout.verify(full=True)
 
 
+def test_buildkits_stand_in_history_says_one_thing(tmp_path: Path) -> None:
+    """A base without history: BuildKit writes a stand-in entry whose created_by was
+    "pulled from REF@DIGEST" on one build and "created by buildkit" on the next (its
+    cache held the layer's origin or not). Both normalise to the same config."""
+    digests = []
+    for n, said in enumerate(
+        ["pulled from reg.test/base@sha256:" + "a" * 64, "created by buildkit"]
+    ):
+        tar = make_tar(SAMPLE[:1])
+        entry = {
+            "created": "1970-01-01T00:00:01Z",
+            "created_by": said,
+            "comment": "buildkit.exporter.image.v0",
+        }
+        make_layout(
+            tmp_path / f"src{n}",
+            [(gzip_bytes(tar), oci.MEDIA_TYPE_OCI_LAYER_GZIP)],
+            uncompressed=[tar],
+            history=[entry],
+        )
+        digests.append(normalise(tmp_path / f"src{n}", tmp_path / f"out{n}").config_digest)
+    assert digests[0] == digests[1]
+    config = oci.load_image(oci.OCILayout(tmp_path / "out0")).config
+    assert config["history"][0]["created_by"] == "created by buildkit"
+
+
 def test_created_from_options(tmp_path: Path) -> None:
     single_layer_layout(tmp_path / "src", make_tar(SAMPLE[:1]))
     normalise_layout(tmp_path / "src", tmp_path / "out", NormaliseOptions(epoch=EPOCH, created=0))

@@ -243,10 +243,7 @@ class _Normaliser:
             new_config["created"] = self.created
         history = config.get("history")
         if isinstance(history, list):
-            new_config["history"] = [
-                {**h, "created": self.created} if isinstance(h, dict) and "created" in h else h
-                for h in history
-            ]
+            new_config["history"] = [_history_entry(h, self.created) for h in history]
         new_config["rootfs"] = {**(rootfs or {}), "diff_ids": [o.diff_id for o in outcomes]}
         inner = config.get("config")
         if isinstance(inner, dict) and isinstance(inner.get("Labels"), dict):
@@ -347,6 +344,26 @@ def normalise_layout(
 
 
 BUILDKIT_HISTORY_COMMENT = "buildkit.dockerfile.v0"
+# The comment of the entry BuildKit's exporter writes for a layer that has no history
+# entry (a base image whose config has none). Its created_by depends on BuildKit's
+# cache: "pulled from REF@DIGEST" when the layer's cache record still says where it
+# came from, "created by buildkit" otherwise; two builds of the same recipe on one
+# engine, cold and warm, differed only in that.
+BUILDKIT_STAND_IN_COMMENT = "buildkit.exporter.image.v0"
+STAND_IN_CREATED_BY = "created by buildkit"
+
+
+def _history_entry(entry: Any, created: str) -> Any:
+    """A history entry with the build's date; BuildKit's stand-in for a base layer
+    without history says one thing, whatever BuildKit's cache held."""
+    if not isinstance(entry, dict):
+        return entry
+    out = dict(entry)
+    if "created" in out:
+        out["created"] = created
+    if out.get("comment") == BUILDKIT_STAND_IN_COMMENT and "created_by" in out:
+        out["created_by"] = STAND_IN_CREATED_BY
+    return out
 
 
 def base_layer_count(config: dict[str, Any], epoch: int | None = None) -> int:

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from faultlib import Work, assert_fine, check_layout, inspect, record, run, workspace
 
-pytestmark = pytest.mark.engine
+# The examples' bases in the registry (jq on debian12, greet on hello): tests/conftest.py.
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("example_images")]
 
 KiB = 1024
 

@@ -21,7 +21,8 @@ import pytest
 from faultlib import Work, assert_fine, check_tag, inspect, record, run, workspace
 from registryproxy import FaultProxy, Rule
 
-pytestmark = pytest.mark.engine
+# The examples' bases in the registry (jq on debian12, greet on hello): tests/conftest.py.
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("example_images")]
 
 
 @pytest.fixture
