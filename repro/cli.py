@@ -63,6 +63,17 @@ AllowUnpinned = Annotated[
     ),
 ]
 
+BuilderId = Annotated[
+    str | None,
+    typer.Option(
+        "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
+    ),
+]
+
+KeyNoLegacy = Annotated[
+    bool, typer.Option("--no-legacy", help="With --key: no cosign 2 sha256-<hex>.att tag.")
+]
+
 Offline = Annotated[
     bool,
     typer.Option(
@@ -287,16 +298,9 @@ def publish(
             "attach them to each platform manifest before the tags move.",
         ),
     ] = None,
-    no_legacy: Annotated[
-        bool, typer.Option("--no-legacy", help="With --key: no cosign 2 sha256-<hex>.att tag.")
-    ] = False,
+    no_legacy: KeyNoLegacy = False,
     no_sbom: Annotated[bool, typer.Option("--no-sbom", help="With --key: attach no SBOM.")] = False,
-    builder_id: Annotated[
-        str | None,
-        typer.Option(
-            "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
-        ),
-    ] = None,
+    builder_id: BuilderId = None,
     recipes_dir: RecipesDir = Path("recipes"),
 ) -> None:
     """Push what `repro build` wrote (out/<name>) to each recipe's repository and tags;
@@ -846,15 +850,8 @@ def verify(
     key: Annotated[
         Path | None, typer.Option("--key", help="With --publish: the private key to sign with.")
     ] = None,
-    no_legacy: Annotated[
-        bool, typer.Option("--no-legacy", help="With --key: no cosign 2 sha256-<hex>.att tag.")
-    ] = False,
-    builder_id: Annotated[
-        str | None,
-        typer.Option(
-            "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
-        ),
-    ] = None,
+    no_legacy: KeyNoLegacy = False,
+    builder_id: BuilderId = None,
     recipes_dir: RecipesDir = Path("recipes"),
 ) -> None:
     """Build each recipe twice, independently, and prove the digests match.
@@ -1029,12 +1026,7 @@ def attest_attach(
         bool, typer.Option("--no-legacy", help="Do not write cosign 2's sha256-<hex>.att tag.")
     ] = False,
     no_sbom: Annotated[bool, typer.Option("--no-sbom", help="Attach no SBOM.")] = False,
-    builder_id: Annotated[
-        str | None,
-        typer.Option(
-            "--builder-id", help="Builder identity (default: $REPRO_BUILDER_ID or user@host)."
-        ),
-    ] = None,
+    builder_id: BuilderId = None,
     platform: Annotated[str, typer.Option("--platform")] = "linux/amd64",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     recipes_dir: RecipesDir = Path("recipes"),
