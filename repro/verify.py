@@ -520,15 +520,8 @@ def verify_recipes(
             on_result(result)
 
     cancel = threading.Event()
-    if jobs == 1 or len(recipes) <= 1:
-        try:
-            for recipe in recipes:
-                done(recipe, verify_recipe(recipe, cancel=cancel, **options))
-        finally:
-            cancel.set()
-        return run
     pool = ThreadPoolExecutor(
-        max_workers=min(jobs, len(recipes)), thread_name_prefix="repro-verify"
+        max_workers=max(1, min(jobs, len(recipes))), thread_name_prefix="repro-verify"
     )
     try:
         futures = [pool.submit(verify_recipe, r, cancel=cancel, **options) for r in recipes]
