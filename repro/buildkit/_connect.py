@@ -21,6 +21,7 @@ import contextlib
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -286,26 +287,35 @@ def upgrade_docker_socket(
     return sock, rest
 
 
-def pump(a: socket.socket, b: socket.socket, first: bytes = b"") -> threading.Thread:
-    """Copy bytes a -> b in a daemon thread until EOF, then half-close b."""
+def pump(
+    a: socket.socket,
+    b: socket.socket,
+    first: bytes = b"",
+    transform: Callable[[bytes], bytes] | None = None,
+    name: str = "repro-pump",
+) -> threading.Thread:
+    """Copy bytes a -> b in a daemon thread until EOF, then half-close b. `first` goes
+    before what a sends; `transform` (which may raise ValueError to stop) rewrites
+    each piece on the way."""
 
     def run() -> None:
         try:
-            if first:
-                b.sendall(first)
+            data = first
             while True:
+                out = transform(data) if transform is not None and data else data
+                if out:
+                    b.sendall(out)
                 data = a.recv(1 << 20)
                 if not data:
                     break
-                b.sendall(data)
-        except OSError:
+        except (OSError, ValueError):
             pass
         finally:
             for s, how in ((b, socket.SHUT_WR), (a, socket.SHUT_RD)):
                 with contextlib.suppress(OSError):
                     s.shutdown(how)
 
-    t = threading.Thread(target=run, name="repro-pump", daemon=True)
+    t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
     return t
 

@@ -15,7 +15,6 @@ it opens there is paired with a fresh exec.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import socket
@@ -165,34 +164,6 @@ class Demux:
         return bytes(out)
 
 
-def demux_pump(
-    upstream: socket.socket, client: socket.socket, first: bytes, demux: Demux
-) -> threading.Thread:
-    """Copy the exec's stdout to the client until EOF, then half-close the client."""
-
-    def run() -> None:
-        try:
-            data = first
-            while True:
-                if data:
-                    out = demux.feed(data)
-                    if out:
-                        client.sendall(out)
-                data = upstream.recv(1 << 20)
-                if not data:
-                    break
-        except (OSError, ValueError):
-            pass
-        finally:
-            for s, how in ((client, socket.SHUT_WR), (upstream, socket.SHUT_RD)):
-                with contextlib.suppress(OSError):
-                    s.shutdown(how)
-
-    t = threading.Thread(target=run, name="repro-exec-pump", daemon=True)
-    t.start()
-    return t
-
-
 def run_exec(engine: str, name: str, cmd: list[str], timeout: float = 20.0) -> tuple[int, str]:
     """Run a short command in the container; (exit code, stdout + stderr)."""
     exec_id = create_exec(engine, name, cmd, stdin=False)
@@ -258,7 +229,7 @@ class ExecBridge(Bridge):
         self._conns += [client, upstream]
         demux = Demux()
         t1 = pump(client, upstream)
-        t2 = demux_pump(upstream, client, rest, demux)
+        t2 = pump(upstream, client, rest, demux.feed, name="repro-exec-pump")
 
         def closer() -> None:
             t1.join()
