@@ -807,6 +807,15 @@ def verify(
     stagger: Annotated[
         float, typer.Option("--stagger", help="Seconds between starting the two builds.")
     ] = 1.1,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Build both sides from scratch. By default the first build may come "
+            "from BuildKit's cache (the image repro build made from the same inputs) "
+            "and the second, always from scratch, checks that it reproduces.",
+        ),
+    ] = False,
     jobs: Annotated[
         int,
         typer.Option(
@@ -900,6 +909,7 @@ def verify(
             vary=variations,
             bisect=bisect,
             stagger=stagger,
+            cache=not no_cache,
             jobs=jobs,
             keep=keep,
             raw=raw,

@@ -1,10 +1,15 @@
 """``repro verify``: build a recipe twice, independently, and compare the results.
 
-The two builds share nothing BuildKit could reuse:
-- both run with no cache;
+The two builds share nothing BuildKit could reuse between them:
+- the second build runs with no cache. The first may come from BuildKit's cache
+  (``cache=True``, the default): it is then the image ``repro build`` already made
+  from the same inputs, and the second, built from scratch, checks that it
+  reproduces. ``cache=False`` (``--no-cache``) builds both from scratch;
 - each gets its own copy of the recipe directory, at different paths (so the
   session's shared key, which BuildKit keys its context cache on, differs too);
-- each gets its own sandbox hostname (build arg ``BUILDKIT_SANDBOX_HOSTNAME``).
+- the second build gets its own sandbox hostname (build arg
+  ``BUILDKIT_SANDBOX_HOSTNAME``), and so does the first when it may not use the
+  cache (one that may keeps BuildKit's default, as ``repro build`` does).
   This matters most: BuildKit merges identical vertices of concurrent solves even
   with no-cache, so two concurrent builds of a RUN that writes random bytes would
   otherwise come out byte-identical. A different hostname changes every ExecOp's
@@ -12,8 +17,11 @@ The two builds share nothing BuildKit could reuse:
 - the second build starts `stagger` seconds after the first build's first RUN step
   has started, so a clock read during the build differs between the two (a time
   gap from thread start alone is not enough: BuildKit lets a build that started
-  later catch up, e.g. on a shared image resolve).
-The builds run concurrently, so verify costs about one build plus the stagger.
+  later catch up, e.g. on a shared image resolve). When that step came from the
+  cache, the second build starts once the first one has ended instead: the first
+  build's steps ran at an earlier time, and its later steps cannot run alongside.
+The builds run concurrently, so verify costs about one build plus the stagger, or
+one build plus exporting the cached one.
 Each build is what ``repro build`` makes (normalised); ``raw`` compares BuildKit's
 own exports instead, to see what normalisation is hiding.
 
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -48,6 +57,7 @@ from typing import Any
 
 from repro.build import RecipeResult, SecretSpec, build_recipe
 from repro.diff import (
+    DEFAULT_SANDBOX_HOSTNAME,
     DIFFERENT,
     IDENTICAL,
     SAME_CONTENT,
@@ -80,6 +90,10 @@ BUILD_LABELS = ("build 1", "build 2")
 DEFAULT_STAGGER = 1.1  # seconds; `date` prints whole seconds
 MAX_GATE_WAIT = 120.0  # longest wait for the first build's first RUN step
 CANCEL_WAIT = 30.0  # longest wait, after Ctrl-C, for a build to stop and clean up
+
+
+# Dockerfile steps are named "[2/3] COPY …" or "[stage 1/2] RUN …".
+_STEP = re.compile(r"\[(?:[^\]]* )?\d+/\d+\] ")
 
 
 def _is_run_step(name: str) -> bool:
@@ -123,6 +137,8 @@ class Side:
     hostname: str
     builder: str | None
     build_args: dict[str, str]
+    cache: bool = False  # whether BuildKit's cache could serve this build
+    cached_steps: int = 0  # steps after FROM it served (counted for the first build)
     result: RecipeResult | None = None
     started: float = 0.0  # seconds since verify began, for showing the builds overlap
     finished: float = 0.0
@@ -135,6 +151,8 @@ class Side:
             "hostname": self.hostname,
             "builder": self.result.builder if self.result else self.builder,
             "builder_version": self.result.builder_version if self.result else "",
+            "cache": self.cache,
+            "cached_steps": self.cached_steps,
             "digest": self.result.digest if self.result else None,
             "seconds": self.result.seconds if self.result else None,
             "started": round(self.started, 3),
@@ -222,7 +240,12 @@ def _move_mtimes(root: Path, offset: float) -> None:
 
 
 def _prepare(
-    recipe: Recipe, base: Path, label: str, vary: Sequence[str], builder: str | None
+    recipe: Recipe,
+    base: Path,
+    label: str,
+    vary: Sequence[str],
+    builder: str | None,
+    cache: bool = False,
 ) -> tuple[Side, Recipe]:
     second = label == "b"
     # Different depths as well as names: paths that end up in files differ in length.
@@ -243,9 +266,14 @@ def _prepare(
         args["TZ"] = TIMEZONES[second]
     if "locale" in vary:
         args["LANG"] = args["LC_ALL"] = LOCALES[second]
-    hostname = f"{VERIFY_HOSTNAME_PREFIX}{label}-{secrets.token_hex(4)}"
-    args["BUILDKIT_SANDBOX_HOSTNAME"] = hostname
-    side = Side(label, directory, hostname, builder, args)
+    if cache and not second:
+        # What `repro build` runs, so that its cached steps serve this build; the
+        # second build's own hostname keeps the two from sharing a step.
+        hostname = DEFAULT_SANDBOX_HOSTNAME
+    else:
+        hostname = f"{VERIFY_HOSTNAME_PREFIX}{label}-{secrets.token_hex(4)}"
+        args["BUILDKIT_SANDBOX_HOSTNAME"] = hostname
+    side = Side(label, directory, hostname, builder, args, cache=cache and not second)
     return side, _relocate(recipe, directory)
 
 
@@ -261,11 +289,12 @@ def _double_build(
     secrets: Sequence[SecretSpec] = (),
     offline: bool = False,
     cancel: threading.Event | None = None,
+    cache: bool = True,
 ) -> list[Side]:
     sides = []
     recipes = []
     for label, builder in zip(("a", "b"), builders, strict=True):
-        side, copy = _prepare(recipe, base, label, vary, builder)
+        side, copy = _prepare(recipe, base, label, vary, builder, cache=cache)
         sides.append(side)
         recipes.append(copy)
     errors: list[BaseException] = []
@@ -280,7 +309,7 @@ def _double_build(
                 copy,
                 builder=side.builder,
                 output=f"oci:{base / ('image-' + side.label)}",
-                no_cache=True,
+                no_cache=not side.cache,
                 progress=progress,
                 build_args=side.build_args,
                 on_status=on_status,
@@ -295,13 +324,21 @@ def _double_build(
         side.finished = time.monotonic() - t0
 
     # The second build starts `stagger` seconds after the first one's first RUN step
-    # has started (or after the first build ends, when it has none): a clock read in
-    # a RUN step then differs, and neither build can wait on a step of the other.
+    # has started (after the first build ends when that step came from the cache or
+    # there is none): a clock read in a RUN step then differs, and neither build can
+    # wait on a step of the other.
     first_run = threading.Event()
+    first_run_cached: list[bool] = []
+    cached_steps: set[str] = set()
 
     def watch(status: Any) -> None:
         for vertex in status.vertexes:
+            step = _STEP.match(vertex.name)
+            if vertex.cached and step and not vertex.name[step.end() :].startswith("FROM "):
+                cached_steps.add(vertex.digest)
             if vertex.HasField("started") and _is_run_step(vertex.name):
+                if not first_run.is_set():
+                    first_run_cached.append(bool(vertex.cached))
                 first_run.set()
 
     threads: list[threading.Thread] = []
@@ -311,7 +348,11 @@ def _double_build(
                 while not first_run.wait(0.05) and threads[0].is_alive():
                     if time.monotonic() - t0 > MAX_GATE_WAIT:
                         break
-                if stagger > 0:
+                if first_run_cached and first_run_cached[0]:
+                    while threads[0].is_alive():
+                        threads[0].join(0.05)
+                elif stagger > 0 and (first_run.is_set() or threads[0].is_alive()):
+                    # (A first build that ended without a RUN step read no clock.)
                     time.sleep(stagger)
             t = threading.Thread(
                 target=run,
@@ -323,6 +364,7 @@ def _double_build(
             threads.append(t)
         for t in threads:
             t.join()
+        sides[0].cached_steps = len(cached_steps)
     except KeyboardInterrupt:
         # Ctrl-C reaches this thread only: stop both builds and let them clean up
         # (sessions, staged exports) before the caller removes their directory.
@@ -366,9 +408,12 @@ def verify_recipe(
     secrets: Sequence[SecretSpec] = (),
     offline: bool = False,
     cancel: threading.Event | None = None,
+    cache: bool = True,
 ) -> VerifyResult:
-    """Build `recipe` twice, independently, compare, and diff on a mismatch. Setting
-    `cancel` from another thread stops both builds (they raise `Cancelled`)."""
+    """Build `recipe` twice, independently, compare, and diff on a mismatch. The
+    second build is always from scratch; with `cache` the first may come from
+    BuildKit's cache. Setting `cancel` from another thread stops both builds (they
+    raise `Cancelled`)."""
     if not builders or len(builders) > 2:
         raise InputError("give one or two builders")
     pair = [builders[0], builders[-1]]
@@ -378,6 +423,7 @@ def verify_recipe(
         if on_step:
             on_step(
                 f"{recipe.name}: two independent builds"
+                + (" (the first may come from the cache)" if cache else "")
                 + (f", varying {', '.join(vary)}" if vary else "")
             )
         sides = _double_build(
@@ -392,6 +438,7 @@ def verify_recipe(
             secrets,
             offline,
             cancel,
+            cache,
         )
         r1, r2 = sides[0].result, sides[1].result
         assert r1 is not None and r2 is not None
@@ -456,6 +503,10 @@ def verify_recipe(
                 secrets=secrets,
                 offline=offline,
                 cancel=cancel,
+                # From scratch, both: a cached first build may hold what BuildKit
+                # does not key on (a context file's mtime), which no variation
+                # would then explain.
+                cache=False,
             )
             result.bisect[name] = sub.verdict
     result.seconds = time.monotonic() - started

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The two builds' sandbox hostnames are repro-verify-a-… and repro-verify-b-…
-IN_BUILD_1 = "*-a-*"
+# The second build's sandbox hostname is repro-verify-b-…; the first's is BuildKit's
+# default, or repro-verify-a-… under --no-cache.
+IN_BUILD_2 = "*-b-*"
 
 
 @dataclass(frozen=True)
@@ -84,16 +85,16 @@ FIXTURES: tuple[Fixture, ...] = (
     Fixture(
         "file-set",
         "/opt/build.lock",
-        f'mkdir -p /opt && case "$(hostname)" in {IN_BUILD_1}) ;; '
-        "*) echo locked > /opt/build.lock;; esac",
+        f'mkdir -p /opt && case "$(hostname)" in {IN_BUILD_2}) '
+        "echo locked > /opt/build.lock;; esac",
         simulated="a lock file left behind in one build only",
     ),
     Fixture(
         "hardlink-vs-copy",
         "/opt/hl/b",
         "mkdir -p /opt/hl && echo data > /opt/hl/a && "
-        f'case "$(hostname)" in {IN_BUILD_1}) ln /opt/hl/a /opt/hl/b;; '
-        "*) cp /opt/hl/a /opt/hl/b;; esac",
+        f'case "$(hostname)" in {IN_BUILD_2}) cp /opt/hl/a /opt/hl/b;; '
+        "*) ln /opt/hl/a /opt/hl/b;; esac",
         simulated="cp -l in one build, a plain copy in the other",
     ),
     Fixture("symlink-target", "/opt/current", "ln -s /tmp/cache-$(date +%s) /opt/current"),

@@ -74,7 +74,9 @@ def test_concurrent_builds_of_random_bytes_are_not_merged(tmp_path: Path, base_i
     per-build sandbox hostname must keep them apart, so random bytes are caught even
     when both builds start at the same instant."""
     d = recipe(tmp_path, "rnd", f"FROM {base_image}\nRUN head -c 64 /dev/urandom > /random.bin\n")
-    rc, [result] = verify_json(str(d), "--stagger", "0")
+    # --no-cache: both builds run the step (else the first may come from an earlier
+    # run's cache, and the second then starts after it).
+    rc, [result] = verify_json(str(d), "--stagger", "0", "--no-cache")
     assert rc == 1
     assert result["verdict"] == "different"
     a, b = result["builds"]
@@ -82,6 +84,48 @@ def test_concurrent_builds_of_random_bytes_are_not_merged(tmp_path: Path, base_i
     assert [(f["path"], [c["id"] for c in f["causes"]]) for f in result["findings"]] == [
         ("/random.bin", ["random-data"])
     ]
+
+
+def test_first_build_from_the_cache_is_checked_by_a_build_from_scratch(
+    tmp_path: Path, base_image: str
+) -> None:
+    """By default verify's first build may come from BuildKit's cache, i.e. be the
+    image `repro build` made; the second, from scratch, must still catch a step that
+    does not reproduce, and a reproducible recipe still verifies."""
+    token = os.urandom(4).hex()  # a step no earlier run has cached
+    bad = recipe(
+        tmp_path,
+        "rndc",
+        f"FROM {base_image}\nRUN echo {token} > /token && head -c 64 /dev/urandom > /random.bin\n",
+    )
+    good = recipe(tmp_path, "okc", f"FROM {base_image}\nRUN echo {token} > /token\n")
+    built = {}
+    for d in (bad, good):
+        out = tmp_path / f"out-{d.name}"
+        r = repro("build", str(d), "--output", f"oci:{out}", "--json")
+        assert r.returncode == 0, r.stderr[-2000:]
+        built[d.name] = json.loads(r.stdout)[0]["digest"]
+
+    rc, [result] = verify_json(str(bad))
+    assert rc == 1 and result["verdict"] == "different"
+    a, b = result["builds"]
+    assert a["cache"] is True and a["cached_steps"] == 1  # the RUN step, from repro build
+    assert b["cache"] is False and b["cached_steps"] == 0
+    assert result["digest1"] == built["rndc"] != result["digest2"]
+    assert [(f["path"], [c["id"] for c in f["causes"]]) for f in result["findings"]] == [
+        ("/random.bin", ["random-data"])
+    ]
+
+    r = repro("verify", str(good))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "build 1: 1 step from BuildKit's cache; build 2 from scratch" in r.stdout
+    assert built["okc"] in r.stdout
+
+    # --no-cache: neither build is served from the cache.
+    rc, [result] = verify_json(str(bad), "--no-cache")
+    assert rc == 1
+    assert [(x["cache"], x["cached_steps"]) for x in result["builds"]] == [(False, 0), (False, 0)]
+    assert built["rndc"] not in (result["digest1"], result["digest2"])
 
 
 @pytest.mark.parametrize(

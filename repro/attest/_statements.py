@@ -342,6 +342,7 @@ class Comparison:
                     "digest": r.digest if r else "",
                     "builder": (r.builder if r else side.builder) or "",
                     "builder_version": r.builder_version if r else "",
+                    "cache": bool(getattr(side, "cache", False)),
                 }
             )
             for change in ((r.normalised or {}).get("changes") or []) if r else []:
@@ -380,7 +381,13 @@ def reproduced(
         {
             "name": f"build {b['label']}",
             "digest": {"sha256": _hex(b["digest"])},
-            "annotations": {"builder": b["builder"], "builderVersion": b["builder_version"]},
+            "annotations": {
+                "builder": b["builder"],
+                "builderVersion": b["builder_version"],
+                # Whether BuildKit's cache could serve this build (the other one is
+                # always from scratch).
+                "cache": bool(b.get("cache", False)),
+            },
         }
         for b in comparison.builds
         if b.get("digest")

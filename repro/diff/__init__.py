@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from repro.diff import _present as present
 from repro.diff import _present_verify as verify_present
-from repro.diff._causes import ALL_CAUSES, VERIFY_HOSTNAME_PREFIX, Hints, PathChange, classify
+from repro.diff._causes import (
+    ALL_CAUSES,
+    DEFAULT_SANDBOX_HOSTNAME,
+    VERIFY_HOSTNAME_PREFIX,
+    Hints,
+    PathChange,
+    classify,
+)
 from repro.diff._compare import Options, compare
 from repro.diff._layers import Limits, open_tar
 from repro.diff._sources import ImageSource, open_source
@@ -45,6 +52,7 @@ __all__ = [
     "Verdict",
     "IDENTICAL",
     "SAME_CONTENT",
+    "DEFAULT_SANDBOX_HOSTNAME",
     "VERIFY_HOSTNAME_PREFIX",
     "Cause",
     "DiffReport",

@@ -34,6 +34,12 @@ def text(result: VerifyResult, accept: str, limit: int = 40) -> str:
         lines.append(f"  variations: {', '.join(result.variations)}")
     else:
         lines.append("  variations: none")
+    first = result.sides[0] if result.sides else None
+    if first is not None and first.cache and first.cached_steps:
+        lines.append(
+            f"  build 1: {first.cached_steps} step{'s' * (first.cached_steps != 1)} "
+            "from BuildKit's cache; build 2 from scratch (--no-cache: both)"
+        )
     if result.bisect:
         lines.append("  bisect: " + ", ".join(f"{k}: {v}" for k, v in result.bisect.items()))
         culprits = result.culprits()
