@@ -18,8 +18,9 @@ The two builds share nothing BuildKit could reuse between them:
   has started, so a clock read during the build differs between the two (a time
   gap from thread start alone is not enough: BuildKit lets a build that started
   later catch up, e.g. on a shared image resolve). When that step came from the
-  cache, the second build starts once the first one has ended instead: the first
-  build's steps ran at an earlier time, and its later steps cannot run alongside.
+  cache, the second build starts once the first one's steps are all done (it is
+  exporting) instead: the first build's steps ran at an earlier time, and its
+  later steps cannot run alongside.
 The builds run concurrently, so verify costs about one build plus the stagger, or
 one build plus exporting the cached one.
 Each build is what ``repro build`` makes (normalised); ``raw`` compares BuildKit's
@@ -324,15 +325,18 @@ def _double_build(
         side.finished = time.monotonic() - t0
 
     # The second build starts `stagger` seconds after the first one's first RUN step
-    # has started (after the first build ends when that step came from the cache or
-    # there is none): a clock read in a RUN step then differs, and neither build can
-    # wait on a step of the other.
+    # has started (when that step came from the cache: once the first build's steps
+    # are done; when there is none: after the first build): a clock read in a RUN
+    # step then differs, and neither build can wait on a step of the other.
     first_run = threading.Event()
     first_run_cached: list[bool] = []
     cached_steps: set[str] = set()
+    exporting = threading.Event()  # the first build's steps are all done
 
     def watch(status: Any) -> None:
         for vertex in status.vertexes:
+            if vertex.name.startswith("exporting to "):
+                exporting.set()
             step = _STEP.match(vertex.name)
             if vertex.cached and step and not vertex.name[step.end() :].startswith("FROM "):
                 cached_steps.add(vertex.digest)
@@ -349,8 +353,8 @@ def _double_build(
                     if time.monotonic() - t0 > MAX_GATE_WAIT:
                         break
                 if first_run_cached and first_run_cached[0]:
-                    while threads[0].is_alive():
-                        threads[0].join(0.05)
+                    while threads[0].is_alive() and not exporting.wait(0.05):
+                        pass
                 elif stagger > 0 and (first_run.is_set() or threads[0].is_alive()):
                     # (A first build that ended without a RUN step read no clock.)
                     time.sleep(stagger)
