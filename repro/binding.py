@@ -93,14 +93,11 @@ def checked_base(recipe: Recipe, lock: Mapping[str, Any]) -> tuple[str, str, str
     return ref, entry.get("image") or image_name(ref), manifest
 
 
-def check_image(
-    recipe: Recipe, lock: Mapping[str, Any] | None, layout_path: object
-) -> Binding:
+def check_image(recipe: Recipe, lock: Mapping[str, Any] | None, layout_path: object) -> Binding:
     """Compare the package database of the image in the OCI layout at `layout_path`
     (BuildKit's export, one platform) with its base's and the lock's."""
     from repro import oci
     from repro.packages.installed import from_layout, from_registry
-    from repro.registry import Registry
 
     binding = Binding()
     if not lock:
@@ -109,8 +106,20 @@ def check_image(
     if where is None:
         return binding
     ref, image, manifest = where
-    with Registry() as client:
-        base_db = from_registry(client, image, manifest)
+    opened: list[Any] = []
+
+    def client() -> Any:  # made only if the base's manifest or database is not cached
+        if not opened:
+            from repro.registry import Registry
+
+            opened.append(Registry())
+        return opened[0]
+
+    try:
+        base_db = from_registry(oci.CachedDocuments(client), image, manifest)
+    finally:
+        for registry in opened:
+            registry.close()
     if base_db is None:
         return binding  # not a distribution image: nothing to compare with
     layout = oci.OCILayout(layout_path)  # type: ignore[arg-type]

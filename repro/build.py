@@ -21,6 +21,7 @@ from repro.recipe import Recipe
 
 if TYPE_CHECKING:
     from repro.buildkit import Connection, Output
+    from repro.lock import PinnedBuild
     from repro.normalise import NormaliseResult
     from repro.registry import Registry
 
@@ -158,13 +159,59 @@ def record_build(recipe: Recipe, result: RecipeResult) -> None:
     )
 
 
-def _registry(shared: Registry | None) -> contextlib.AbstractContextManager[Registry]:
-    """The shared registry client (left open), else a new one closed after use."""
-    if shared is not None:
-        return contextlib.nullcontext(shared)
-    from repro.registry import Registry
+class SharedRegistry:
+    """One registry client for the builds of a graph, made when first asked for.
 
-    return Registry()
+    Importing the client (httpx) takes about 0.05 s, which a build whose bases are
+    known need not pay: it asks the registry nothing unless it fails (`_missing_base`)
+    or a base's manifest is not in the local cache (repro.normalise._bases).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._client: Registry | None = None
+
+    def get(self) -> Registry:
+        with self._lock:
+            if self._client is None:
+                from repro.registry import Registry
+
+                self._client = Registry()
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class _LazyRegistry:
+    """The shared registry client (left open), else one made on first use and closed
+    on leaving: `get()` imports and opens it only when there is a question for it."""
+
+    def __init__(self, shared: Registry | SharedRegistry | None) -> None:
+        self._shared = shared
+        self._own: Registry | None = None
+
+    def get(self) -> Registry:
+        if isinstance(self._shared, SharedRegistry):
+            return self._shared.get()
+        if self._shared is not None:
+            return self._shared
+        if self._own is None:
+            from repro.registry import Registry
+
+            self._own = Registry()
+        return self._own
+
+    def __enter__(self) -> _LazyRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._own is not None:
+            self._own.close()
+            self._own = None
 
 
 def _new_parents(path: Path) -> list[Path]:
@@ -195,7 +242,7 @@ def _build_recipe(
     allow_unpinned: bool = False,
     offline: bool = False,
     connection: Callable[[], Connection] | None = None,
-    registry: Registry | None = None,
+    registry: Registry | SharedRegistry | None = None,
     cancel: threading.Event | None = None,
 ) -> RecipeResult:
     """Build one recipe with BuildKit and write its OCI image (normalised unless told not).
@@ -214,11 +261,10 @@ def _build_recipe(
         return build_rootfs(
             recipe, output=output, progress=progress, stream=stream, offline=offline
         )
-    from repro.buildkit import BuildRequest, Output, Progress, build, check_inputs, connect
+    from repro import oci
+    from repro.buildkit import Output
 
     out = Output.parse(output or default_output(recipe))
-    from repro import oci
-
     # Refused before anything is built: a sink replaces only an earlier output.
     oci.check_output_target(out.kind, out.path)
     # The lock makes the pins binding (repro.lock.apply_lock): a stale or missing lock
@@ -227,9 +273,52 @@ def _build_recipe(
     from repro.lock import apply_lock
 
     pinned = apply_lock(recipe, build_args or {}, built)
-    _check_locked_bases(recipe, pinned.lock, registry)
-    from repro import dockerignore
+    return _build_pinned(
+        recipe,
+        pinned,
+        builder=builder,
+        output=output,
+        no_cache=no_cache,
+        secrets=secrets,
+        progress=progress,
+        stream=stream,
+        normalise=normalise,
+        rewrite_timestamp=rewrite_timestamp,
+        exporter_attrs=exporter_attrs,
+        on_status=on_status,
+        allow_unpinned=allow_unpinned,
+        offline=offline,
+        connection=connection,
+        registry=registry,
+        cancel=cancel,
+    )
 
+
+def _build_pinned(
+    recipe: Recipe,
+    pinned: PinnedBuild,
+    *,
+    builder: str | None,
+    output: str | None,
+    no_cache: bool,
+    secrets: list[SecretSpec] | None,
+    progress: str,
+    stream: TextIO | None,
+    normalise: bool,
+    rewrite_timestamp: bool,
+    exporter_attrs: dict[str, str] | None,
+    on_status: Callable[[Any], None] | None,
+    allow_unpinned: bool,
+    offline: bool,
+    connection: Callable[[], Connection] | None,
+    registry: Registry | SharedRegistry | None,
+    cancel: threading.Event | None,
+) -> RecipeResult:
+    """The rest of `_build_recipe`, once the lock is applied."""
+    from repro import dockerignore
+    from repro.buildkit import BuildRequest, Output, Progress, build, check_inputs, connect
+
+    out = Output.parse(output or default_output(recipe))
     dockerignore.check(recipe.context, recipe.dockerfile)
     args = pinned.build_args
     request = BuildRequest(
@@ -257,9 +346,9 @@ def _build_recipe(
 
     packages_dir = _package_context(recipe, pinned.lock, offline)
     if packages_dir is not None:
-        from repro.vault import CONTEXT_NAME
+        from repro.recipe import PACKAGE_CONTEXT
 
-        request.named_contexts[CONTEXT_NAME] = packages_dir
+        request.named_contexts[PACKAGE_CONTEXT] = packages_dir
 
     bind = bool(pinned.lock) and checked_base(recipe, pinned.lock or {}) is not None
     if normalise or bind:
@@ -271,6 +360,7 @@ def _build_recipe(
     display = Progress(mode=progress, stream=stream or sys.stderr, title=recipe.name)  # type: ignore[arg-type]
     success = False
     where = ""  # the failing Dockerfile lines, shown like buildx
+    missing: InputError | None = None
     try:
         opened = contextlib.nullcontext(connection()) if connection else connect(builder)
         with opened as conn:
@@ -284,15 +374,26 @@ def _build_recipe(
                 )
                 success = True
             except (BuildFailed, ContextError) as exc:
+                # A locked base the registry no longer has is the cause, in one line
+                # (BuildKit's own report says it three times over, and is not shown).
+                if isinstance(exc, BuildFailed):
+                    missing = _missing_base(recipe, pinned.lock, registry)
+                if missing is not None:
+                    raise missing from None
                 located = dockerignore.locate(exc.message, recipe.context, recipe.dockerfile)
                 if located is not None:
                     raise located from None
                 if isinstance(exc, BuildFailed):
                     where = exc.source_snippet
                 raise
+            except InputError:  # BuildKit's failure, placed in the Dockerfile
+                missing = _missing_base(recipe, pinned.lock, registry)
+                if missing is not None:
+                    raise missing from None
+                raise
             finally:
                 display.close(success)
-                if not success:
+                if not success and missing is None:
                     report = display.failure_report()
                     if report:
                         print(report, file=stream or sys.stderr)
@@ -337,8 +438,26 @@ def _build_recipe(
     )
 
 
+def _missing_base(
+    recipe: Recipe, lock: dict[str, Any] | None, registry: Registry | SharedRegistry | None
+) -> InputError | None:
+    """After a failed build: the error naming a locked base its registry does not
+    have, if that is what happened. Asked only then, so that a build does not wait
+    for the registry (nor import its client) first; BuildKit fails fast on a base it
+    cannot pull. Other registry errors leave BuildKit's report standing."""
+    try:
+        _check_locked_bases(recipe, lock, registry)
+    except InputError as exc:
+        return exc
+    except ReproError:
+        pass
+    return None
+
+
 def _check_locked_bases(
-    recipe: Recipe, lock: dict[str, Any] | None, registry: Registry | None = None
+    recipe: Recipe,
+    lock: dict[str, Any] | None,
+    registry: Registry | SharedRegistry | None = None,
 ) -> None:
     """Every base digest the lock pins must be in its registry: one line naming the
     lock entry before anything is built (BuildKit would report it three times over)."""
@@ -347,7 +466,8 @@ def _check_locked_bases(
 
     if not lock or not lock.get("bases"):
         return
-    with _registry(registry) as client:
+    with _LazyRegistry(registry) as lazy:
+        client = lazy.get()
         for ref, entry in lock["bases"].items():
             if entry.get("image"):
                 image = str(entry["image"])  # a recipe: base, as it was published
@@ -386,7 +506,7 @@ def _package_context(recipe: Recipe, lock: dict[str, Any] | None, offline: bool)
             )
         return None
     from repro.config import load_repo_config
-    from repro.packages.fetch import cache_dir
+    from repro.packages import cache_dir
 
     parent = cache_dir().parent / "contexts"
     parent.mkdir(parents=True, exist_ok=True)
@@ -436,7 +556,7 @@ def normalise_output(
     out: Output,
     epoch: int | None,
     lock: dict[str, Any] | None = None,
-    registry: Registry | None = None,
+    registry: Registry | SharedRegistry | None = None,
 ) -> NormaliseResult:
     """Normalise the raw export at `raw` into `out` (a layout or an archive).
 
@@ -458,10 +578,12 @@ def normalise_output(
     if lock and len(images) == 1:
         platform = str(images[0].platform) if images[0].platform else ""
         try:
-            with _registry(registry) as client:
-                base = locked_base_layers(lock, platform, configs[0], client)
+            with _LazyRegistry(registry) as client:
+                base = locked_base_layers(lock, platform, configs[0], client.get)
                 if base is not None:
-                    oci.copy_blobs(client, base.repository, base.layers, layout)
+                    missing = [d for d in base.layers if not layout.blob_path(d.digest).exists()]
+                    if missing:
+                        oci.copy_blobs(client.get(), base.repository, missing, layout)
                     keep, base_layers = len(base.layers), tuple(base.layers)
         except ReproError as e:
             # Not silently: guessing the base's layers from the history instead could
@@ -557,7 +679,6 @@ def build_recipes(
     from repro.errors import ReproError
     from repro.graph import Outcome, schedule
     from repro.publish import push_recipe_image
-    from repro.registry import Registry
 
     if jobs < 1:
         raise InputError("--jobs must be at least 1")
@@ -602,7 +723,8 @@ def build_recipes(
         elif groups and progress != "quiet":
             print("::endgroup::", file=err, flush=True)
 
-    with Registry() as registry:
+    registry = SharedRegistry()
+    with contextlib.closing(registry):
         early = {}
         if speculate and not options.get("output"):
             early = _early_recipes(selected, registry)
@@ -663,7 +785,7 @@ def build_recipes(
                 shutil.rmtree(directory, ignore_errors=True)
 
         def publish(recipe: Recipe, result: RecipeResult) -> str:
-            return push_recipe_image(recipe, result.output, registry=registry)
+            return push_recipe_image(recipe, result.output, registry=registry.get())
 
         def outcome_of(o: Outcome[RecipeResult]) -> BuildOutcome:
             error = o.error
@@ -703,7 +825,9 @@ def build_recipes(
     return [outcome_of(o) for o in outcomes]
 
 
-def _early_recipes(selected: Sequence[Recipe], registry: Registry) -> dict[str, dict[str, str]]:
+def _early_recipes(
+    selected: Sequence[Recipe], registry: SharedRegistry
+) -> dict[str, dict[str, str]]:
     """The recipes that can be built without waiting for the selected recipes they
     build on: each such base is pinned in the recipe's lock to a digest that is in
     the registry already. Recipe name -> {base recipe: locked digest}."""
@@ -727,7 +851,7 @@ def _early_recipes(selected: Sequence[Recipe], registry: Registry) -> dict[str, 
             if not digest.startswith("sha256:") or not image:
                 break
             try:
-                registry.resolve(f"{image}@{digest}")
+                registry.get().resolve(f"{image}@{digest}")
             except RegistryError:
                 break
             pins[base] = digest

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -1199,6 +1200,47 @@ _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def main() -> None:
+    """The `repro` command: runs it, then ends the process at once (`_exit_now`)."""
+    try:
+        _main()
+    except SystemExit as exc:
+        _exit_now(exc.code)
+    _exit_now(0)
+
+
+def _exit_now(code: int | str | None) -> NoReturn:
+    """End the process with `code` as the interpreter would, minus its teardown.
+
+    What the interpreter does at exit that matters is done here, in its order: wait
+    for the threads that are not daemons (and let executors stop theirs), run the
+    atexit handlers (temporary directories), flush stdout and stderr. What is left
+    out is unloading every module and shutting down grpc's core, which took 0.08-0.1 s
+    at the end of every command, a quarter of `repro build`'s own time on a cached
+    build. Only the console command does this; the app itself exits normally.
+    """
+    import atexit
+
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            # A closed pipe (`repro … | head`): Python would exit 120 saying so.
+            status = status or 120
+    os._exit(status)
+
+
+def _main() -> None:
     try:
         app()
     except ReproError as exc:

@@ -50,7 +50,7 @@ from repro.lockfile import (  # noqa: F401 - re-exported: what callers of repro.
     short_pin,
     write_lock,
 )
-from repro.recipe import Base, Download, GitInput, PackageSet, Recipe
+from repro.recipe import PACKAGE_CONTEXT, Base, Download, GitInput, PackageSet, Recipe
 
 # --- what a lock is made from -----------------------------------------------------
 
@@ -491,10 +491,8 @@ def check_from_lines(recipe: Recipe, build_args: Mapping[str, str] | None = None
         return []
     text = read_dockerfile(recipe)
     args = {**recipe.args, **(build_args or {})}
-    from repro.vault import CONTEXT_NAME
-
     # The locked packages' context is served by repro itself, not an image.
-    contexts = {CONTEXT_NAME} if recipe.packages else set()
+    contexts = {PACKAGE_CONTEXT} if recipe.packages else set()
     uses = [u for u in image_uses(text, recipe.dockerfile, args) if u.image not in contexts]
     for use in uses:
         if any(_same_image(use.image, b.ref) for b in recipe.bases):

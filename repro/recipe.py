@@ -60,6 +60,8 @@ PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 
 EPOCH_POLICIES = ("git", "lock")
 RECIPE_BASE_PREFIX = "recipe:"
+# The build context through which repro hands a build its locked packages (repro.vault).
+PACKAGE_CONTEXT = "repro-apt"
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from repro.packages.download import (
     mirrors_for_suites,
 )
 from repro.packages.fetch import MirrorError
-from repro.recipe import PackageSet, Recipe
+from repro.recipe import PACKAGE_CONTEXT, PackageSet, Recipe
 
 ARTIFACT_TYPE = "application/vnd.repro.vault.{kind}.v1"
 PACKAGE_MEDIA_TYPE = "application/octet-stream"
@@ -303,7 +303,7 @@ def _put_closure(
 
 # --- the build's package context ---------------------------------------------------------
 
-CONTEXT_NAME = "repro-apt"
+CONTEXT_NAME = PACKAGE_CONTEXT
 
 
 def uses_package_context(dockerfile_text: str) -> bool:

@@ -778,8 +778,10 @@ class _FakeRegistry:
         return len(data)
 
 
-def test_locked_base_layers_are_restored(tmp_path: Path) -> None:
+def test_locked_base_layers_are_restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from repro.normalise import locked_base_layers
+
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
 
     base_tar, top_tar = make_tar(SAMPLE[:3]), make_tar(SAMPLE[3:6])
     base_blob = gzip_bytes(base_tar, level=9)
@@ -807,7 +809,7 @@ def test_locked_base_layers_are_restored(tmp_path: Path) -> None:
         {"bases": {"127.0.0.1:5000/base:1": lock["bases"]["127.0.0.1:5000/base:1"]}},
         "linux/amd64",
         oci.load_image(image).config,
-        client,
+        lambda: client,
     )
     assert found is not None and found.repository == "127.0.0.1:5000/base"
     assert [d.digest for d in found.layers] == [oci.sha256_digest(base_blob)]
@@ -822,7 +824,52 @@ def test_locked_base_layers_are_restored(tmp_path: Path) -> None:
                         uncompressed=[top_tar])  # fmt: skip
     lock_other = {"bases": {"x/y:1": {"digest": other.index_manifests()[0].digest}}}
     config = oci.load_image(image).config
-    assert locked_base_layers(lock_other, "linux/amd64", config, _FakeRegistry(other)) is None
+    found = locked_base_layers(lock_other, "linux/amd64", config, lambda: _FakeRegistry(other))
+    assert found is None
+
+
+def test_locked_base_documents_come_from_a_checked_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base's manifest and config are kept by digest: the next build asks the
+    registry nothing; a cached document whose bytes do not match is fetched again."""
+    from repro.normalise import locked_base_layers
+    from repro.oci import documents_dir
+
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
+    base_tar, top_tar = make_tar(SAMPLE[:3]), make_tar(SAMPLE[3:6])
+    base = make_layout(tmp_path / "base", [(gzip_bytes(base_tar), oci.MEDIA_TYPE_OCI_LAYER_GZIP)],
+                       uncompressed=[base_tar])  # fmt: skip
+    image = make_layout(
+        tmp_path / "img",
+        [(gzip_bytes(base_tar), oci.MEDIA_TYPE_OCI_LAYER_GZIP),
+         (gzip_bytes(top_tar), oci.MEDIA_TYPE_OCI_LAYER_GZIP)],
+        uncompressed=[base_tar, top_tar],
+    )  # fmt: skip
+    manifest_digest = base.index_manifests()[0].digest
+    lock = {"bases": {"127.0.0.1:5000/base:1": {"digest": manifest_digest}}}
+    config = oci.load_image(image).config
+    asked: list[str] = []
+
+    def client() -> _FakeRegistry:
+        asked.append("registry")
+        return _FakeRegistry(base)
+
+    def unreachable() -> _FakeRegistry:
+        raise AssertionError("the registry was asked")
+
+    first = locked_base_layers(lock, "linux/amd64", config, client)
+    assert first is not None and asked
+    cached = sorted(p.name for p in documents_dir().iterdir())
+    assert f"sha256-{manifest_digest.split(':')[1]}" in cached and len(cached) == 2
+    again = locked_base_layers(lock, "linux/amd64", config, unreachable)
+    assert again == first
+    # Damaged: not trusted, fetched again and replaced.
+    for path in documents_dir().iterdir():
+        path.write_bytes(path.read_bytes() + b" ")
+    asked.clear()
+    assert locked_base_layers(lock, "linux/amd64", config, client) == first and asked
+    assert locked_base_layers(lock, "linux/amd64", config, unreachable) == first
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "plain", "multi-member"])

@@ -5,18 +5,21 @@ compressed blob with the same contents from its content store, or a recompressed
 (`force-compression`). With the lock's base manifest digests, the base's layers are
 known exactly: the longest locked base whose diff_ids begin the image's. Those layers
 keep the base image's own blobs, fetched from the registry where BuildKit's differ.
+
+The base's manifest and config are named by digest, so they are read through
+`repro.oci.CachedDocuments`: a build whose base is known asks the registry nothing.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from repro.oci import (
     IMAGE_MANIFEST_MEDIA_TYPES,
     MAX_JSON_SIZE,
+    CachedDocuments,
     Descriptor,
     manifest_children,
     parse_json_document,
@@ -39,14 +42,16 @@ def _diff_ids(config: Mapping[str, Any]) -> list[str]:
 
 
 def locked_base_layers(
-    lock: Mapping[str, Any], platform: str, config: Mapping[str, Any], client: Any
+    lock: Mapping[str, Any], platform: str, config: Mapping[str, Any], client: Callable[[], Any]
 ) -> BaseLayers | None:
     """The locked base whose layers begin the image with `config`, or None.
 
-    `client` is a `repro.registry.Registry`; registry errors propagate.
+    `client()` gives a `repro.registry.Registry`, asked for only when a manifest or
+    config is not in the local cache; registry errors propagate.
     """
     from repro.registry import parse_reference
 
+    documents = CachedDocuments(client)
     image_ids = _diff_ids(config)
     best: BaseLayers | None = None
     bases = lock.get("bases")
@@ -64,7 +69,7 @@ def locked_base_layers(
         # A `recipe:NAME` base names its image in the entry; any other base is its ref.
         image = entry.get("image")
         repository = parse_reference(image if isinstance(image, str) else ref).name
-        data, media_type, _ = client.get_manifest(f"{repository}@{digest}")
+        data, media_type, _ = documents.get_manifest(f"{repository}@{digest}")
         if media_type not in IMAGE_MANIFEST_MEDIA_TYPES:
             continue  # an index without the platform: nothing to match
         manifest = parse_json_document(data, f"base image {ref}@{digest}")
@@ -72,9 +77,8 @@ def locked_base_layers(
         config_descriptor, layers = children[0], children[1:]
         if config_descriptor.size > MAX_JSON_SIZE:
             continue
-        buffer = io.BytesIO()
-        client.get_blob(repository, config_descriptor.digest, buffer, config_descriptor.size)
-        base_ids = _diff_ids(parse_json_document(buffer.getvalue(), f"config of {ref}"))
+        config_data = documents.small_blob(repository, config_descriptor)
+        base_ids = _diff_ids(parse_json_document(config_data, f"config of {ref}"))
         if len(base_ids) != len(layers) or image_ids[: len(base_ids)] != base_ids:
             continue
         if best is None or len(base_ids) > len(best.diff_ids):

@@ -8,6 +8,7 @@
     _model       `Index`, `Image`, `Layer`: read on demand, checked as read
     _archive     OCI archives: safe unpacking, the stream check, deterministic writing
     _files       atomic writes, and what an output may replace (`check_output_target`)
+    _documents   `CachedDocuments`: manifests and configs by digest, kept between runs
     _spec        the one parser of image references and output specs
     _sources     `open_source()`: layouts, OCI archives, Docker archives, registries
 
@@ -47,6 +48,7 @@ from repro.oci._digest import (
     sha256_digest,
     short_digest,
 )
+from repro.oci._documents import CachedDocuments, documents_dir
 from repro.oci._files import (
     atomic_write_bytes,
     atomic_writer,
@@ -150,7 +152,9 @@ __all__ = [
     "Readable",
     "Source",
     "VerifyingReader",
+    "CachedDocuments",
     "atomic_write_bytes",
+    "documents_dir",
     "atomic_writer",
     "canonical_json",
     "check_archive_stream",

@@ -4,6 +4,6 @@ Pure logic over index text: parse, compare versions, resolve the full closure of
 set of requested names. Fetching the indexes from a mirror lives in ``fetch``.
 """
 
-from repro.packages._common import Closure, Pin, ResolveError
+from repro.packages._common import Closure, Pin, ResolveError, cache_dir
 
-__all__ = ["Closure", "Pin", "ResolveError"]
+__all__ = ["Closure", "Pin", "ResolveError", "cache_dir"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from repro.errors import (
     ResolveError,  # noqa: F401 - defined in errors, re-exported here
@@ -52,3 +54,9 @@ class Closure:
 
     def sorted(self) -> list[Pin]:
         return sorted(self.pins, key=lambda p: (p.name, p.version, p.architecture))
+
+
+def cache_dir() -> Path:
+    """Where downloaded packages and indexes are kept (``$XDG_CACHE_HOME/repro/packages``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "repro" / "packages"

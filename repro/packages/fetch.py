@@ -18,11 +18,11 @@ import lzma
 import os
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 
 import httpx
 
 from repro.errors import InputError, MirrorError, SignatureError
+from repro.packages._common import cache_dir
 from repro.packages.deb import DebIndex
 from repro.packages.openpgp import check_release, split_clearsigned, verify_clearsigned
 from repro.packages.openpgp import verify_detached as verify_release_gpg
@@ -33,11 +33,6 @@ _LOCK = threading.Lock()
 
 
 __all__ = ["MirrorError", "cache_dir", "fetch_packages_text", "fetch_release", "load_deb_index"]
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "repro" / "packages"
 
 
 def _get(client: httpx.Client, url: str) -> bytes | None:

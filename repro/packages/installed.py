@@ -264,7 +264,7 @@ def _make_db(path: str, data: bytes, layer: str, status_d: Mapping[str, bytes]) 
 
 
 def _cache_file(layer_digests: Iterable[str]) -> Path:
-    from repro.packages.fetch import cache_dir
+    from repro.packages import cache_dir
 
     key = hashlib.sha256("\n".join(layer_digests).encode()).hexdigest()
     return cache_dir().parent / "installed" / f"{key}.json"

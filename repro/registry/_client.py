@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import ipaddress
 import logging
 import os
 import re
@@ -48,14 +47,18 @@ from repro.oci import (
     parse_digest,
     parse_json_document,
 )
+from repro.registry._reference import (
+    Reference,
+    _as_reference,
+    _bare_host,
+    api_host,
+    insecure_hosts_from_env,
+    is_loopback,
+    is_valid_tag,
+)
 
 log = logging.getLogger(__name__)
 
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_API_HOST = "registry-1.docker.io"
-_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-
-INSECURE_ENV = "REPRO_INSECURE_REGISTRIES"
 
 # Index types first: when a registry holds a multi-platform image, ask for all of it.
 MANIFEST_ACCEPT = ", ".join(
@@ -86,125 +89,11 @@ PUSH_PARALLEL = 4
 _TOKEN_MIN_LIFETIME = 60
 _TOKEN_MARGIN = 10
 
-# --- references --------------------------------------------------------------
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_HOST_RE = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?$")
 
 
 # Waits before pushing a manifest again that the registry refused for a blob it said
 # was unknown (see `put_manifest`).
 _BLOB_UNKNOWN_WAITS = (0.1, 0.3, 1.0)
-
-
-@dataclass(frozen=True)
-class Reference:
-    """An image reference: `host/repository[:tag][@digest]`."""
-
-    host: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    def __str__(self) -> str:
-        text = self.name
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
-
-    @property
-    def name(self) -> str:
-        """`host/repository`, without tag or digest."""
-        return f"{self.host}/{self.repository}"
-
-    @property
-    def reference(self) -> str:
-        """What goes after /manifests/: the digest if any, else the tag, else `latest`."""
-        return self.digest or self.tag or "latest"
-
-    def with_tag(self, tag: str | None) -> Reference:
-        return replace(self, tag=tag)
-
-    def with_digest(self, digest: str | None) -> Reference:
-        return replace(self, digest=digest)
-
-
-def _looks_like_host(component: str) -> bool:
-    # Docker's rule: the first component is a registry if it has a dot or a
-    # port, or is localhost; otherwise it is part of a Docker Hub repository.
-    return "." in component or ":" in component or component == "localhost"
-
-
-def parse_reference(text: str) -> Reference:
-    """Parse `[host[:port]/]repo[:tag][@sha256:…]`; Docker Hub names get `library/`."""
-    name, at, digest = text.strip().partition("@")
-    if at and not is_digest(digest):
-        raise InputError(f"invalid image reference {text!r}: bad digest {digest!r}")
-    first, slash, rest = name.partition("/")
-    host, path = (first, rest) if slash and _looks_like_host(first) else (DOCKER_HUB, name)
-    tag = None
-    colon = path.rfind(":")
-    if colon > path.rfind("/"):
-        path, tag = path[:colon], path[colon + 1 :]
-        if not _TAG_RE.match(tag):
-            raise InputError(f"invalid image reference {text!r}: bad tag {tag!r}")
-    if not _HOST_RE.match(host):
-        raise InputError(f"invalid image reference {text!r}: bad registry host {host!r}")
-    if host.lower() in _DOCKER_HUB_ALIASES:
-        host = DOCKER_HUB
-        if "/" not in path:
-            path = f"library/{path}"
-    if not _REPOSITORY_RE.match(path):
-        raise InputError(
-            f"invalid image reference {text!r}: repository {path!r} must be lowercase "
-            "letters and digits separated by '/', '.', '_' or '-'"
-        )
-    return Reference(host, path, tag, digest or None)
-
-
-def _as_reference(value: Reference | str) -> Reference:
-    return value if isinstance(value, Reference) else parse_reference(value)
-
-
-def is_valid_tag(tag: str) -> bool:
-    return bool(_TAG_RE.match(tag))
-
-
-# --- hosts and schemes -------------------------------------------------------
-
-
-def _bare_host(host: str) -> str:
-    """A host without its port (and without IPv6 brackets)."""
-    if host.startswith("["):
-        return host[1 : host.find("]")]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host[:port]` is this machine: localhost, 127.0.0.0/8 or ::1."""
-    bare = _bare_host(host).lower()
-    if bare == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(bare).is_loopback
-    except ValueError:
-        return False
-
-
-def insecure_hosts_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Hosts listed in $REPRO_INSECURE_REGISTRIES (comma separated)."""
-    env = os.environ if environ is None else environ
-    return [h.strip().lower() for h in env.get(INSECURE_ENV, "").split(",") if h.strip()]
-
-
-def api_host(host: str) -> str:
-    """The host that serves the API for a reference's registry."""
-    return DOCKER_HUB_API_HOST if host == DOCKER_HUB else host
 
 
 # --- small helpers -----------------------------------------------------------
