@@ -831,11 +831,14 @@ def _early_recipes(
     """The recipes that can be built without waiting for the selected recipes they
     build on: each such base is pinned in the recipe's lock to a digest that is in
     the registry already. Recipe name -> {base recipe: locked digest}."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from repro.errors import RegistryError
     from repro.lock import read_lock
 
     names = {r.name for r in selected}
-    out: dict[str, dict[str, str]] = {}
+    wanted: dict[str, dict[str, str]] = {}  # recipe -> {base: digest}, if all are pinned
+    images: dict[str, str] = {}  # image@digest to ask the registry about
     for recipe in selected:
         bases = sorted(set(recipe.recipe_bases) & names)
         if not bases or recipe.rootfs is not None:
@@ -850,14 +853,28 @@ def _early_recipes(
             digest, image = str(entry.get("digest", "")), str(entry.get("image", ""))
             if not digest.startswith("sha256:") or not image:
                 break
-            try:
-                registry.get().resolve(f"{image}@{digest}")
-            except RegistryError:
-                break
             pins[base] = digest
+            images[f"{base}@{digest}"] = f"{image}@{digest}"
         else:
-            out[recipe.name] = pins
-    return out
+            wanted[recipe.name] = pins
+    if not wanted:
+        return {}
+
+    def present(reference: str) -> bool:
+        try:
+            registry.get().resolve(reference)
+        except RegistryError:
+            return False
+        return True
+
+    # The questions at once: they stand between the command's start and its first builds.
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="repro-early") as pool:
+        answers = dict(zip(images, pool.map(present, images.values()), strict=True))
+    return {
+        name: pins
+        for name, pins in wanted.items()
+        if all(answers[f"{base}@{digest}"] for base, digest in pins.items())
+    }
 
 
 def _open_builder(builder: str | None) -> Connection:
