@@ -44,10 +44,12 @@ variation (and one with none), naming the variations that cause it.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -298,13 +300,20 @@ def _double_build(
         side, copy = _prepare(recipe, base, label, vary, builder, cache=cache)
         sides.append(side)
         recipes.append(copy)
-    errors: list[BaseException] = []
+    errors: list[tuple[Side, BaseException]] = []
     t0 = time.monotonic()
+    # With no live progress, what each build says (a failing step's log, warnings) is
+    # kept and told once at the end: both builds fail alike, and saying it twice, or
+    # interleaved, helps no one.
+    said: dict[str, io.StringIO] = {s.label: io.StringIO() for s in sides}
+    kept = progress == "quiet"
 
     def run(side: Side, copy: Recipe, on_status: Callable[[Any], None] | None) -> None:
         side.started = time.monotonic() - t0
         # Only asked for with --raw, so verify does not depend on the option otherwise.
         extra: dict[str, Any] = {"normalise": False} if raw else {}
+        if kept:
+            extra["stream"] = said[side.label]
         try:
             side.result = build_recipe(
                 copy,
@@ -321,8 +330,12 @@ def _double_build(
                 **extra,
             )
         except BaseException as e:  # re-raised in the calling thread
-            errors.append(e)
+            errors.append((side, e))
         side.finished = time.monotonic() - t0
+
+    def tell(side: Side) -> str:
+        # The copy's paths read as the user's recipe.
+        return said[side.label].getvalue().replace(str(side.directory), str(recipe.directory))
 
     # The second build starts `stagger` seconds after the first one's first RUN step
     # has started (when that step came from the cache: once the first build's steps
@@ -382,7 +395,9 @@ def _double_build(
             t.join(timeout=CANCEL_WAIT)
         raise
     if errors:
-        error = next((e for e in errors if isinstance(e, ReproError)), errors[0])
+        failed, error = next(((s, e) for s, e in errors if isinstance(e, ReproError)), errors[0])
+        if kept:
+            sys.stderr.write(tell(failed))
         if isinstance(error, ReproError) and error.file:
             # Name the user's file, not its copy in the temporary directory.
             for side in sides:
@@ -393,6 +408,9 @@ def _double_build(
                 error.file = str(recipe.directory / inner)
                 break
         raise error
+    if kept:
+        first, second = tell(sides[0]), tell(sides[1])
+        sys.stderr.write(first + (second if second != first else ""))
     return sides
 
 

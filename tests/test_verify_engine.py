@@ -373,3 +373,18 @@ def test_a_failing_recipe_stops_the_others(tmp_path: Path, base_image: str) -> N
     # The user's Dockerfile is named, not verify's copy of it in a temporary directory.
     assert last.startswith(f"repro: error: {bad / 'Dockerfile'}:2: "), last
     assert last.endswith("exit code: 3"), last
+
+
+def test_a_failing_step_is_told_once_with_the_users_paths(tmp_path: Path, base_image: str) -> None:
+    """Both builds fail at the same step: verify says what one failing `repro build`
+    says (the step's log, the Dockerfile lines), once, naming the user's files rather
+    than verify's copies of them."""
+    d = recipe(tmp_path, "fails", f"FROM {base_image}\nRUN echo step-output-7f3a && exit 3\n")
+    built = repro("build", str(d), "-o", f"oci:{tmp_path / 'out'}", "--progress", "quiet")
+    assert built.returncode == 1, built.stderr[-2000:]
+    told = built.stderr.count("step-output-7f3a")
+    assert told >= 2  # the step's log and its Dockerfile line, at least
+    r = repro("verify", str(d))
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.count("step-output-7f3a") == told, r.stderr
+    assert "repro-verify-" not in r.stderr, r.stderr
