@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 import tomllib
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 from apks import Apk, apk_bytes, signed_index, stanza
 from debs import EPOCH, E
+from runner import run_repro
 from signing import ApkKey, apkindex_archive
 
 from repro import oci
@@ -162,14 +162,7 @@ def repro(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[s
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
         "PYTHONPATH": str(ROOT),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_repro(*args, cwd=tmp_path, env=env, timeout=300)
 
 
 def one_line_error(r: subprocess.CompletedProcess[str]) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 from test_verify_engine import second_engine  # noqa: F401 - a fixture used below
 
 from repro import attest, oci
@@ -33,14 +34,7 @@ SECRET = "tok-" + uuid.uuid4().hex  # a value no statement could contain by chan
 
 
 def repro(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_repro(*args, cwd=ROOT, env=env, timeout=600)
 
 
 @dataclass

@@ -5,12 +5,11 @@ expected exit code, and what the last line of stderr must contain.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,14 +66,7 @@ CASES = [
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_repro(*args, cwd=cwd, env={"PYTHONPATH": str(ROOT)}, timeout=300)
 
 
 @pytest.mark.engine

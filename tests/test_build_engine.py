@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 
 from repro import oci
 
@@ -30,14 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def repro(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=cwd or ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_repro(*args, cwd=cwd or ROOT, env=env, timeout=timeout)
 
 
 def recipe(

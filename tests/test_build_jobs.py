@@ -6,13 +6,12 @@ GitHub Actions)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 from test_lock_engine import image_file, make_recipe, push_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,14 +22,7 @@ pytestmark = pytest.mark.engine
 def repro(
     *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return run_repro(*args, cwd=cwd, env={"PYTHONPATH": str(ROOT), **(env or {})}, timeout=900)
 
 
 def test_jobs_build_the_same_digests_with_grouped_progress(tmp_path: Path, registry: str) -> None:

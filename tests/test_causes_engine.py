@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cause_fixtures import FIXTURES, context_files, dockerfile  # noqa: E402
@@ -24,13 +25,7 @@ TOML = 'source_date_epoch = 1700000000\nnetwork = "none"\n'
 
 
 def repro(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return run_repro(*args, cwd=ROOT, timeout=900)
 
 
 def recipe(tmp: Path, name: str, text: str, files: dict[str, str]) -> Path:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 
 from repro.ci import (
     commit_message,
@@ -47,14 +48,7 @@ def tool(name: str) -> str:
 def repro(
     *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_repro(*args, cwd=cwd, env={"PYTHONPATH": str(ROOT), **(env or {})}, timeout=300)
 
 
 # The 12-recipe fixture graph: 3 levels.

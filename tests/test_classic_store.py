@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 
 pytestmark = pytest.mark.engine
 
@@ -27,14 +27,7 @@ DEV_ENV = ROOT / "scripts" / "dev-env"
 
 
 def repro(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_repro(*args, cwd=ROOT, env=env, timeout=600)
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 from test_lock_engine import image_file, make_recipe, push_image, read_lock
 
 pytestmark = pytest.mark.engine
@@ -27,14 +27,7 @@ GIT_ENV = {
 
 
 def repro(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **GIT_ENV},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return run_repro(*args, cwd=cwd, env={"PYTHONPATH": str(ROOT), **GIT_ENV}, timeout=900)
 
 
 def git(repo: Path, *args: str) -> str:

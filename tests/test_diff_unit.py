@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from diffimages import F, gz, make_image, tar_bytes
+from runner import run_repro
 
 from repro import oci
 from repro.diff import Hints, Limits, Options, PathChange, classify, diff, present
@@ -37,13 +38,7 @@ BASE = [F("bin/", type=tarfile.DIRTYPE, mode=0o755), F("bin/sh", b"#!shell\n" * 
 
 
 def repro(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=cwd or ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_repro(*args, cwd=cwd or ROOT, timeout=120)
 
 
 def table(entries: list[F], compress: bool = True) -> object:

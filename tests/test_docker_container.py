@@ -23,7 +23,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from runner import run_repro
 
 from repro.buildkit._connect import docker_request, splice, upgrade_docker_socket
 from repro.buildkit._exec import Demux
@@ -48,14 +48,7 @@ esac
 
 
 def repro(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_repro(*args, cwd=ROOT, env=env, timeout=600)
 
 
 # --- pure logic -------------------------------------------------------------------

@@ -11,13 +11,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import tomllib
 import urllib.request
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 
 from repro import oci
 from repro.registry import Registry
@@ -29,14 +29,7 @@ APPS = ("web", "jq")
 
 
 def repro(*args: str, cwd: Path, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args, "--recipes-dir", str(ROOT / "recipes")],
-        cwd=cwd,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_repro(*args, "--recipes-dir", str(ROOT / "recipes"), cwd=cwd, timeout=timeout)
 
 
 def docker(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from graphs import graph_names, lock_graph, make_graph, tagged_base
+from runner import run_repro
 
 from repro.graph import schedule
 from repro.recipe import Recipe, find_recipes
@@ -27,14 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def repro(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_repro(*args, cwd=cwd, env={"PYTHONPATH": str(ROOT), **(env or {})}, timeout=timeout)
 
 
 # --- the scheduler, with a fake build ------------------------------------------------

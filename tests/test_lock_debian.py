@@ -13,11 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 
 from repro import oci
 from repro.registry import Registry
@@ -31,14 +31,7 @@ BASE_TAG = "12-apt"
 
 
 def repro(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_repro(*args, cwd=ROOT, timeout=timeout)
 
 
 def push_rootfs(registry: str, tar_path: Path, repo: str = BASE_REPO, tag: str = BASE_TAG) -> str:

@@ -11,13 +11,13 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import tomllib
 import uuid
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 
 from repro import oci
 from repro.registry import Registry
@@ -30,14 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def repro(
     *args: str, cwd: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=cwd or ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_repro(*args, cwd=cwd or ROOT, timeout=timeout)
 
 
 def _layer(files: dict[str, bytes]) -> tuple[bytes, str]:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 from pushimages import random_image, random_index
 from registryproxy import FaultProxy, Rule
+from runner import run_repro
 
 from repro import oci
 from repro.errors import InputError, RegistryError
@@ -48,14 +48,7 @@ def workspace(tmp: Path, host: str) -> tuple[Path, str]:
 def repro(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_repro(*args, cwd=cwd, env=env, timeout=600)
 
 
 def publish(work: Path, client: Registry, layout: Path, **kwargs: object) -> list[Publication]:

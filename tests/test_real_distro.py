@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tomllib
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 from test_lock_debian import EPOCH
 
 from repro import oci
@@ -47,14 +46,7 @@ PATTERN = (
 
 
 def repro(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_repro(*args, cwd=ROOT, timeout=timeout)
 
 
 def make(tmp_path: Path, name: str, base: str, toml_extra: str, dockerfile: str) -> Path:

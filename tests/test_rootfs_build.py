@@ -11,7 +11,6 @@ import json
 import lzma
 import os
 import subprocess
-import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from debs import EPOCH, E, Pkg, deb_bytes, dirs
+from runner import run_repro
 from signing import GpgKey, release_text
 
 from repro import oci
@@ -147,14 +147,7 @@ def repro(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[s
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
         "PYTHONPATH": str(ROOT),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_repro(*args, cwd=tmp_path, env=env, timeout=300)
 
 
 def one_line_error(r: subprocess.CompletedProcess[str]) -> str:

@@ -16,11 +16,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 
 from repro import oci
 
@@ -30,14 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def repro(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_repro(*args, cwd=cwd, env={"PYTHONPATH": str(ROOT)}, timeout=timeout)
 
 
 def docker(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -12,13 +12,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runner import run_repro
 
 pytestmark = pytest.mark.engine
 
@@ -29,14 +29,7 @@ TOML = 'source_date_epoch = 1700000000\nnetwork = "none"\n'
 def repro(
     *args: str, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "repro", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_repro(*args, cwd=ROOT, env=env, timeout=timeout)
 
 
 def recipe(tmp_path: Path, name: str, dockerfile: str, files: dict[str, str] | None = None) -> Path:
