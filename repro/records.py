@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from repro.cachedir import cache_home
 from repro.oci import atomic_write_bytes, is_digest, parse_digest
 
 RECORD_VERSION = 1
 
 
 def records_dir() -> Path:
-    base = os.environ.get("REPRO_CACHE_DIR")
-    if base:
-        return Path(base) / "builds"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "repro" / "builds"
+    return cache_home("builds")
 
 
 def _record_path(digest: str) -> Path:

@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from repro.cachedir import cache_home
 from repro.normalise._layer import LayerOutcome, normalise_layer
 from repro.normalise._rules import Change, ContentRules, NormaliseOptions
 from repro.oci import Descriptor, Hasher, OCILayout
@@ -33,11 +34,7 @@ _FORMAT = 1
 def cache_root() -> Path | None:
     if os.environ.get("REPRO_NORMALISE_CACHE", "").lower() in ("off", "0", "no"):
         return None
-    base = os.environ.get("REPRO_CACHE_DIR")
-    if base:
-        return Path(base) / "normalised"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "repro" / "normalised"
+    return cache_home("normalised")
 
 
 @lru_cache(maxsize=1)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from repro.cachedir import cache_home
 from repro.oci._descriptor import Descriptor
 from repro.oci._digest import is_digest, parse_digest
 from repro.oci._files import atomic_write_bytes
@@ -25,11 +25,7 @@ from repro.oci._media import MAX_JSON_SIZE
 
 
 def documents_dir() -> Path:
-    base = os.environ.get("REPRO_CACHE_DIR")
-    if base:
-        return Path(base) / "documents"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "repro" / "documents"
+    return cache_home("documents")
 
 
 def _declared_media_type(data: bytes) -> str:

@@ -1,0 +1,17 @@
+"""Where repro keeps what it can recompute: ``$REPRO_CACHE_DIR``, else
+``$XDG_CACHE_HOME/repro``, else ``~/.cache/repro``. (Downloaded packages keep their
+older place under ``$XDG_CACHE_HOME/repro/packages``: repro.packages.cache_dir.)"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_home(name: str) -> Path:
+    """The cache's subdirectory `name` (not created here)."""
+    base = os.environ.get("REPRO_CACHE_DIR")
+    if base:
+        return Path(base) / name
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "repro" / name
