@@ -21,7 +21,6 @@ from repro.recipe import Recipe
 
 if TYPE_CHECKING:
     from repro.buildkit import Connection, Output
-    from repro.lock import PinnedBuild
     from repro.normalise import NormaliseResult
     from repro.registry import Registry
 
@@ -191,19 +190,14 @@ class _LazyRegistry:
     on leaving: `get()` imports and opens it only when there is a question for it."""
 
     def __init__(self, shared: Registry | SharedRegistry | None) -> None:
-        self._shared = shared
-        self._own: Registry | None = None
+        self._own = SharedRegistry() if shared is None else None
+        self._shared = shared if shared is not None else self._own
 
     def get(self) -> Registry:
         if isinstance(self._shared, SharedRegistry):
             return self._shared.get()
-        if self._shared is not None:
-            return self._shared
-        if self._own is None:
-            from repro.registry import Registry
-
-            self._own = Registry()
-        return self._own
+        assert self._shared is not None
+        return self._shared
 
     def __enter__(self) -> _LazyRegistry:
         return self
@@ -211,7 +205,6 @@ class _LazyRegistry:
     def __exit__(self, *exc: object) -> None:
         if self._own is not None:
             self._own.close()
-            self._own = None
 
 
 def _new_parents(path: Path) -> list[Path]:
@@ -273,52 +266,9 @@ def _build_recipe(
     from repro.lock import apply_lock
 
     pinned = apply_lock(recipe, build_args or {}, built)
-    return _build_pinned(
-        recipe,
-        pinned,
-        builder=builder,
-        output=output,
-        no_cache=no_cache,
-        secrets=secrets,
-        progress=progress,
-        stream=stream,
-        normalise=normalise,
-        rewrite_timestamp=rewrite_timestamp,
-        exporter_attrs=exporter_attrs,
-        on_status=on_status,
-        allow_unpinned=allow_unpinned,
-        offline=offline,
-        connection=connection,
-        registry=registry,
-        cancel=cancel,
-    )
-
-
-def _build_pinned(
-    recipe: Recipe,
-    pinned: PinnedBuild,
-    *,
-    builder: str | None,
-    output: str | None,
-    no_cache: bool,
-    secrets: list[SecretSpec] | None,
-    progress: str,
-    stream: TextIO | None,
-    normalise: bool,
-    rewrite_timestamp: bool,
-    exporter_attrs: dict[str, str] | None,
-    on_status: Callable[[Any], None] | None,
-    allow_unpinned: bool,
-    offline: bool,
-    connection: Callable[[], Connection] | None,
-    registry: Registry | SharedRegistry | None,
-    cancel: threading.Event | None,
-) -> RecipeResult:
-    """The rest of `_build_recipe`, once the lock is applied."""
     from repro import dockerignore
-    from repro.buildkit import BuildRequest, Output, Progress, build, check_inputs, connect
+    from repro.buildkit import BuildRequest, Progress, build, check_inputs, connect
 
-    out = Output.parse(output or default_output(recipe))
     dockerignore.check(recipe.context, recipe.dockerfile)
     args = pinned.build_args
     request = BuildRequest(
@@ -373,23 +323,21 @@ def _build_pinned(
                     credentials=_credentials,
                 )
                 success = True
-            except (BuildFailed, ContextError) as exc:
+            except (BuildFailed, InputError) as exc:
                 # A locked base the registry no longer has is the cause, in one line
                 # (BuildKit's own report says it three times over, and is not shown).
-                if isinstance(exc, BuildFailed):
+                # BuildKit's failure comes as BuildFailed, or as an InputError when
+                # it names a Dockerfile line; a ContextError is the context's own.
+                if not isinstance(exc, ContextError):
                     missing = _missing_base(recipe, pinned.lock, registry)
-                if missing is not None:
-                    raise missing from None
-                located = dockerignore.locate(exc.message, recipe.context, recipe.dockerfile)
-                if located is not None:
-                    raise located from None
+                    if missing is not None:
+                        raise missing from None
+                if isinstance(exc, (BuildFailed, ContextError)):
+                    located = dockerignore.locate(exc.message, recipe.context, recipe.dockerfile)
+                    if located is not None:
+                        raise located from None
                 if isinstance(exc, BuildFailed):
                     where = exc.source_snippet
-                raise
-            except InputError:  # BuildKit's failure, placed in the Dockerfile
-                missing = _missing_base(recipe, pinned.lock, registry)
-                if missing is not None:
-                    raise missing from None
                 raise
             finally:
                 display.close(success)
@@ -459,8 +407,8 @@ def _check_locked_bases(
     lock: dict[str, Any] | None,
     registry: Registry | SharedRegistry | None = None,
 ) -> None:
-    """Every base digest the lock pins must be in its registry: one line naming the
-    lock entry before anything is built (BuildKit would report it three times over)."""
+    """Every base digest the lock pins must be in its registry: else an InputError,
+    one line naming the lock entry (asked by `_missing_base` after a failed build)."""
     from repro.errors import RegistryError
     from repro.lock import image_name
 
@@ -581,9 +529,9 @@ def normalise_output(
             with _LazyRegistry(registry) as client:
                 base = locked_base_layers(lock, platform, configs[0], client.get)
                 if base is not None:
-                    missing = [d for d in base.layers if not layout.blob_path(d.digest).exists()]
-                    if missing:
-                        oci.copy_blobs(client.get(), base.repository, missing, layout)
+                    # The client is made only if a blob is missing from the layout.
+                    lazy = oci.CachedDocuments(client.get)
+                    oci.copy_blobs(lazy, base.repository, base.layers, layout)
                     keep, base_layers = len(base.layers), tuple(base.layers)
         except ReproError as e:
             # Not silently: guessing the base's layers from the history instead could

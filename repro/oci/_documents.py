@@ -75,8 +75,9 @@ class CachedDocuments:
         digest = ref.rpartition("@")[2]
         if is_digest(digest):
             data = self._cached(digest)
-            if data is not None and _declared_media_type(data):
-                return data, _declared_media_type(data), digest
+            declared = _declared_media_type(data) if data is not None else ""
+            if data is not None and declared:
+                return data, declared, digest
         data, media_type, got = self._client().get_manifest(ref)
         # Kept only when the document states the type the registry gave it.
         if is_digest(digest) and media_type and _declared_media_type(data) == media_type:
