@@ -16,6 +16,7 @@ Either fails the build (exit 1) with one line naming the packages and the fix;
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,20 +107,11 @@ def check_image(recipe: Recipe, lock: Mapping[str, Any] | None, layout_path: obj
     if where is None:
         return binding
     ref, image, manifest = where
-    opened: list[Any] = []
+    from repro.registry import LazyRegistry
 
-    def client() -> Any:  # made only if the base's manifest or database is not cached
-        if not opened:
-            from repro.registry import Registry
-
-            opened.append(Registry())
-        return opened[0]
-
-    try:
-        base_db = from_registry(oci.CachedDocuments(client), image, manifest)
-    finally:
-        for registry in opened:
-            registry.close()
+    # The client is made only if the base's manifest or database is not cached.
+    with contextlib.closing(LazyRegistry()) as registry:
+        base_db = from_registry(oci.CachedDocuments(registry.get), image, manifest)
     if base_db is None:
         return binding  # not a distribution image: nothing to compare with
     layout = oci.OCILayout(layout_path)  # type: ignore[arg-type]

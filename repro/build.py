@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from repro.errors import BuildFailed, ContextError, InputError, ReproError
 from repro.recipe import Recipe
+from repro.registry import LazyRegistry
 
 if TYPE_CHECKING:
     from repro.buildkit import Connection, Output
@@ -158,43 +159,18 @@ def record_build(recipe: Recipe, result: RecipeResult) -> None:
     )
 
 
-class SharedRegistry:
-    """One registry client for the builds of a graph, made when first asked for.
-
-    Importing the client (httpx) takes about 0.05 s, which a build whose bases are
-    known need not pay: it asks the registry nothing unless it fails (`_missing_base`)
-    or a base's manifest is not in the local cache (repro.normalise._bases).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._client: Registry | None = None
-
-    def get(self) -> Registry:
-        with self._lock:
-            if self._client is None:
-                from repro.registry import Registry
-
-                self._client = Registry()
-            return self._client
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-
-
 class _LazyRegistry:
     """The shared registry client (left open), else one made on first use and closed
-    on leaving: `get()` imports and opens it only when there is a question for it."""
+    on leaving: `get()` imports and opens it only when there is a question for it
+    (importing the client, httpx, takes about 0.05 s that a build whose bases are
+    known need not pay)."""
 
-    def __init__(self, shared: Registry | SharedRegistry | None) -> None:
-        self._own = SharedRegistry() if shared is None else None
+    def __init__(self, shared: Registry | LazyRegistry | None) -> None:
+        self._own = LazyRegistry() if shared is None else None
         self._shared = shared if shared is not None else self._own
 
     def get(self) -> Registry:
-        if isinstance(self._shared, SharedRegistry):
+        if isinstance(self._shared, LazyRegistry):
             return self._shared.get()
         assert self._shared is not None
         return self._shared
@@ -235,7 +211,7 @@ def _build_recipe(
     allow_unpinned: bool = False,
     offline: bool = False,
     connection: Callable[[], Connection] | None = None,
-    registry: Registry | SharedRegistry | None = None,
+    registry: Registry | LazyRegistry | None = None,
     cancel: threading.Event | None = None,
 ) -> RecipeResult:
     """Build one recipe with BuildKit and write its OCI image (normalised unless told not).
@@ -387,7 +363,7 @@ def _build_recipe(
 
 
 def _missing_base(
-    recipe: Recipe, lock: dict[str, Any] | None, registry: Registry | SharedRegistry | None
+    recipe: Recipe, lock: dict[str, Any] | None, registry: Registry | LazyRegistry | None
 ) -> InputError | None:
     """After a failed build: the error naming a locked base its registry does not
     have, if that is what happened. Asked only then, so that a build does not wait
@@ -405,7 +381,7 @@ def _missing_base(
 def _check_locked_bases(
     recipe: Recipe,
     lock: dict[str, Any] | None,
-    registry: Registry | SharedRegistry | None = None,
+    registry: Registry | LazyRegistry | None = None,
 ) -> None:
     """Every base digest the lock pins must be in its registry: else an InputError,
     one line naming the lock entry (asked by `_missing_base` after a failed build)."""
@@ -504,7 +480,7 @@ def normalise_output(
     out: Output,
     epoch: int | None,
     lock: dict[str, Any] | None = None,
-    registry: Registry | SharedRegistry | None = None,
+    registry: Registry | LazyRegistry | None = None,
 ) -> NormaliseResult:
     """Normalise the raw export at `raw` into `out` (a layout or an archive).
 
@@ -671,7 +647,7 @@ def build_recipes(
         elif groups and progress != "quiet":
             print("::endgroup::", file=err, flush=True)
 
-    registry = SharedRegistry()
+    registry = LazyRegistry()  # one client for the graph's builds, made if one asks
     with contextlib.closing(registry):
         early = {}
         if speculate and not options.get("output"):
@@ -773,9 +749,7 @@ def build_recipes(
     return [outcome_of(o) for o in outcomes]
 
 
-def _early_recipes(
-    selected: Sequence[Recipe], registry: SharedRegistry
-) -> dict[str, dict[str, str]]:
+def _early_recipes(selected: Sequence[Recipe], registry: LazyRegistry) -> dict[str, dict[str, str]]:
     """The recipes that can be built without waiting for the selected recipes they
     build on: each such base is pinned in the recipe's lock to a digest that is in
     the registry already. Recipe name -> {base recipe: locked digest}."""

@@ -105,8 +105,6 @@ def _fail(exc: ReproError) -> NoReturn:
 def _annotate(exc: ReproError) -> None:
     """On GitHub Actions, the error also as an ::error annotation (on stdout, where
     the runner reads workflow commands), at its file and line when it has them."""
-    import os
-
     if os.environ.get("GITHUB_ACTIONS") != "true":
         return
     where = ""
@@ -438,8 +436,6 @@ def lock(
         if not as_json:
             bad = [f"{o.recipe} ({o.status})" for o in outcomes if o.status != "current"]
             typer.echo(f"repro: lock check failed: {', '.join(bad)}: run repro lock", err=True)
-            import os
-
             if os.environ.get("GITHUB_ACTIONS") == "true":
                 typer.echo(
                     "::error title=repro lock --check::"
@@ -868,7 +864,6 @@ def verify(
 
     Exit 0 when every recipe is reproducible, 1 when one is not, 2 on bad input.
     """
-    import os
     import tempfile
 
     from repro.build import SecretSpec
@@ -995,8 +990,6 @@ def keygen(
     force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
 ) -> None:
     """Write an ECDSA P-256 key pair for signing attestations (cosign reads the .pub)."""
-    import os
-
     from repro.attest import PASSWORD_ENV, generate
     from repro.errors import SigningKeyError
 

@@ -43,6 +43,32 @@ _FROM_CLIENT = frozenset(
 )
 
 
+class LazyRegistry:
+    """A `Registry` made when first asked for (`get()`, thread-safe) and closed by
+    `close()`: shared by work that may need no registry at all, such as a build whose
+    bases' documents are in the local cache."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._client: Registry | None = None
+
+    def get(self) -> Registry:
+        with self._lock:
+            if self._client is None:
+                from repro.registry._client import Registry
+
+                self._client = Registry()
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
 def __getattr__(name: str) -> Any:
     if name in _FROM_CLIENT:
         from repro.registry import _client
@@ -56,6 +82,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DOCKER_HUB",
     "INSECURE_ENV",
+    "LazyRegistry",
     "MANIFEST_ACCEPT",
     "ManifestChanged",
     "ManifestNotFound",
