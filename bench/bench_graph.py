@@ -22,9 +22,11 @@ Cases, all in the same run on the same BuildKit (the dev-env Docker Engine):
   for both tools), no provenance or SBOM (the same options
   repro sends). Target: repro <= 0.8x bake.
 - ``graph-verify``: ``repro verify --all`` (two independent builds of every recipe and
-  a comparison) against one ``repro build --all --no-cache``, right after that build,
-  as CI runs them: verify's first builds may come from the cache the build filled, its
-  second builds are from scratch. Target: <= 1.3x.
+  a comparison) against one ``repro build --all --no-cache``, right after that build
+  and in the same directory, as CI runs them: verify's first build of each recipe is
+  the image the build wrote to out/ from the same inputs (repro.inputs), or comes
+  from the cache the build filled; its second builds are from scratch. Target:
+  <= 1.3x.
 - ``graph-verify-fresh``: ``repro verify --all --no-cache`` (both builds of every
   recipe from scratch) against the same build (``--no-fresh`` skips it).
 
@@ -98,6 +100,7 @@ class GraphBench:
         registry = os.environ.get("REPRO_REGISTRY") or env["REPRO_BASE_IMAGE"].split("/")[0]
         self.publish_to = f"{registry}/repro-bench/graph-{uuid.uuid4().hex[:8]}"
         self.parents: dict[str, str | None] = {}
+        self.built: Path | None = None  # the last `repro build --all`'s directory
 
     def log(self, msg: str) -> None:
         print(f"bench: {msg}", file=sys.stderr, flush=True)
@@ -135,7 +138,9 @@ class GraphBench:
             argv += ["--jobs", str(self.args.jobs)]
         run = self.repro(*argv, cwd=work)
         digests = {x["recipe"]: x["digest"] for x in json.loads(run.stdout)}
-        shutil.rmtree(work)
+        if self.built is not None:
+            shutil.rmtree(self.built)
+        self.built = work  # verify runs here next, beside the images (then removes it)
         return run.seconds, digests
 
     def bake(self, i: int) -> float:
@@ -155,9 +160,11 @@ class GraphBench:
         shutil.rmtree(dest)
         return run.seconds
 
-    def verify_all(self, i: int, fresh: bool = False) -> float:
-        work = self.tmp / f"verify-{i}{'-fresh' * fresh}"
-        work.mkdir()
+    def verify_all(self, i: int, fresh: bool = False) -> tuple[float, int]:
+        """Seconds, and how many first builds were the images the build wrote."""
+        # Where the build before wrote its images (out/), as in CI's checkout.
+        assert self.built is not None
+        work = self.built
         argv = [self.tools.repro, "verify", "--all", "--recipes-dir", str(self.root), "--json"]
         if fresh:
             argv.append("--no-cache")
@@ -176,8 +183,7 @@ class GraphBench:
         ]
         if bad:
             raise BuildFailure("repro verify: not identical: " + "; ".join(bad))
-        shutil.rmtree(work)
-        return run.seconds
+        return run.seconds, sum(1 for r in results if r["builds"][0].get("reused"))
 
     def run(self) -> list[Case]:
         n = sum(self.shape)
@@ -216,12 +222,12 @@ class GraphBench:
                 self.log(f"graph-build #{i + 1} {tool}: {seconds:.2f} s")
             graph.samples.append(sample)
             if self.args.verify:
-                seconds = self.verify_all(i)
+                seconds, reused = self.verify_all(i)
                 verify.repro.append(seconds)
-                verify.samples.append({"verify": round(seconds, 3)})
-                self.log(f"graph-verify #{i + 1}: {seconds:.2f} s")
+                verify.samples.append({"verify": round(seconds, 3), "reused": reused})
+                self.log(f"graph-verify #{i + 1}: {seconds:.2f} s ({reused} built images taken)")
                 if self.args.fresh:
-                    seconds = self.verify_all(i, fresh=True)
+                    seconds, _ = self.verify_all(i, fresh=True)
                     fresh.repro.append(seconds)
                     fresh.samples.append({"verify --no-cache": round(seconds, 3)})
                     self.log(f"graph-verify-fresh #{i + 1}: {seconds:.2f} s")

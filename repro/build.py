@@ -21,7 +21,7 @@ from repro.recipe import Recipe
 from repro.registry import LazyRegistry
 
 if TYPE_CHECKING:
-    from repro.buildkit import Connection, Output
+    from repro.buildkit import BuildRequest, Connection, Output
     from repro.normalise import NormaliseResult
     from repro.registry import Registry
 
@@ -94,6 +94,11 @@ class RecipeResult:
     # images repro writes itself); kept in the build record (repro.records).
     buildkit_version: str = ""
     exporter: dict[str, str] | None = None
+    # The fingerprint of the build's inputs (repro.inputs; "" when not taken), and
+    # whether this is the image an earlier build with the same inputs wrote, taken
+    # instead of building (`reuse`; `output` then names where that build wrote it).
+    inputs: str = ""
+    reused: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,9 +125,11 @@ def _credentials(host: str) -> tuple[str, str] | None:
     return creds.username, creds.secret
 
 
-def build_recipe(recipe: Recipe, **options: Any) -> RecipeResult:
+def build_recipe(recipe: Recipe, *, remember: bool = True, **options: Any) -> RecipeResult:
     """Build one recipe (see `_build_recipe` for the options). Folders made for the
-    output are removed again when the build fails: nothing is left half-written."""
+    output are removed again when the build fails: nothing is left half-written.
+    Unless `remember` is off (an output about to be deleted), the build's inputs are
+    remembered with where its image went, for `repro verify` (repro.inputs)."""
     output = str(options.get("output") or default_output(recipe))
     made = _new_parents(Path(output.partition(":")[2] or output))
     try:
@@ -134,15 +141,19 @@ def build_recipe(recipe: Recipe, **options: Any) -> RecipeResult:
             except OSError:
                 break
         raise
-    record_build(recipe, result)
+    if not result.reused:
+        record_build(recipe, result, remember)
     return result
 
 
-def record_build(recipe: Recipe, result: RecipeResult) -> None:
-    """Write the build record of `result` (repro.records) for publish and the provenance."""
+def record_build(recipe: Recipe, result: RecipeResult, remember: bool = True) -> None:
+    """Write the build record of `result` (repro.records) for publish and the
+    provenance, and (`remember`) its inputs' fingerprint for `repro verify`."""
     from repro import __version__
     from repro.records import file_digest, write_build_record
 
+    if remember:
+        remember_build(result)
     write_build_record(
         {
             "digest": result.digest,
@@ -157,6 +168,18 @@ def record_build(recipe: Recipe, result: RecipeResult) -> None:
             "repro_version": __version__,
         }
     )
+
+
+def remember_build(result: RecipeResult) -> None:
+    """Remember `result` under its inputs' fingerprint (repro.inputs), with where its
+    image is, for `repro verify` to take as its first build."""
+    if not result.inputs:
+        return
+    from repro.buildkit import Output
+    from repro.records import remember_inputs
+
+    out = Output.parse(result.output)
+    remember_inputs(result.inputs, {**result.to_json(), "output": f"oci:{out.path.absolute()}"})
 
 
 class _LazyRegistry:
@@ -213,8 +236,13 @@ def _build_recipe(
     connection: Callable[[], Connection] | None = None,
     registry: Registry | LazyRegistry | None = None,
     cancel: threading.Event | None = None,
+    reuse: bool = False,
 ) -> RecipeResult:
     """Build one recipe with BuildKit and write its OCI image (normalised unless told not).
+
+    With `reuse`, when an earlier build had the same inputs (repro.inputs) and its
+    image is still where it wrote it, that build's result is returned instead of
+    building (`reused` set, `output` naming the earlier image; nothing is written).
 
     `rewrite_timestamp` and `exporter_attrs` (e.g. ``compression=zstd``) pass through
     to BuildKit's OCI exporter; normalisation makes the result independent of them.
@@ -267,6 +295,18 @@ def _build_recipe(
         exporter_attrs=dict(exporter_attrs or {}),
         cancel=cancel,
     )
+    inputs = _fingerprint(recipe, request, builder, normalise) if out.kind == "oci" else ""
+    if reuse and inputs:
+        from repro.records import recall_inputs
+
+        def warn(message: str) -> None:
+            print(f"repro: warning: {recipe.name}: {message}", file=stream or sys.stderr)
+
+        earlier = recall_inputs(inputs, warn)
+        if earlier is not None:
+            fields = {f.name for f in dataclasses.fields(RecipeResult)}
+            taken = RecipeResult(**{k: v for k, v in earlier.items() if k in fields})
+            return dataclasses.replace(taken, seconds=0.0, reused=True)
     staging: Path | None = None
     from repro.binding import Binding, UnpinnedPackages, check_image, checked_base
 
@@ -359,7 +399,24 @@ def _build_recipe(
         packages=binding.to_json() if binding.checked else None,
         buildkit_version=result.buildkit_version,
         exporter=dict(result.exporter_attrs),
+        inputs=inputs,
     )
+
+
+def _fingerprint(
+    recipe: Recipe, request: BuildRequest, builder: str | None, normalise: bool
+) -> str:
+    """The build's inputs fingerprinted (repro.inputs), or "" when they are not taken:
+    with secrets (their values are hashed nowhere), or when no builder is named."""
+    if request.secrets:
+        return ""
+    from repro.buildkit import find_builder
+    from repro.inputs import fingerprint
+
+    try:
+        return fingerprint(recipe, request, str(find_builder(builder)), normalise)
+    except (OSError, ReproError):
+        return ""
 
 
 def _missing_base(
@@ -666,6 +723,7 @@ def build_recipes(
                 directory = oci.staging_dir_beside(final, "early")
                 staged[recipe.name] = (directory, final)
                 extra["output"] = f"oci:{directory / 'image'}"
+                extra["remember"] = False  # remembered at its final place (confirm)
             try:
                 with vanished_pins_explained(recipe):
                     return build_recipe(
@@ -701,7 +759,9 @@ def build_recipes(
                 oci.replace_output("oci", directory / "image", final)
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
-            return dataclasses.replace(result, output=f"oci:{final}")
+            result = dataclasses.replace(result, output=f"oci:{final}")
+            remember_build(result)
+            return result
 
         def discard(recipe: Recipe, result: RecipeResult) -> None:
             directory, _ = staged.pop(recipe.name, (None, None))

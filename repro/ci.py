@@ -350,6 +350,7 @@ def daily_update(
                     built=dict(resolver.built),
                     output=out,
                     progress="quiet",
+                    remember=False,  # a temporary output
                 )
                 resolver.built[recipe.name] = push_recipe_image(recipe, out)
                 say(

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from repro.cachedir import cache_home
+from repro.errors import ReproError
 from repro.oci import atomic_write_bytes, is_digest, parse_digest
 
 RECORD_VERSION = 1
@@ -68,3 +71,54 @@ def read_build_record(digest: str) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("digest") != digest:
         return None
     return data
+
+
+def _inputs_path(fingerprint: str) -> Path:
+    return records_dir() / "inputs" / f"{fingerprint}.json"
+
+
+def remember_inputs(fingerprint: str, result: dict[str, Any]) -> None:
+    """Note that a build with inputs `fingerprint` (repro.inputs) made `result` (a
+    RecipeResult's JSON, naming where the image was written). Ignored on failure."""
+    if not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
+        return
+    try:
+        path = _inputs_path(fingerprint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"version": RECORD_VERSION, "inputs": fingerprint, "result": result}
+        atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    except OSError:
+        pass
+
+
+def recall_inputs(
+    fingerprint: str, warn: Callable[[str], None] | None = None
+) -> dict[str, Any] | None:
+    """The result of the last build with inputs `fingerprint`, if its image is still
+    where that build wrote it, with the same digest and every blob matching its
+    digest (an image found damaged is passed over, and `warn` told why)."""
+    from repro.oci import OCILayout, Output
+
+    if not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
+        return None
+    try:
+        data = json.loads(_inputs_path(fingerprint).read_text(encoding="utf-8"))
+        result = data["result"]
+        digest = result["digest"]
+        output = Output.parse(result["output"])
+    except (OSError, ValueError, KeyError, TypeError, ReproError):
+        return None
+    if data.get("inputs") != fingerprint or not is_digest(digest):
+        return None
+    if output.kind != "oci" or not output.path.is_absolute():
+        return None
+    try:
+        layout = OCILayout(output.path)
+        if layout.top_descriptor().digest != digest:
+            return None  # built over since
+        layout.verify(full=True)
+    except (OSError, ReproError) as e:
+        if warn is not None and output.path.is_dir():
+            warn(f"{output.path} no longer holds the image built there ({e}); building it")
+        return None
+    return dict(result)

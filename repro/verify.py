@@ -146,6 +146,17 @@ class Side:
     started: float = 0.0  # seconds since verify began, for showing the builds overlap
     finished: float = 0.0
 
+    @property
+    def reused(self) -> bool:
+        """Whether this is the image an earlier `repro build` made from the same inputs."""
+        return self.result is not None and self.result.reused
+
+    def image(self, base: Path) -> Path:
+        """Where this build's image is: its own in `base`, or the earlier one taken."""
+        if self.result is not None and self.result.reused:
+            return Path(self.result.output.partition(":")[2])
+        return base / f"image-{self.label}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": BUILD_LABELS[self.label == "b"],
@@ -156,6 +167,7 @@ class Side:
             "builder_version": self.result.builder_version if self.result else "",
             "cache": self.cache,
             "cached_steps": self.cached_steps,
+            "reused": self.result.output if self.reused and self.result else None,
             "digest": self.result.digest if self.result else None,
             "seconds": self.result.seconds if self.result else None,
             "started": round(self.started, 3),
@@ -294,6 +306,10 @@ def _double_build(
     cancel: threading.Event | None = None,
     cache: bool = True,
 ) -> list[Side]:
+    # The first build may be the image `repro build` made from the same inputs
+    # (repro.inputs), not built again, when it may come from the cache at all, on
+    # the one builder, of the normalised image, with no secrets to keep out of it.
+    reuse = cache and builders[0] == builders[1] and not raw and not secrets
     sides = []
     recipes = []
     for label, builder in zip(("a", "b"), builders, strict=True):
@@ -308,7 +324,9 @@ def _double_build(
     said: dict[str, io.StringIO] = {s.label: io.StringIO() for s in sides}
     kept = progress == "quiet"
 
-    def run(side: Side, copy: Recipe, on_status: Callable[[Any], None] | None) -> None:
+    def run(
+        side: Side, copy: Recipe, on_status: Callable[[Any], None] | None, reuse: bool
+    ) -> None:
         side.started = time.monotonic() - t0
         # Only asked for with --raw, so verify does not depend on the option otherwise.
         extra: dict[str, Any] = {"normalise": False} if raw else {}
@@ -327,6 +345,8 @@ def _double_build(
                 secrets=list(secrets),
                 offline=offline,
                 cancel=cancel,
+                reuse=reuse,
+                remember=False,  # its image is deleted when verify ends
                 **extra,
             )
         except BaseException as e:  # re-raised in the calling thread
@@ -373,7 +393,7 @@ def _double_build(
                     time.sleep(stagger)
             t = threading.Thread(
                 target=run,
-                args=(side, copy, watch if n == 0 else None),
+                args=(side, copy, watch if n == 0 else None, n == 0 and reuse),
                 name=f"verify-{side.label}",
                 daemon=True,  # should the clean-up below not be waited for
             )
@@ -382,6 +402,17 @@ def _double_build(
         for t in threads:
             t.join()
         sides[0].cached_steps = len(cached_steps)
+        taken, fresh = sides[0].result, sides[1].result
+        if (
+            not errors
+            and taken is not None
+            and fresh is not None
+            and taken.reused
+            and (taken.builder, taken.builder_version) != (fresh.builder, fresh.builder_version)
+        ):
+            # Made earlier by another BuildKit than the one here now: build it after all.
+            run(sides[0], recipes[0], watch, False)
+            sides[0].cached_steps = len(cached_steps)
     except KeyboardInterrupt:
         # Ctrl-C reaches this thread only: stop both builds and let them clean up
         # (sessions, staged exports) before the caller removes their directory.
@@ -481,9 +512,13 @@ def verify_recipe(
         )
         if on_step and r1.digest != r2.digest:
             on_step(f"{recipe.name}: digests differ; comparing")
+        if any(s.reused for s in sides):
+            # An earlier build's image, in a folder anyone may have written to since:
+            # every blob read from it is checked against its digest.
+            options = dataclasses.replace(options, verify_blobs=True)
         with (
-            open_source(f"oci:{base / 'image-a'}") as a,
-            open_source(f"oci:{base / 'image-b'}") as b,
+            open_source(f"oci:{sides[0].image(base)}") as a,
+            open_source(f"oci:{sides[1].image(base)}") as b,
         ):
             # The images live in a temporary directory: reports name the builds.
             a.label, b.label = BUILD_LABELS
@@ -505,7 +540,10 @@ def verify_recipe(
             for side in sides:
                 dest = keep / f"{recipe.name}-{side.label}"
                 shutil.rmtree(dest, ignore_errors=True)
-                shutil.move(str(base / f"image-{side.label}"), dest)
+                if side.reused:  # the user's own output: copied, never moved
+                    shutil.copytree(side.image(base), dest, symlinks=True)
+                else:
+                    shutil.move(str(side.image(base)), dest)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     if bisect and vary and verdict != IDENTICAL:

@@ -79,12 +79,13 @@ def test_concurrent_builds_of_random_bytes_are_not_merged(tmp_path: Path, base_i
     ]
 
 
-def test_first_build_from_the_cache_is_checked_by_a_build_from_scratch(
+def test_first_build_is_the_built_image_or_from_the_cache_and_checked_from_scratch(
     tmp_path: Path, base_image: str
 ) -> None:
-    """By default verify's first build may come from BuildKit's cache, i.e. be the
-    image `repro build` made; the second, from scratch, must still catch a step that
-    does not reproduce, and a reproducible recipe still verifies."""
+    """By default verify's first build is the image `repro build` wrote from the same
+    inputs (taken, not built again), else it may come from BuildKit's cache; the
+    second, from scratch, must still catch a step that does not reproduce, and a
+    reproducible recipe still verifies."""
     token = os.urandom(4).hex()  # a step no earlier run has cached
     bad = recipe(
         tmp_path,
@@ -93,32 +94,77 @@ def test_first_build_from_the_cache_is_checked_by_a_build_from_scratch(
     )
     good = recipe(tmp_path, "okc", f"FROM {base_image}\nRUN echo {token} > /token\n")
     built = {}
+    outs = {}
     for d in (bad, good):
-        out = tmp_path / f"out-{d.name}"
+        outs[d.name] = out = tmp_path / f"out-{d.name}"
         r = repro("build", str(d), "--output", f"oci:{out}", "--json")
         assert r.returncode == 0, r.stderr[-2000:]
         built[d.name] = json.loads(r.stdout)[0]["digest"]
 
+    # The image repro build wrote is build 1; the build from scratch catches the bytes.
     rc, [result] = verify_json(str(bad))
     assert rc == 1 and result["verdict"] == "different"
     a, b = result["builds"]
-    assert a["cache"] is True and a["cached_steps"] == 1  # the RUN step, from repro build
-    assert b["cache"] is False and b["cached_steps"] == 0
+    assert a["reused"] == f"oci:{outs['rndc']}" and a["cached_steps"] == 0
+    assert b["reused"] is None and b["cache"] is False and b["cached_steps"] == 0
     assert result["digest1"] == built["rndc"] != result["digest2"]
     assert [(f["path"], [c["id"] for c in f["causes"]]) for f in result["findings"]] == [
         ("/random.bin", ["random-data"])
     ]
+    assert [p.name for p in outs["rndc"].iterdir()] != []  # the user's image stays
 
     r = repro("verify", str(good))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "build 1: 1 step from BuildKit's cache; build 2 from scratch" in r.stdout
+    assert f"build 1: the image repro build wrote to {outs['okc']} from the same inputs" in r.stdout
     assert built["okc"] in r.stdout
 
-    # --no-cache: neither build is served from the cache.
+    # An input changed since (a file's mtime, which BuildKit does not key on): not
+    # taken; BuildKit's cache serves the first build instead.
+    os.utime(good / "Dockerfile", ns=(1_600_000_000_000_000_000,) * 2)
+    rc, [result] = verify_json(str(good))
+    assert rc == 0, result
+    a, _ = result["builds"]
+    assert a["reused"] is None and a["cache"] is True and a["cached_steps"] == 1
+
+    # The image is no longer where repro build wrote it: BuildKit's cache again.
+    shutil.rmtree(outs["rndc"])
+    rc, [result] = verify_json(str(bad))
+    assert rc == 1
+    a, b = result["builds"]
+    assert a["reused"] is None and (a["cache"], a["cached_steps"]) == (True, 1)
+    assert result["digest1"] == built["rndc"]
+
+    # --no-cache: neither build is taken or served from the cache.
+    r = repro("build", str(bad), "--output", f"oci:{outs['rndc']}", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
     rc, [result] = verify_json(str(bad), "--no-cache")
     assert rc == 1
-    assert [(x["cache"], x["cached_steps"]) for x in result["builds"]] == [(False, 0), (False, 0)]
+    builds = result["builds"]
+    assert [(x["reused"], x["cache"], x["cached_steps"]) for x in builds] == [(None, False, 0)] * 2
     assert built["rndc"] not in (result["digest1"], result["digest2"])
+
+
+def test_a_damaged_built_image_is_not_taken_as_the_first_build(
+    tmp_path: Path, base_image: str
+) -> None:
+    """The image repro build wrote lies in a folder anyone may write to: one whose blob
+    no longer matches its digest is passed over, with a warning naming the blob, and
+    the first build is made again."""
+    d = recipe(tmp_path, "dmg", f"FROM {base_image}\nRUN echo {os.urandom(4).hex()} > /t\n")
+    out = tmp_path / "out-dmg"
+    r = repro("build", str(d), "--output", f"oci:{out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    layer = max((out / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)
+    data = bytearray(layer.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    layer.write_bytes(bytes(data))
+    rc, [result] = verify_json(str(d))
+    assert rc == 0, result
+    assert result["builds"][0]["reused"] is None and result["builds"][0]["cached_steps"] == 1
+    r = repro("verify", str(d))
+    assert r.returncode == 0, r.stderr[-2000:]
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("repro: warning:")]
+    assert len(warnings) == 1 and str(out) in warnings[0] and layer.name in warnings[0], warnings
 
 
 @pytest.mark.parametrize(

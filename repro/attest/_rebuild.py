@@ -130,7 +130,12 @@ def rebuild(
     try:
         output = keep if keep is not None else work / "image"
         result = build_recipe(
-            recipe, output=f"oci:{output}", no_cache=True, builder=builder, progress="quiet"
+            recipe,
+            output=f"oci:{output}",
+            no_cache=True,
+            builder=builder,
+            progress="quiet",
+            remember=keep is not None,  # else the image is deleted below
         )
         report = None
         verdict = IDENTICAL

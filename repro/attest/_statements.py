@@ -343,6 +343,7 @@ class Comparison:
                     "builder": (r.builder if r else side.builder) or "",
                     "builder_version": r.builder_version if r else "",
                     "cache": bool(getattr(side, "cache", False)),
+                    "reused": bool(getattr(side, "reused", False)),
                 }
             )
             for change in ((r.normalised or {}).get("changes") or []) if r else []:
@@ -387,6 +388,9 @@ def reproduced(
                 # Whether BuildKit's cache could serve this build (the other one is
                 # always from scratch).
                 "cache": bool(b.get("cache", False)),
+                # Whether this build is the image an earlier `repro build` made from
+                # the same inputs (repro.inputs), taken instead of building again.
+                "reused": bool(b.get("reused", False)),
             },
         }
         for b in comparison.builds

@@ -35,7 +35,13 @@ def text(result: VerifyResult, accept: str, limit: int = 40) -> str:
     else:
         lines.append("  variations: none")
     first = result.sides[0] if result.sides else None
-    if first is not None and first.cache and first.cached_steps:
+    if first is not None and first.reused and first.result is not None:
+        where = first.result.output.partition(":")[2]
+        lines.append(
+            f"  build 1: the image repro build wrote to {where} from the same inputs, "
+            "not built again; build 2 from scratch (--no-cache: both)"
+        )
+    elif first is not None and first.cache and first.cached_steps:
         lines.append(
             f"  build 1: {first.cached_steps} step{'s' * (first.cached_steps != 1)} "
             "from BuildKit's cache; build 2 from scratch (--no-cache: both)"
