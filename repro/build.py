@@ -323,6 +323,10 @@ def _build_recipe(
         check_inputs(request)
         staging = _normalise_staging(out.path)
         request.output = Output("oci", staging / "raw")
+    held = contextlib.ExitStack()
+    if staging is not None and normalise:
+        # Read, normalised into place and deleted: not forced to disk.
+        held.enter_context(oci.scratch_dir(staging))
     display = Progress(mode=progress, stream=stream or sys.stderr, title=recipe.name)  # type: ignore[arg-type]
     success = False
     where = ""  # the failing Dockerfile lines, shown like buildx
@@ -383,6 +387,7 @@ def _build_recipe(
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+        held.close()
         if packages_dir is not None:
             shutil.rmtree(packages_dir, ignore_errors=True)
     return RecipeResult(

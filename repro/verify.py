@@ -43,6 +43,7 @@ variation (and one with none), naming the variations that cause it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -472,6 +473,11 @@ def verify_recipe(
     pair = [builders[0], builders[-1]]
     started = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="repro-verify-"))
+    from repro.oci import scratch_dir
+
+    held = contextlib.ExitStack()
+    if keep is None:  # deleted when verify ends: not forced to disk
+        held.enter_context(scratch_dir(base))
     try:
         if on_step:
             on_step(
@@ -546,6 +552,7 @@ def verify_recipe(
                     shutil.move(str(side.image(base)), dest)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        held.close()
     if bisect and vary and verdict != IDENTICAL:
         result.bisect = {}
         for name in ["none", *vary]:

@@ -407,6 +407,33 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
 
 
+def test_writes_under_a_scratch_dir_are_not_forced_to_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build's staged export and verify's images are deleted when done: no fsync
+    there (the rename stays), everywhere else as before, and only while marked."""
+    import os
+
+    from repro.oci import scratch_dir
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    scratch, kept = tmp_path / "scratch", tmp_path / "scratchy"
+    scratch.mkdir()
+    kept.mkdir()
+    with scratch_dir(scratch):
+        with scratch_dir(scratch):  # marked twice (two threads): both must end
+            atomic_write_bytes(scratch / "a", b"a")
+        atomic_write_bytes(scratch / "sub-b", b"b")
+        assert synced == []
+        atomic_write_bytes(kept / "c", b"c")  # a sibling sharing the prefix: synced
+        assert len(synced) == 1
+    atomic_write_bytes(scratch / "d", b"d")
+    assert len(synced) == 2
+    assert sorted(p.name for p in scratch.iterdir()) == ["a", "d", "sub-b"]
+
+
 # --- extracting archives ---
 
 

@@ -54,6 +54,7 @@ from repro.oci._files import (
     atomic_writer,
     check_output_target,
     replace_output,
+    scratch_dir,
     staging_dir_beside,
 )
 from repro.oci._layout import OCILayout, check_blob_size
@@ -182,6 +183,7 @@ __all__ = [
     "replace_output",
     "sha256_digest",
     "short_digest",
+    "scratch_dir",
     "staging_dir_beside",
     "uncompressed",
     "write_oci_archive",

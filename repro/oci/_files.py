@@ -8,6 +8,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -18,14 +19,45 @@ from repro.oci._media import BLOBS_DIR, CHUNK_SIZE, INDEX_FILE, OCI_LAYOUT_FILE
 
 # --- atomic files ------------------------------------------------------------
 
+# Directories whose files are deleted when the work that writes them ends (a build's
+# staged export, verify's images): no one reads them after a power cut, so writes
+# there are not forced to disk. Counted, as two threads may mark the same one.
+_scratch: dict[str, int] = {}
+_scratch_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def scratch_dir(path: str | os.PathLike[str]) -> Iterator[None]:
+    """While inside, atomic writes under `path` skip fsync (still write-then-rename:
+    a reader never sees half a file). Only for directories removed afterwards."""
+    key = os.path.join(os.path.abspath(path), "")
+    with _scratch_lock:
+        _scratch[key] = _scratch.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        with _scratch_lock:
+            _scratch[key] -= 1
+            if not _scratch[key]:
+                del _scratch[key]
+
+
+def _durable(target: Path) -> bool:
+    if not _scratch:
+        return True
+    where = os.path.abspath(target)
+    with _scratch_lock:
+        return not any(where.startswith(key) for key in _scratch)
+
 
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
     """Write a file so that readers see either the old one or the whole new one.
 
     The data goes to a temporary file in the same directory (so the rename
-    cannot cross file systems), is flushed to disk, then renamed over `path`.
-    On any error the temporary file is removed and `path` is untouched.
+    cannot cross file systems), is flushed to disk (not under a `scratch_dir`),
+    then renamed over `path`. On any error the temporary file is removed and
+    `path` is untouched.
     """
     target = Path(path)
     sweep_stale(target.parent, target.name)
@@ -36,7 +68,8 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[B
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
-            os.fsync(out.fileno())
+            if _durable(target):
+                os.fsync(out.fileno())
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, target)
     except BaseException as e:
