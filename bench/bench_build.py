@@ -10,7 +10,7 @@ numbers that matter are the ratios repro / buildx, not the absolute times. Cases
 - ``build-cold`` / ``build-warm``: a generated two-stage busybox recipe (200 files of
   64 KiB random bytes packed with tar + gzip -n, then unpacked in a second stage),
   ``--no-cache`` (cold) and fully cached (warm, after one unmeasured build). Target:
-  repro <= 1.10x buildx.
+  repro <= 1.05x buildx (issue 10; it was 1.10x before).
 - ``context``: sending a context of 10,000 small files plus one 200 MB file to a
   Dockerfile whose only work is bind-mounting it; a fresh context directory (``cp -al``)
   per run, so neither tool can reuse an earlier transfer. Target: <= 1.5x buildx.
@@ -842,18 +842,18 @@ class Bench:
             "two-stage busybox recipe, 200 x 64 KiB files, --no-cache",
             "s",
             "buildx",
-            "<= 1.10x buildx",
+            "<= 1.05x buildx",
             "ratio",
-            1.10,
+            1.05,
         )
         warm = Case(
             "build-warm",
             "the same recipe, everything cached (after one unmeasured build each)",
             "s",
             "buildx",
-            "<= 1.10x buildx",
+            "<= 1.05x buildx",
             "ratio",
-            1.10,
+            1.05,
         )
         for case, no_cache in ((cold, True), (warm, False)):
             try:

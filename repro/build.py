@@ -251,17 +251,28 @@ def _build_recipe(
     instead of opened per build; `cancel`, set from another
     thread, abandons the build.
     """
-    if recipe.rootfs is not None:
-        # Packages unpacked into one layer by repro itself: no Dockerfile, no BuildKit.
-        from repro.rootfs import build_rootfs
-
-        return build_rootfs(
-            recipe, output=output, progress=progress, stream=stream, offline=offline
-        )
     from repro import oci
     from repro.buildkit import Output
 
     out = Output.parse(output or default_output(recipe))
+    if recipe.rootfs is not None:
+        # Packages unpacked into one layer by repro itself: no Dockerfile, no BuildKit.
+        from repro.rootfs import build_rootfs
+
+        inputs = ""
+        if out.kind == "oci":
+            from repro.inputs import rootfs_fingerprint
+            from repro.lock import require_lock
+
+            require_lock(recipe)  # a stale lock is refused before anything is taken
+            inputs = rootfs_fingerprint(recipe)
+            earlier = _recall(recipe, inputs, stream) if reuse else None
+            if earlier is not None:
+                return earlier
+        made = build_rootfs(
+            recipe, output=output, progress=progress, stream=stream, offline=offline
+        )
+        return dataclasses.replace(made, inputs=inputs)
     # Refused before anything is built: a sink replaces only an earlier output.
     oci.check_output_target(out.kind, out.path)
     # The lock makes the pins binding (repro.lock.apply_lock): a stale or missing lock
@@ -296,17 +307,9 @@ def _build_recipe(
         cancel=cancel,
     )
     inputs = _fingerprint(recipe, request, builder, normalise) if out.kind == "oci" else ""
-    if reuse and inputs:
-        from repro.records import recall_inputs
-
-        def warn(message: str) -> None:
-            print(f"repro: warning: {recipe.name}: {message}", file=stream or sys.stderr)
-
-        earlier = recall_inputs(inputs, warn)
-        if earlier is not None:
-            fields = {f.name for f in dataclasses.fields(RecipeResult)}
-            taken = RecipeResult(**{k: v for k, v in earlier.items() if k in fields})
-            return dataclasses.replace(taken, seconds=0.0, reused=True)
+    earlier = _recall(recipe, inputs, stream) if reuse and inputs else None
+    if earlier is not None:
+        return earlier
     staging: Path | None = None
     from repro.binding import Binding, UnpinnedPackages, check_image, checked_base
 
@@ -406,6 +409,22 @@ def _build_recipe(
         exporter=dict(result.exporter_attrs),
         inputs=inputs,
     )
+
+
+def _recall(recipe: Recipe, inputs: str, stream: TextIO | None) -> RecipeResult | None:
+    """The result of the last build with these inputs, if its image is still there,
+    marked as taken rather than built (repro.records.recall_inputs)."""
+    from repro.records import recall_inputs
+
+    def warn(message: str) -> None:
+        print(f"repro: warning: {recipe.name}: {message}", file=stream or sys.stderr)
+
+    earlier = recall_inputs(inputs, warn)
+    if earlier is None:
+        return None
+    fields = {f.name for f in dataclasses.fields(RecipeResult)}
+    taken = RecipeResult(**{k: v for k, v in earlier.items() if k in fields})
+    return dataclasses.replace(taken, seconds=0.0, reused=True)
 
 
 def _fingerprint(

@@ -808,9 +808,10 @@ def verify(
         bool,
         typer.Option(
             "--no-cache",
-            help="Build both sides from scratch. By default the first build may come "
-            "from BuildKit's cache (the image repro build made from the same inputs) "
-            "and the second, always from scratch, checks that it reproduces.",
+            help="Build both sides from scratch. By default the first build is the "
+            "image repro build wrote from the same inputs, when it is still there "
+            "(taken, not built again), else it may come from BuildKit's cache; the "
+            "second, always from scratch, checks that it reproduces.",
         ),
     ] = False,
     jobs: Annotated[

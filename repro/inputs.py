@@ -128,31 +128,43 @@ def fingerprint(recipe: Recipe, request: BuildRequest, builder: str, normalise: 
         trees["context"] = tree_listing(context)
     if not source.is_relative_to(directory) and not source.is_relative_to(context):
         trees["dockerfile"] = tree_listing(source)
-    document: dict[str, Any] = {
+    return _digest(
+        recipe,
+        {
+            "builder": builder,
+            "dockerfile": hashlib.sha256(dockerfile).hexdigest(),
+            "args": visible_args(text, request.build_args),
+            "labels": request.labels,
+            "target": request.target,
+            "platforms": request.platforms,
+            "source_date_epoch": request.source_date_epoch,
+            "network": request.network,
+            "source_policy": request.source_policy,
+            "frontend": request.extra_frontend_attrs,
+            "exporter": request.exporter_attrs,
+            "rewrite_timestamp": request.rewrite_timestamp,
+            "normalise": normalise,
+            "trees": trees,
+        },
+    )
+
+
+def rootfs_fingerprint(recipe: Recipe) -> str:
+    """The fingerprint of a [rootfs] recipe's build: no BuildKit, only the recipe (its
+    recipe.toml says what to unpack), the lock (every package by sha256) and repro."""
+    return _digest(recipe, {"rootfs": True, "trees": {"recipe": tree_listing(recipe.directory)}})
+
+
+def _digest(recipe: Recipe, document: dict[str, Any]) -> str:
+    document = {
+        **document,
         "version": FINGERPRINT_VERSION,
         "repro": code_identity(),
-        "builder": builder,
-        "dockerfile": hashlib.sha256(dockerfile).hexdigest(),
-        "args": visible_args(text, request.build_args),
-        "labels": request.labels,
-        "target": request.target,
-        "platforms": request.platforms,
-        "source_date_epoch": request.source_date_epoch,
-        "network": request.network,
-        "source_policy": request.source_policy,
-        "frontend": request.extra_frontend_attrs,
-        "exporter": request.exporter_attrs,
-        "rewrite_timestamp": request.rewrite_timestamp,
-        "normalise": normalise,
         "lock": _file_bytes_digest(recipe.lock_file),
-        "settings": _file_bytes_digest(directory.parent / "repro.toml"),
-        "trees": trees,
+        "settings": _file_bytes_digest(recipe.directory.resolve().parent / "repro.toml"),
     }
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
-    _fp = hashlib.sha256(encoded.encode()).hexdigest()
-    if os.environ.get("REPRO_DEBUG_FP"):
-        Path(os.environ["REPRO_DEBUG_FP"], f"{recipe.name}-{_fp[:8]}.json").write_text(encoded)
-    return _fp
+    return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-__all__ = ["code_identity", "fingerprint", "tree_listing", "visible_args"]
+__all__ = ["code_identity", "fingerprint", "rootfs_fingerprint", "tree_listing", "visible_args"]

@@ -154,3 +154,22 @@ def test_secrets_are_never_fingerprinted(tmp_path: Path) -> None:
     assert _fingerprint(recipe, request, "tcp://127.0.0.1:1234", True) != ""
     request = dataclasses.replace(request, secrets={"token": lambda: b"s3cret"})
     assert _fingerprint(recipe, request, "tcp://127.0.0.1:1234", True) == ""
+
+
+def test_a_rootfs_recipe_is_fingerprinted_by_its_files_and_lock(tmp_path: Path) -> None:
+    from repro.inputs import rootfs_fingerprint
+
+    d = tmp_path / "recipes" / "base"
+    d.mkdir(parents=True)
+    (d / "recipe.toml").write_text(
+        'source_date_epoch = 1735689600\n[rootfs]\npackages = "base"\n'
+        '[packages.apt.base]\nsuites = ["bookworm"]\npackages = ["busybox"]\n'
+    )
+    (d / "repro.lock").write_text("version = 1\n")
+    recipe = load_recipe(d)
+    copy = tmp_path / "copy" / "base"
+    shutil.copytree(d, copy)
+    assert rootfs_fingerprint(recipe) == rootfs_fingerprint(load_recipe(copy))
+    before = rootfs_fingerprint(recipe)
+    (d / "repro.lock").write_text("version = 1\n# moved\n")
+    assert rootfs_fingerprint(recipe) != before
