@@ -279,6 +279,28 @@ def test_diff_of_two_verify_builds(tmp_path: Path, base_image: str) -> None:
     assert r.returncode == 0 and "identical" in r.stdout
 
 
+def test_keep_copies_the_built_image_taken_as_the_first_build(
+    tmp_path: Path, base_image: str
+) -> None:
+    """--keep (and so --publish) keeps build 1: when that is the image repro build
+    wrote, it is copied, and the user's output stays as it was."""
+    d = recipe(tmp_path, "kc", f"FROM {base_image}\nRUN echo {os.urandom(4).hex()} > /t\n")
+    out = tmp_path / "out-kc"
+    r = repro("build", str(d), "--output", f"oci:{out}")
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    def files(root: Path) -> list[tuple[Path, bytes]]:
+        return sorted((p.relative_to(root), p.read_bytes()) for p in root.rglob("*") if p.is_file())
+
+    before = files(out)
+    keep = tmp_path / "keep"
+    rc, [result] = verify_json(str(d), "--keep", str(keep))
+    assert rc == 0 and result["builds"][0]["reused"] == f"oci:{out}", result
+    assert files(out) == before
+    assert files(keep / "kc-a") == before
+    assert (keep / "kc-b" / "index.json").is_file()
+
+
 def test_diff_pulls_registry_images(tmp_path: Path, base_image: str) -> None:
     r = repro("diff", f"docker://{base_image}", f"registry:{base_image}")
     assert r.returncode == 0, r.stderr
