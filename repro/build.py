@@ -175,7 +175,7 @@ def remember_build(result: RecipeResult) -> None:
     image is, for `repro verify` to take as its first build."""
     if not result.inputs:
         return
-    from repro.buildkit import Output
+    from repro.oci import Output
     from repro.records import remember_inputs
 
     out = Output.parse(result.output)
@@ -252,7 +252,7 @@ def _build_recipe(
     thread, abandons the build.
     """
     from repro import oci
-    from repro.buildkit import Output
+    from repro.oci import Output  # (not via repro.buildkit: a rootfs build needs no grpc)
 
     out = Output.parse(output or default_output(recipe))
     if recipe.rootfs is not None:
