@@ -1,9 +1,11 @@
 """``repro verify``: build a recipe twice, independently, and compare the results.
 
 The two builds share nothing BuildKit could reuse between them:
-- the second build runs with no cache. The first may come from BuildKit's cache
-  (``cache=True``, the default): it is then the image ``repro build`` already made
-  from the same inputs, and the second, built from scratch, checks that it
+- the second build runs with no cache. With ``cache=True`` (the default) the first
+  is the image ``repro build`` wrote from the same inputs when that is still there
+  (repro.inputs: taken, not built again; on one builder, without secrets or
+  ``raw``), else it may come from BuildKit's cache: either way it is the image
+  ``repro build`` made, and the second, built from scratch, checks that it
   reproduces. ``cache=False`` (``--no-cache``) builds both from scratch;
 - each gets its own copy of the recipe directory, at different paths (so the
   session's shared key, which BuildKit keys its context cache on, differs too);
