@@ -57,7 +57,7 @@ def write_build_record(record: dict[str, Any]) -> None:
     try:
         path = _record_path(str(digest))
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+        _write_json(path, data)
     except OSError:
         pass
 
@@ -86,7 +86,7 @@ def remember_inputs(fingerprint: str, result: dict[str, Any]) -> None:
         path = _inputs_path(fingerprint)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"version": RECORD_VERSION, "inputs": fingerprint, "result": result}
-        atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+        _write_json(path, data)
     except OSError:
         pass
 
@@ -122,3 +122,9 @@ def recall_inputs(
             warn(f"{output.path} no longer holds the image built there ({e}); building it")
         return None
     return dict(result)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    # Not forced to disk: information that a lost or unreadable file only leaves out.
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(path, text.encode(), durable=False)

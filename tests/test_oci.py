@@ -432,6 +432,9 @@ def test_writes_under_a_scratch_dir_are_not_forced_to_disk(
     atomic_write_bytes(scratch / "d", b"d")
     assert len(synced) == 2
     assert sorted(p.name for p in scratch.iterdir()) == ["a", "d", "sub-b"]
+    # A cache entry that can be made again is not forced to disk either.
+    atomic_write_bytes(kept / "e", b"e", durable=False)
+    assert len(synced) == 2 and (kept / "e").read_bytes() == b"e"
 
 
 # --- extracting archives ---

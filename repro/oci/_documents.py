@@ -65,7 +65,7 @@ class CachedDocuments:
         try:
             path = self._path(digest)
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, data)
+            atomic_write_bytes(path, data, durable=False)
         except (OSError, ValueError):
             pass
 

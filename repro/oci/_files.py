@@ -51,13 +51,15 @@ def _durable(target: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_writer(
+    path: str | os.PathLike[str], mode: int = 0o644, durable: bool = True
+) -> Iterator[BinaryIO]:
     """Write a file so that readers see either the old one or the whole new one.
 
     The data goes to a temporary file in the same directory (so the rename
-    cannot cross file systems), is flushed to disk (not under a `scratch_dir`),
-    then renamed over `path`. On any error the temporary file is removed and
-    `path` is untouched.
+    cannot cross file systems), is flushed to disk (not under a `scratch_dir`, nor
+    when not `durable`: a cache entry that can be made again), then renamed over
+    `path`. On any error the temporary file is removed and `path` is untouched.
     """
     target = Path(path)
     sweep_stale(target.parent, target.name)
@@ -68,7 +70,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[B
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
-            if _durable(target):
+            if durable and _durable(target):
                 os.fsync(out.fileno())
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, target)
@@ -117,8 +119,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
-    with atomic_writer(path, mode) as out:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, mode: int = 0o644, durable: bool = True
+) -> None:
+    with atomic_writer(path, mode, durable) as out:
         out.write(data)
 
 

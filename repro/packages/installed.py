@@ -289,7 +289,7 @@ def _store(layer_digests: Sequence[str], db: InstalledDb | None) -> None:
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         doc = {"version": CACHE_VERSION, "db": db.to_json() if db else None}
-        atomic_write_bytes(file, json.dumps(doc, sort_keys=True).encode())
+        atomic_write_bytes(file, json.dumps(doc, sort_keys=True).encode(), durable=False)
     except OSError:
         pass  # a cache that cannot be written is only slower
 
