@@ -819,11 +819,13 @@ def verify(
         typer.Option(
             "--jobs",
             "-j",
-            help="Recipes verified at a time (each is two builds). Each recipe builds on "
-            "its bases at the digests its lock pins, so recipes do not wait for each "
-            "other; results are printed in order.",
+            help="Recipes verified at a time, with at most 8 builds (or --jobs, if "
+            "more) running at once across them: a recipe is two builds, or one when "
+            "its first is the image repro build wrote. Each recipe builds on its bases "
+            "at the digests its lock pins, so recipes do not wait for each other; "
+            "results are printed in order.",
         ),
-    ] = 4,  # repro.verify.DEFAULT_JOBS
+    ] = 8,  # repro.verify.DEFAULT_JOBS
     keep: Annotated[
         Path | None,
         typer.Option("--keep", help="Keep both images here as <recipe>-a and <recipe>-b."),

@@ -86,8 +86,11 @@ VARIATIONS: dict[str, str] = {
     "build_path": "the recipe copied to directories of different depths",
 }
 DEFAULT_VARIATIONS = ("umask", "timezone", "locale", "build_path")
-# Recipes verified at a time by `verify_recipes` (each is two builds).
-DEFAULT_JOBS = 4
+# Recipes verified at a time by `verify_recipes`, and builds at a time across them
+# (at least this many, or as many as recipes: a recipe is two builds, or one when
+# its first is the image `repro build` wrote; `repro build --all` runs 8 at a time).
+DEFAULT_JOBS = 8
+DEFAULT_BUILDS = 8
 # The values each build-arg variation gives the first and the second build.
 TIMEZONES = ("UTC", "<+14>-14")
 LOCALES = ("C.UTF-8", "fr_FR.UTF-8")
@@ -308,6 +311,7 @@ def _double_build(
     offline: bool = False,
     cancel: threading.Event | None = None,
     cache: bool = True,
+    slots: threading.Semaphore | None = None,
 ) -> list[Side]:
     # The first build may be the image `repro build` made from the same inputs
     # (repro.inputs), not built again, when it may come from the cache at all, on
@@ -330,11 +334,12 @@ def _double_build(
     def run(
         side: Side, copy: Recipe, on_status: Callable[[Any], None] | None, reuse: bool
     ) -> None:
-        side.started = time.monotonic() - t0
         # Only asked for with --raw, so verify does not depend on the option otherwise.
         extra: dict[str, Any] = {"normalise": False} if raw else {}
         if kept:
             extra["stream"] = said[side.label]
+        slot = _build_slot(slots, cancel)
+        side.started = time.monotonic() - t0
         try:
             side.result = build_recipe(
                 copy,
@@ -354,6 +359,10 @@ def _double_build(
             )
         except BaseException as e:  # re-raised in the calling thread
             errors.append((side, e))
+        finally:
+            if slot:
+                assert slots is not None
+                slots.release()
         side.finished = time.monotonic() - t0
 
     def tell(side: Side) -> str:
@@ -386,7 +395,9 @@ def _double_build(
         for n, (side, copy) in enumerate(zip(sides, recipes, strict=True)):
             if n:
                 while not first_run.wait(0.05) and threads[0].is_alive():
-                    if time.monotonic() - t0 > MAX_GATE_WAIT:
+                    # (Counted from when the first build got its slot and started.)
+                    began = sides[0].started
+                    if began and time.monotonic() - t0 - began > MAX_GATE_WAIT:
                         break
                 if first_run_cached and first_run_cached[0]:
                     while threads[0].is_alive() and not exporting.wait(0.05):
@@ -448,6 +459,17 @@ def _double_build(
     return sides
 
 
+def _build_slot(slots: threading.Semaphore | None, cancel: threading.Event | None) -> bool:
+    """Wait for one of `slots` (True once taken); False without slots, or when
+    `cancel` is set meanwhile (the build then starts only to see it and stop)."""
+    if slots is None:
+        return False
+    while not slots.acquire(timeout=0.05):
+        if cancel is not None and cancel.is_set():
+            return False
+    return True
+
+
 def verify_recipe(
     recipe: Recipe,
     *,
@@ -465,11 +487,13 @@ def verify_recipe(
     offline: bool = False,
     cancel: threading.Event | None = None,
     cache: bool = True,
+    slots: threading.Semaphore | None = None,
 ) -> VerifyResult:
     """Build `recipe` twice, independently, compare, and diff on a mismatch. The
     second build is always from scratch; with `cache` the first may come from
     BuildKit's cache. Setting `cancel` from another thread stops both builds (they
-    raise `Cancelled`)."""
+    raise `Cancelled`). With `slots`, each build first takes one (builds at a time
+    across recipes verified together)."""
     if not builders or len(builders) > 2:
         raise InputError("give one or two builders")
     pair = [builders[0], builders[-1]]
@@ -500,6 +524,7 @@ def verify_recipe(
             offline,
             cancel,
             cache,
+            slots,
         )
         r1, r2 = sides[0].result, sides[1].result
         assert r1 is not None and r2 is not None
@@ -576,6 +601,7 @@ def verify_recipe(
                 # does not key on (a context file's mtime), which no variation
                 # would then explain.
                 cache=False,
+                slots=slots,
             )
             result.bisect[name] = sub.verdict
     result.seconds = time.monotonic() - started
@@ -605,10 +631,14 @@ def verify_recipes(
     report_dir: Path | None = None,
     on_result: Callable[[VerifyResult], None] | None = None,
     jobs: int = DEFAULT_JOBS,
+    builds: int | None = None,
     **options: Any,
 ) -> VerifyRun:
     """Verify each recipe (``verify_recipe`` with `options`), up to `jobs` recipes at
-    a time (each is two builds), writing a report directory for every one when
+    a time and up to `builds` (default max(DEFAULT_BUILDS, `jobs`)) builds at a time
+    across them (a recipe is two builds, or one when its first is taken from
+    `repro build`),
+    writing a report directory for every one when
     `report_dir` is given (a subdirectory per recipe when there are several),
     identical or not.
 
@@ -640,11 +670,14 @@ def verify_recipes(
             on_result(result)
 
     cancel = threading.Event()
+    slots = threading.BoundedSemaphore(builds or max(DEFAULT_BUILDS, jobs))
     pool = ThreadPoolExecutor(
         max_workers=max(1, min(jobs, len(recipes))), thread_name_prefix="repro-verify"
     )
     try:
-        futures = [pool.submit(verify_recipe, r, cancel=cancel, **options) for r in recipes]
+        futures = [
+            pool.submit(verify_recipe, r, cancel=cancel, slots=slots, **options) for r in recipes
+        ]
         emitted = 0
         pending = set(futures)
         while pending:

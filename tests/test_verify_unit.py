@@ -84,3 +84,66 @@ def test_two_sides_are_independent_copies(tmp_path: Path) -> None:
     assert side_a.hostname != side_b.hostname
     assert side_a.build_args["TZ"] != side_b.build_args["TZ"]
     assert side_a.build_args["BUILDKIT_SANDBOX_HOSTNAME"] == side_a.hostname
+
+
+def test_builds_at_a_time_are_capped_across_recipes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify_recipes runs `jobs` recipes at a time but at most `builds` builds across
+    them; every build still runs and every recipe gets its result, in order."""
+    import threading
+    import time
+
+    import repro.verify as verify
+    from repro.build import RecipeResult
+    from repro.oci import OCILayout
+
+    running = 0
+    most = 0
+    lock = threading.Lock()
+    built: list[str] = []
+
+    def fake_build(recipe, *, output, **_options):  # type: ignore[no-untyped-def]
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        layout = OCILayout.create(output.partition(":")[2])
+        blob = layout.write_blob(b"{}", "application/vnd.oci.image.config.v1+json")
+        manifest = layout.write_blob(
+            (
+                '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+                f'"config":{{"mediaType":"{blob.media_type}","digest":"{blob.digest}",'
+                f'"size":{blob.size}}},"layers":[]}}'
+            ).encode(),
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+        layout.write_index([manifest])
+        with lock:
+            running -= 1
+            built.append(recipe.name)
+        return RecipeResult(
+            recipe=recipe.name,
+            digest=str(manifest.digest),
+            config_digest=str(blob.digest),
+            output=output,
+            seconds=0.05,
+            builder="fake",
+            builder_version="1",
+            source_date_epoch=0,
+        )
+
+    monkeypatch.setattr(verify, "build_recipe", fake_build)
+    recipes = []
+    for i in range(5):
+        d = tmp_path / f"r{i}"
+        d.mkdir()
+        (d / "Dockerfile").write_text("FROM busybox\n")
+        (d / "recipe.toml").write_text("source_date_epoch = 1700000000\n")
+        recipes.append(load_recipe(d))
+    run = verify.verify_recipes(recipes, jobs=4, builds=2, vary=[], stagger=0)
+    assert [r.recipe for r in run.results] == [f"r{i}" for i in range(5)]
+    assert all(r.verdict == "identical" for r in run.results)
+    assert sorted(built) == sorted([f"r{i}" for i in range(5)] * 2)
+    assert most == 2
