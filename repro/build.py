@@ -262,11 +262,15 @@ def _build_recipe(
         inputs = ""
         if out.kind == "oci":
             from repro.inputs import rootfs_fingerprint
+
+            inputs = rootfs_fingerprint(recipe)
+        if reuse and inputs:
             from repro.lock import require_lock
 
-            require_lock(recipe)  # a stale lock is refused before anything is taken
-            inputs = rootfs_fingerprint(recipe)
-            earlier = _recall(recipe, inputs, stream) if reuse else None
+            # A stale lock is refused before anything is taken (build_rootfs checks
+            # it itself when it builds).
+            require_lock(recipe)
+            earlier = _recall(recipe, inputs, stream)
             if earlier is not None:
                 return earlier
         made = build_rootfs(

@@ -99,13 +99,6 @@ def tree_listing(root: Path) -> str:
     return h.hexdigest()
 
 
-def _file_bytes_digest(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
-
-
 def visible_args(dockerfile_text: str, args: Mapping[str, str]) -> dict[str, str]:
     """The build args a Dockerfile can see: those it names, the proxy ones, BuildKit's."""
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", dockerfile_text))
@@ -156,12 +149,14 @@ def rootfs_fingerprint(recipe: Recipe) -> str:
 
 
 def _digest(recipe: Recipe, document: dict[str, Any]) -> str:
+    from repro.records import file_digest
+
     document = {
         **document,
         "version": FINGERPRINT_VERSION,
         "repro": code_identity(),
-        "lock": _file_bytes_digest(recipe.lock_file),
-        "settings": _file_bytes_digest(recipe.directory.resolve().parent / "repro.toml"),
+        "lock": file_digest(recipe.lock_file),
+        "settings": file_digest(recipe.directory.resolve().parent / "repro.toml"),
     }
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()

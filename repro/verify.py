@@ -86,9 +86,10 @@ VARIATIONS: dict[str, str] = {
     "build_path": "the recipe copied to directories of different depths",
 }
 DEFAULT_VARIATIONS = ("umask", "timezone", "locale", "build_path")
-# Recipes verified at a time by `verify_recipes`, and builds at a time across them
-# (at least this many, or as many as recipes: a recipe is two builds, or one when
-# its first is the image `repro build` wrote; `repro build --all` runs 8 at a time).
+# Recipes verified at a time by `verify_recipes`, and the least bound on builds at a
+# time across them (the bound is `jobs` when that is more): a recipe is two builds,
+# or one when its first is the image `repro build` wrote; `repro build --all` also
+# runs 8 builds at a time.
 DEFAULT_JOBS = 8
 DEFAULT_BUILDS = 8
 # The values each build-arg variation gives the first and the second build.
@@ -159,7 +160,7 @@ class Side:
 
     def image(self, base: Path) -> Path:
         """Where this build's image is: its own in `base`, or the earlier one taken."""
-        if self.result is not None and self.result.reused:
+        if self.reused and self.result is not None:
             return Path(self.result.output.partition(":")[2])
         return base / f"image-{self.label}"
 
@@ -636,11 +637,9 @@ def verify_recipes(
 ) -> VerifyRun:
     """Verify each recipe (``verify_recipe`` with `options`), up to `jobs` recipes at
     a time and up to `builds` (default max(DEFAULT_BUILDS, `jobs`)) builds at a time
-    across them (a recipe is two builds, or one when its first is taken from
-    `repro build`),
-    writing a report directory for every one when
-    `report_dir` is given (a subdirectory per recipe when there are several),
-    identical or not.
+    across them (a recipe is two builds, or one when its first is taken from `repro
+    build`), writing a report directory for every one when `report_dir` is given (a
+    subdirectory per recipe when there are several), identical or not.
 
     Results come back in the order of `recipes`; `on_result` sees each as soon as it
     and the ones before it are ready, and is called in the calling thread. Recipes
