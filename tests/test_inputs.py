@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from diffimages import make_image
 
 from repro.buildkit import BuildRequest
 from repro.inputs import fingerprint, tree_listing, visible_args
@@ -94,18 +95,7 @@ def test_a_listing_sees_owner_and_type(tmp_path: Path) -> None:
 
 
 def _layout(path: Path) -> str:
-    layout = OCILayout.create(path)
-    config = layout.write_blob(b"{}", "application/vnd.oci.image.config.v1+json")
-    manifest = layout.write_blob(
-        (
-            '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
-            f'"config":{{"mediaType":"{config.media_type}","digest":"{config.digest}",'
-            f'"size":{config.size}}},"layers":[]}}'
-        ).encode(),
-        "application/vnd.oci.image.manifest.v1+json",
-    )
-    layout.write_index([manifest])
-    return str(manifest.digest)
+    return str(make_image(path, []).top_descriptor().digest)
 
 
 def test_an_image_is_recalled_only_while_it_is_where_and_what_it_was(
@@ -122,8 +112,9 @@ def test_an_image_is_recalled_only_while_it_is_where_and_what_it_was(
 
     # A damaged blob: passed over, and said why.
     said: list[str] = []
-    config = next(p for p in (out / "blobs" / "sha256").iterdir() if p.read_bytes() == b"{}")
-    config.write_bytes(b"[]")
+    layout = OCILayout(out)
+    config = layout.blob_path(layout.read_json(layout.top_descriptor())["config"]["digest"])
+    config.write_bytes(b"[]" + config.read_bytes()[2:])
     assert recall_inputs(key, said.append) is None
     assert len(said) == 1 and config.name in said[0]
 
