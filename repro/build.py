@@ -227,7 +227,7 @@ def _build_recipe(
     stream: TextIO | None = None,
     build_args: dict[str, str] | None = None,
     normalise: bool = True,
-    rewrite_timestamp: bool = True,
+    rewrite_timestamp: bool | None = None,
     exporter_attrs: dict[str, str] | None = None,
     built: dict[str, str] | None = None,
     on_status: Callable[[Any], None] | None = None,
@@ -246,6 +246,11 @@ def _build_recipe(
 
     `rewrite_timestamp` and `exporter_attrs` (e.g. ``compression=zstd``) pass through
     to BuildKit's OCI exporter; normalisation makes the result independent of them.
+    BuildKit's `rewrite-timestamp` is asked for only when the export is kept raw
+    (`rewrite_timestamp` None, the default): the normaliser clamps every file time to
+    the epoch itself, and BuildKit's pass recompresses each new layer once more, one
+    after the other, on every export, cached or not (about half of a cached build of
+    a 25 MB image; docs/benchmarks.md).
     `connection` (returning an open, preflighted builder connection, asked for just
     before the build needs it) and `registry` are shared by the builds of a graph
     instead of opened per build; `cancel`, set from another
@@ -306,7 +311,7 @@ def _build_recipe(
         secrets={s.id: s.loader() for s in secrets or []},
         shared_key=shared_key(recipe),
         session_name=recipe.name,
-        rewrite_timestamp=rewrite_timestamp,
+        rewrite_timestamp=not normalise if rewrite_timestamp is None else rewrite_timestamp,
         exporter_attrs=dict(exporter_attrs or {}),
         cancel=cancel,
     )

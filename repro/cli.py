@@ -30,8 +30,9 @@ app = typer.Typer(
     help=(
         "Build container images anyone can rebuild bit for bit.\n\n"
         "Recipes live in recipes/<name>/ (recipe.toml, a Dockerfile and its context). "
-        "repro drives a real BuildKit over gRPC with SOURCE_DATE_EPOCH and "
-        "rewrite-timestamp, and writes OCI images."
+        "repro drives a real BuildKit over gRPC with SOURCE_DATE_EPOCH, normalises "
+        "what it exports (file times clamped to the epoch, one canonical encoding), "
+        "and writes OCI images."
     ),
     no_args_is_help=True,
     add_completion=False,

@@ -8,8 +8,10 @@ export:
 
 - ``oci-mediatypes=true``: OCI media types for manifests, index and layers (the OCI
   exporter's default on every BuildKit repro supports; now stated, not assumed).
-- ``rewrite-timestamp=true``: file times clamped to SOURCE_DATE_EPOCH (unless the
-  caller turns it off).
+- ``rewrite-timestamp=true``: file times clamped to SOURCE_DATE_EPOCH, when the
+  caller asks (`repro build` does only for a raw export, ``--normalise off``: the
+  normaliser clamps the times itself, and BuildKit's rewrite recompresses every new
+  layer once more, serially, on every export).
 - ``compatibility-version``: only for a BuildKit that reports a version that knows
   it (v0.31 or newer). Older ones would keep it as an unknown attribute at best,
   and the Docker Engine's embedded BuildKit may not report its version at all
