@@ -349,6 +349,7 @@ def test_same_digest_as_buildx(tmp_path: Path, buildx: list[str]) -> None:
         assert ours["exporter"]["rewrite-timestamp"] == "true"
         normalised = build_json(ROOT / "recipes" / name, tmp_path / f"{name}-norm", "--no-cache")
         assert "rewrite-timestamp" not in normalised["exporter"]
+        assert normalised["exporter"]["compression"] == "uncompressed"
 
         rec = load_recipe(ROOT / "recipes" / name)
         dest = tmp_path / f"{name}-buildx.tar"
