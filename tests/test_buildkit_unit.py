@@ -99,6 +99,17 @@ def test_compatibility_version_only_where_the_buildkit_knows_it(
     assert "rewrite-timestamp" not in dict(solve_request(req, "s", "r").exporters[0].attrs)
 
 
+def test_export_options_ask_buildkit_for_less_when_normalising() -> None:
+    from repro.build import export_options
+
+    # A raw export: BuildKit's usual one, with rewrite-timestamp, unless told not.
+    assert export_options(False) == (True, {})
+    assert export_options(False, False, {"compression": "zstd"}) == (False, {"compression": "zstd"})
+    # Normalised: no rewrite and new layers uncompressed, unless the caller says.
+    assert export_options(True) == (False, {"compression": "uncompressed"})
+    assert export_options(True, True, {"compression": "gzip"}) == (True, {"compression": "gzip"})
+
+
 def test_output_parse() -> None:
     assert Output.parse("oci-archive:a.tar").kind == "oci-archive"
     for bad in ("docker:x", "oci:", "x"):
