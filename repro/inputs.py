@@ -36,6 +36,7 @@ import json
 import os
 import re
 import stat
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,9 +55,20 @@ _PREDEFINED_ARGS = frozenset(
 )
 
 
-@functools.lru_cache(maxsize=1)
+_identity_lock = threading.Lock()
+
+
 def code_identity() -> str:
-    """repro's version and its modules (relative path, size, mtime) as one digest."""
+    """repro's version and its modules (relative path, size, mtime) as one digest.
+
+    Computed once per process: the builds of a graph ask for it at the same moment,
+    from their own threads, and a bare cache would let each of them walk the package."""
+    with _identity_lock:
+        return _code_identity()
+
+
+@functools.lru_cache(maxsize=1)
+def _code_identity() -> str:
     from repro import __version__
 
     root = Path(__file__).resolve().parent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -613,3 +614,47 @@ def test_write_oci_archive_catches_tampered_blob(tmp_path: Path) -> None:
     layer.write_bytes(b"short")
     with pytest.raises(DigestMismatch, match="bytes"):
         write_oci_archive(layout, tmp_path / "a.tar")
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return int(proc.stdout)
+
+
+def test_atomic_write_sweeps_what_a_killed_process_left(tmp_path: Path) -> None:
+    """Staging entries of a dead process beside the target go; a live process's, the
+    user's own dotfiles and other names' entries stay. One listing per directory and
+    process: entries that appear after it are left for the next process."""
+    from repro.oci import _files
+
+    dead, alive = _dead_pid(), os.getpid()
+    stale_tmp = tmp_path / f".out.{dead}-abcd1234.tmp"
+    stale_dir = tmp_path / f".out.early-{dead}-abcd_234"
+    stale_old = tmp_path / f".out.{dead}-zz99aa00-old"
+    live = tmp_path / f".out.{alive}-abcd1234.tmp"
+    user = tmp_path / ".out.notes"
+    other = tmp_path / f".other.{dead}-abcd1234.tmp"
+    for p in (stale_tmp, stale_old, live, user, other):
+        p.write_text("x")
+    stale_dir.mkdir()
+    (stale_dir / "blob").write_text("x")
+    atomic_write_bytes(tmp_path / "out", b"new")
+    assert (tmp_path / "out").read_bytes() == b"new"
+    assert not stale_tmp.exists() and not stale_dir.exists() and not stale_old.exists()
+    assert live.exists() and user.exists() and other.exists()
+    late = tmp_path / f".out.{dead}-late0000.tmp"
+    late.write_text("x")
+    atomic_write_bytes(tmp_path / "other", b"2")
+    assert not other.exists(), "the first listing's entries for another name are swept"
+    atomic_write_bytes(tmp_path / "out", b"3")
+    assert late.exists(), "listed once per directory and process"
+    _files._dotted.pop(os.fspath(tmp_path))  # as a new process would
+    atomic_write_bytes(tmp_path / "out", b"4")
+    assert not late.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, user.name, "out", "other"]
+    )

@@ -87,23 +87,39 @@ def atomic_writer(
 _STAGED = re.compile(r"(?:^|-)(\d+)-[a-z0-9_]{8}(?:-old|\.tmp)?$")
 
 
+# Directory -> the names starting with "." that this process saw there at its first
+# sweep (what it has removed since taken out). What a killed process left is there
+# before this one starts (or is swept by the next), so one listing per directory and
+# process is enough: an atomic write into a cache of thousands of entries then costs
+# no directory listing, where it cost 4 ms each (a graph build makes dozens).
+_dotted: dict[str, list[str]] = {}
+_dotted_lock = threading.Lock()
+
+
 def sweep_stale(parent: Path, name: str) -> None:
     """Remove what a killed repro left beside `name` (SIGKILL, a crash, a power cut):
     its staging directories and temporary files, whose names carry the pid of the
     process that made them, when that process is gone. Best effort."""
     prefix = f".{name}."
-    try:
-        # os.scandir and plain names: this runs before every atomic write, often in
-        # cache directories of thousands of entries (5,600 entries: 4 ms, against
-        # 7 ms with a Path per entry).
-        with os.scandir(parent) as listing:
-            names = [e.name for e in listing if e.name.startswith(prefix)]
-    except OSError:
-        return
-    for entry_name in names:
-        found = _STAGED.search(entry_name[len(prefix) :])
-        if found is None or _alive(int(found.group(1))):
-            continue
+    key = os.fspath(parent)
+    with _dotted_lock:
+        dotted = _dotted.get(key)
+        if dotted is None:
+            try:
+                with os.scandir(parent) as listing:
+                    dotted = _dotted[key] = [e.name for e in listing if e.name[:1] == "."]
+            except OSError:
+                return
+        stale = [
+            n
+            for n in dotted
+            if n.startswith(prefix)
+            and (found := _STAGED.search(n[len(prefix) :])) is not None
+            and not _alive(int(found.group(1)))
+        ]
+        for n in stale:
+            dotted.remove(n)
+    for entry_name in stale:
         entry = parent / entry_name
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
