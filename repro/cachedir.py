@@ -15,3 +15,13 @@ def cache_home(name: str) -> Path:
         return Path(base) / name
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(xdg) / "repro" / name
+
+
+def touch(*paths: str | os.PathLike[str]) -> None:
+    """Mark cache entries as used now (their mtime), for `repro cache prune`'s
+    least-recently-used order. Best effort: a read-only cache is still a cache."""
+    for path in paths:
+        try:
+            os.utime(path)
+        except OSError:
+            pass

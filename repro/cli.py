@@ -562,6 +562,92 @@ def doctor(
     raise typer.Exit(0 if report.ok else 2)
 
 
+cache_app = typer.Typer(
+    help="What repro keeps to be fast (packages, normalised layers, documents, build "
+    "records): its size, and pruning it.",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sections as JSON.")] = False,
+) -> None:
+    """Each part of the cache: where it is, what it holds, its entries and size."""
+    from repro.cacheprune import human, usage
+
+    parts = usage()
+    if as_json:
+        typer.echo(json.dumps([u.to_json() for u in parts], indent=2))
+        return
+    for u in parts:
+        typer.echo(f"{u.name:<12} {u.entries:>7} entries {human(u.size):>11}  {u.path}: {u.what}")
+    total = sum(u.size for u in parts)
+    typer.echo(f"{'total':<12} {sum(u.entries for u in parts):>7} entries {human(total):>11}")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    max_size: Annotated[
+        str | None,
+        typer.Option(
+            "--max-size",
+            help="Remove the least recently used entries until the cache holds at most "
+            "this much (500M, 2G, 10GiB).",
+        ),
+    ] = None,
+    unused_for: Annotated[
+        str | None,
+        typer.Option(
+            "--unused-for",
+            help="Remove entries not used for this long (30d, 12h, 1w). The default when "
+            "neither --max-size nor --all is given: 30d.",
+        ),
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Remove every entry (but those in use right now).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Remove cache entries: those unused for a while, the least recently used beyond
+    a size, or all. Every read of an entry marks it used; entries used in the last
+    10 minutes are always kept, so builds running meanwhile are safe. Everything
+    removed is fetched or made again when a build needs it; a locked package its
+    mirror has dropped comes back only from the vault (repro vault push)."""
+    from repro.cacheprune import human, parse_age, parse_size, prune
+    from repro.errors import InputError
+
+    try:
+        size = parse_size(max_size) if max_size is not None else None
+        age = parse_age(unused_for) if unused_for is not None else None
+    except ValueError as exc:
+        _fail(InputError(str(exc)))
+    if size is None and age is None and not everything:
+        age = parse_age("30d")
+    result = prune(max_size=size, unused_for=age, everything=everything, dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for name, gone in result.removed.items():
+        left = result.kept[name]
+        if gone:
+            typer.echo(
+                f"{name}: {verb} {len(gone)} entries ({human(sum(e.size for e in gone))}); "
+                f"{left.entries} ({human(left.size)}) left"
+            )
+    total_left = sum(u.size for u in result.kept.values())
+    count = sum(len(g) for g in result.removed.values())
+    typer.echo(
+        f"{verb} {count} entries ({human(result.removed_bytes())}); "
+        f"the cache {'would hold' if dry_run else 'holds'} {human(total_left)}"
+    )
+
+
 ci_app = typer.Typer(
     help="repro in CI: the GitHub workflow, the daily lock update, a usable BuildKit (docs/ci.md).",
     no_args_is_help=True,

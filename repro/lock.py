@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.cachedir import touch
 from repro.config import RepoConfig, load_repo_config, mirror_url
 from repro.errors import (
     InputError,
@@ -751,6 +752,8 @@ def apply_lock(
         if not dockerfile.is_file():
             dockerfile.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(dockerfile, body)
+        else:
+            touch(dockerfile)  # used now: kept by `repro cache prune`
         if ignore_bytes is not None and not dockerfile.with_name(ignore.name).is_file():
             atomic_write_bytes(dockerfile.with_name(ignore.name), ignore_bytes)
     return PinnedBuild(dockerfile, args, epoch, data, source_policy(recipe, data))

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repro.cachedir import cache_home
+from repro.cachedir import cache_home, touch
 from repro.errors import ReproError
 from repro.oci import atomic_write_bytes, is_digest, parse_digest
 
@@ -70,6 +70,7 @@ def read_build_record(digest: str) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or data.get("digest") != digest:
         return None
+    touch(_record_path(digest))
     return data
 
 
@@ -121,6 +122,7 @@ def recall_inputs(
         if warn is not None and output.path.is_dir():
             warn(f"{output.path} no longer holds the image built there ({e}); building it")
         return None
+    touch(_inputs_path(fingerprint))
     return dict(result)
 
 

@@ -146,3 +146,23 @@ def test_a_stale_lock_is_exit_1_with_an_annotation(tmp_path: Path, runner: dict[
     assert r.returncode == 1, r.stdout + r.stderr
     assert "::error title=repro lock --check::stale locks: hello" in r.stdout
     assert "lock check failed: hello" in r.stderr
+
+
+def test_prune_step(tmp_path: Path, runner: dict[str, str]) -> None:
+    """The last step prunes repro's cache (the one actions/cache saves) to a size,
+    least recently used first; a bad size is one line and exit 2."""
+    import time
+
+    env = {**runner, "REPRO_CACHE_DIR": str(tmp_path / "c"), "XDG_CACHE_HOME": str(tmp_path / "x")}
+    docs = tmp_path / "c" / "documents"
+    docs.mkdir(parents=True)
+    for name, age in (("sha256-old", 3 * 86400), ("sha256-new", 86400)):
+        (docs / name).write_bytes(b"x" * 1024)
+        os.utime(docs / name, (time.time() - age, time.time() - age))
+    r = step("prune", env, INPUT_CACHE_MAX_SIZE="1K")
+    assert r.returncode == 0, r.stderr
+    assert "documents: removed 1 entries (1.0 KiB); 1 (1.0 KiB) left" in r.stdout
+    assert sorted(p.name for p in docs.iterdir()) == ["sha256-new"]
+    r = step("prune", env, INPUT_CACHE_MAX_SIZE="huge")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "not a size: 'huge'" in r.stderr

@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from repro.cachedir import cache_home
+from repro.cachedir import cache_home, touch
 from repro.normalise._layer import LayerOutcome, normalise_layer
 from repro.normalise._rules import Change, ContentRules, NormaliseOptions
 from repro.oci import Descriptor, Hasher, OCILayout
@@ -88,9 +88,13 @@ def _lookup(
     if not _verified(blob, descriptor.digest, descriptor.size):
         entry.unlink(missing_ok=True)
         return None
+    touch(entry, blob)  # used now: kept by `repro cache prune`
     blob_dir = dest.path / "blobs" / "sha256"
     blob_dir.mkdir(parents=True, exist_ok=True)
-    _link_or_copy(blob, dest.blob_path(descriptor.digest))
+    try:
+        _link_or_copy(blob, dest.blob_path(descriptor.digest))
+    except FileNotFoundError:
+        return None  # pruned at this very moment: normalised afresh
     changes = [Change(index, c["path"], c["rule"]) for c in data.get("changes", [])]
     return LayerOutcome(
         index,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from repro.cachedir import cache_home
+from repro.cachedir import cache_home, touch
 from repro.oci._descriptor import Descriptor
 from repro.oci._digest import is_digest, parse_digest
 from repro.oci._files import atomic_write_bytes
@@ -59,6 +59,7 @@ class CachedDocuments:
             return None
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             return None
+        touch(self._path(digest))
         return data
 
     def _keep(self, digest: str, data: bytes) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from repro.cachedir import touch
 from repro.errors import (
     DigestMismatch,
     EnvironmentError_,
@@ -29,8 +30,6 @@ from repro.packages.fetch import MirrorError, _strip, cache_dir
 
 ATTEMPTS = 4
 BACKOFF = 0.5  # seconds, doubled each attempt
-
-
 
 
 def pool_dir() -> Path:
@@ -46,6 +45,7 @@ def cached_ok(sha256: str) -> Path | None:
     hex_digest = sha256.removeprefix("sha256:")
     target = cached_path(hex_digest)
     if target.is_file() and _file_sha256(target) == hex_digest:
+        touch(target)
         return target
     return None
 

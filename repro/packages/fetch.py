@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 import httpx
 
+from repro.cachedir import touch
 from repro.errors import InputError, MirrorError, SignatureError
 from repro.packages._common import cache_dir
 from repro.packages.deb import DebIndex
@@ -134,6 +135,8 @@ def fetch_packages_text(
             data = cached.read_bytes()
             if hashlib.sha256(data).hexdigest() != sha:
                 data = None
+            else:
+                touch(cached)
         if data is None:
             data = _get(client, f"{base}/{rel}{ext}")
             if data is None:

@@ -88,8 +88,6 @@ class InstalledDb:
         )
 
 
-
-
 # --- parsing ------------------------------------------------------------------------
 
 
@@ -277,9 +275,13 @@ def _cached(layer_digests: Sequence[str]) -> tuple[bool, InstalledDb | None]:
         if data.get("version") != CACHE_VERSION:
             return False, None
         db = data.get("db")
-        return True, (InstalledDb.from_json(db) if db else None)
+        found = True, (InstalledDb.from_json(db) if db else None)
     except (OSError, ValueError, KeyError, TypeError):
         return False, None
+    from repro.cachedir import touch
+
+    touch(file)
+    return found
 
 
 def _store(layer_digests: Sequence[str], db: InstalledDb | None) -> None:
