@@ -25,10 +25,13 @@ numbers that matter are the ratios repro / buildx, not the absolute times. Cases
 
 Each measured command runs as the direct child of a small measuring interpreter (no
 shell): wall time is taken around it and peak RSS comes from ``os.wait4`` of that very
-process (see ``_MEASURE`` for why not from this process). Tools alternate their order
-between repetitions; medians are reported. Timings are never asserted: the exit status
-is non-zero only when a build fails. ``--quick`` (one repetition, a 2,000-file + 20 MB
-context, no heavy case) is CI's smoke run. ``--repro-arg '--normalise off'`` passes
+process (see ``_MEASURE`` for why not from this process). Before each timed run the
+bench waits (up to 20 s) for the machine's CPUs to be under 10% busy (``settle``): the
+engine's clean-up after the run before otherwise lands in the next one, whichever
+tool it is. Tools alternate their order between repetitions; medians are reported.
+Timings are never asserted: the exit status is non-zero only when a build fails.
+``--quick`` (one repetition, a 2,000-file + 20 MB context, no heavy case) is CI's
+smoke run. ``--repro-arg '--normalise off'`` passes
 extra arguments to every ``repro build``, to take a feature out of the comparison.
 
 The environment comes from ``scripts/dev-env env`` when BUILDKIT_HOST / DOCKER_HOST /
@@ -162,12 +165,39 @@ def docker_api(env: dict[str, str], method: str, path: str, timeout: float = 30.
         conn.close()
 
 
+def _cpu_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], sum(v)
+
+
+def settle(limit: float = 0.10, window: float = 0.3, wait: float = 20.0) -> float:
+    """Wait (at most `wait` s) until the machine's CPUs are under `limit` busy over
+    `window` s: the engine finishes cleaning up after the build before (containerd's
+    garbage collection, snapshot removal) before the next timed run, whichever tool
+    ran last. Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < wait:
+        try:
+            a = _cpu_busy()
+            time.sleep(window)
+            b = _cpu_busy()
+        except (OSError, ValueError):
+            return 0.0
+        if (b[0] - a[0]) <= limit * max(1, b[1] - a[1]):
+            break
+    return time.monotonic() - started
+
+
 def wait_engine(env: dict[str, str], wait: float = ENGINE_WAIT) -> None:
+    """The engine answers, and the machine is quiet (`settle`), before a timed run."""
     deadline = time.monotonic() + wait
     said = False
     while True:
         try:
             if docker_api(env, "GET", "/_ping", timeout=5) == "OK":
+                settle()
                 return
         except OSError:
             pass

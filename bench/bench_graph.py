@@ -30,7 +30,8 @@ Cases, all in the same run on the same BuildKit (the dev-env Docker Engine):
 - ``graph-verify-fresh``: ``repro verify --all --no-cache`` (both builds of every
   recipe from scratch) against the same build (``--no-fresh`` skips it).
 
-The two tools alternate their order between repetitions; medians are reported, and
+Each timed run starts on a quiet machine (bench_build's ``settle``). The two tools
+alternate their order between repetitions; medians are reported, and
 the median of the per-repetition ratios beside them (steadier when the machine's load
 drifts, as it does on a shared 2-core box). Timings are never asserted: the exit status
 is non-zero only when a build fails. ``--quick`` (a 2+2+2 graph, one repetition) is
