@@ -237,12 +237,16 @@ def _build_recipe(
     registry: Registry | LazyRegistry | None = None,
     cancel: threading.Event | None = None,
     reuse: bool = False,
+    unchanged: bool = False,
 ) -> RecipeResult:
     """Build one recipe with BuildKit and write its OCI image (normalised unless told not).
 
     With `reuse`, when an earlier build had the same inputs (repro.inputs) and its
     image is still where it wrote it, that build's result is returned instead of
     building (`reused` set, `output` naming the earlier image; nothing is written).
+    `unchanged` is the same for a rootfs recipe (no BuildKit, so no BuildKit cache)
+    when the earlier build wrote to this very output: `repro build` does not unpack
+    the same packages into the same image again.
 
     `rewrite_timestamp` and `exporter_attrs` (e.g. ``compression=zstd``) pass through
     to BuildKit's OCI exporter; normalisation makes the result independent of them.
@@ -266,15 +270,17 @@ def _build_recipe(
             from repro.inputs import rootfs_fingerprint
 
             inputs = rootfs_fingerprint(recipe)
-        if reuse and inputs:
+        if (reuse or unchanged) and inputs:
             from repro.lock import require_lock
 
             # A stale lock is refused before anything is taken (build_rootfs checks
             # it itself when it builds).
             require_lock(recipe)
             earlier = _recall(recipe, inputs, stream)
-            if earlier is not None:
+            if earlier is not None and reuse:
                 return earlier
+            if earlier is not None and _same_place(earlier.output, out):
+                return dataclasses.replace(earlier, output=str(out))  # as the user wrote it
         made = build_rootfs(
             recipe, output=output, progress=progress, stream=stream, offline=offline
         )
@@ -432,6 +438,13 @@ def _recall(recipe: Recipe, inputs: str, stream: TextIO | None) -> RecipeResult 
     fields = {f.name for f in dataclasses.fields(RecipeResult)}
     taken = RecipeResult(**{k: v for k, v in earlier.items() if k in fields})
     return dataclasses.replace(taken, seconds=0.0, reused=True)
+
+
+def _same_place(earlier: str, out: Output) -> bool:
+    from repro.oci import Output
+
+    then = Output.parse(earlier)
+    return then.kind == out.kind and then.path.resolve() == out.path.absolute().resolve()
 
 
 def _fingerprint(

@@ -152,7 +152,13 @@ def build(
         ),
     ] = None,
     no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Build without BuildKit's cache.")
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Build without BuildKit's cache; and unpack a rootfs recipe's packages "
+            "again even when the image its unchanged inputs made is still at the output "
+            "(printed as 'unchanged').",
+        ),
     ] = False,
     secret: Annotated[
         list[str] | None,
@@ -242,7 +248,8 @@ def build(
         def line(outcome: BuildOutcome) -> None:
             r = outcome.result
             if r is not None and not as_json:
-                typer.echo(f"{r.recipe}: {r.digest}  {r.output}  ({r.seconds:.1f}s)")
+                took = "unchanged" if r.reused else f"{r.seconds:.1f}s"
+                typer.echo(f"{r.recipe}: {r.digest}  {r.output}  ({took})")
 
         outcomes = build_recipes(
             found,
@@ -255,6 +262,9 @@ def build(
             on_outcome=line,
             output=output,
             no_cache=no_cache,
+            # a rootfs recipe built before from the same inputs to the same output
+            # is not unpacked again (Dockerfile recipes have BuildKit's cache)
+            unchanged=not no_cache,
             secrets=secrets,
             build_args=args,
             normalise=normalise == "on",

@@ -215,6 +215,45 @@ def test_lock_and_build_twice_to_the_same_digest(tmp_path: Path, mirror: tuple[s
     assert oci.OCILayout(archive).top_descriptor().digest == digests[0]
 
 
+def test_an_unchanged_rootfs_is_not_unpacked_again(
+    tmp_path: Path, mirror: tuple[str, Path]
+) -> None:
+    """A rootfs recipe has no BuildKit cache: `repro build` leaves the image that the
+    same inputs made at the same output as it is ('unchanged'), unless --no-cache;
+    another output, or an image damaged since, is built."""
+    url, _ = mirror
+    d = recipe(tmp_path, ["tool"])
+    assert repro(tmp_path, url, "lock", str(d)).returncode == 0
+
+    def build(*args: str) -> tuple[str, str]:
+        r = repro(tmp_path, url, "build", str(d), "--progress", "quiet", *args)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip(), r.stderr
+
+    first, _ = build("-o", "oci:o1")
+    digest = first.split()[1]
+    index = tmp_path / "o1" / "index.json"
+    before = index.stat().st_mtime_ns
+    again, _ = build("-o", "oci:o1")
+    assert again.endswith("(unchanged)") and again.split()[1] == digest, again
+    assert index.stat().st_mtime_ns == before, "nothing was written"
+    forced, _ = build("-o", "oci:o1", "--no-cache")
+    assert not forced.endswith("(unchanged)") and forced.split()[1] == digest
+    elsewhere, _ = build("-o", "oci:o2")
+    assert not elsewhere.endswith("(unchanged)") and elsewhere.split()[1] == digest
+    # damage the layer blob: the next build notices and builds it again
+    image = oci.load_image(oci.OCILayout(tmp_path / "o2"))
+    blob = oci.OCILayout(tmp_path / "o2").blob_path(image.layers[0].digest)
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    rebuilt, warnings = build("-o", "oci:o2")
+    assert not rebuilt.endswith("(unchanged)") and rebuilt.split()[1] == digest
+    assert "no longer holds the image built there" in warnings, warnings
+    oci.OCILayout(tmp_path / "o2").verify(full=True)
+
+
 def test_a_conflict_fails_naming_both_unless_preferred(
     tmp_path: Path, mirror: tuple[str, Path]
 ) -> None:
