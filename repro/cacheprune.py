@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,6 @@ class Entry:
     path: Path
     size: int
     used: float  # mtime: the last write or read (touch)
-    section: str
 
 
 @dataclass
@@ -124,7 +123,7 @@ def entries(section: Section) -> list[Entry]:
             st = item.stat(follow_symlinks=False)
         except OSError:
             continue
-        found.append(Entry(Path(item.path), st.st_size, st.st_mtime, section.name))
+        found.append(Entry(Path(item.path), st.st_size, st.st_mtime))
     return found
 
 
@@ -143,7 +142,6 @@ def prune(
     everything: bool = False,
     dry_run: bool = False,
     now: float | None = None,
-    on_section: Callable[[str], None] | None = None,
 ) -> PruneResult:
     """Remove entries unused for `unused_for` seconds, then the least recently used
     ones until the whole cache is at most `max_size` bytes (`everything`: all
@@ -169,11 +167,9 @@ def prune(
                 doomed.add(e.path)
                 total -= e.size
     normalised = next(s for s in parts if s.name == "normalised")
-    doomed |= _orphan_blobs(normalised.path, found["normalised"], doomed, now)
+    _pair_normalised(normalised.path, found["normalised"], doomed, now)
     result = PruneResult(dry_run=dry_run)
     for s in parts:
-        if on_section is not None:
-            on_section(s.name)
         gone = [e for e in found[s.name] if e.path in doomed]
         left = [e for e in found[s.name] if e.path not in doomed]
         if not dry_run:
@@ -188,25 +184,29 @@ def prune(
     return result
 
 
-def _orphan_blobs(root: Path, found: list[Entry], doomed: set[Path], now: float) -> set[Path]:
-    """Blobs of the normalise cache that no remaining entry names (and are out of
-    GRACE: a build may be storing an entry for a blob it has just linked)."""
+def _pair_normalised(root: Path, found: list[Entry], doomed: set[Path], now: float) -> None:
+    """Keep the normalise cache's entries and blobs together, in `doomed`: an entry
+    whose blob goes goes too (it could only miss), and a blob that no remaining entry
+    names goes (unless within GRACE: a build may be storing the entry for a blob it has
+    just linked)."""
     blobs = root / "blobs"
-    named: set[str] = set()
+    names: dict[Path, str] = {}  # entry -> the blob file it names
     for e in found:
-        if e.path.parent != root or e.path.suffix != ".json" or e.path in doomed:
+        if e.path.parent != root or e.path.suffix != ".json":
             continue
         try:
             digest = json.loads(e.path.read_text())["descriptor"]["digest"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if isinstance(digest, str):
-            named.add(digest.replace(":", "-"))
-    return {
+            names[e.path] = digest.replace(":", "-")
+    doomed.update(entry for entry, blob in names.items() if blobs / blob in doomed)
+    named = {blob for entry, blob in names.items() if entry not in doomed}
+    doomed.update(
         e.path
         for e in found
         if e.path.parent == blobs and e.path.name not in named and now - e.used >= GRACE
-    }
+    )
 
 
 def _remove_empty_dirs(root: Path) -> None:
@@ -252,8 +252,10 @@ def parse_age(text: str) -> float:
 
 
 def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return f"{n:.1f} GiB"
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"

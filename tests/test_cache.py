@@ -122,6 +122,29 @@ def test_a_normalised_blob_goes_with_its_entries(cache: Path) -> None:
     assert not orphan.exists(), "a blob no entry names is garbage"
 
 
+def test_an_entry_goes_with_its_blob(cache: Path) -> None:
+    """Least recently used first may pick a blob before the entry naming it (the
+    entry was read since): the entry goes too, as it could only miss."""
+    now = time.time()
+    entry, blob = normalised(cache, "k1", "b1", 1000, 3 * DAY, now)
+    os.utime(entry, (now - DAY, now - DAY))
+    keep_entry, keep_blob = normalised(cache, "k2", "b2", 1000, 2 * DAY, now)
+    prune(max_size=1500, now=now)
+    assert not blob.exists() and not entry.exists()
+    assert keep_entry.exists() and keep_blob.exists()
+
+
+def test_sizes_read_as_people_write_them() -> None:
+    human = cacheprune.human
+    assert [human(0), human(1023), human(1024), human(1536 << 20), human(5 << 40)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "1.5 GiB",
+        "5120.0 GiB",
+    ]
+
+
 def test_dry_run_removes_nothing(cache: Path) -> None:
     now = time.time()
     a = put(cache / "documents" / "sha256-a", 10, 40 * DAY, now)
