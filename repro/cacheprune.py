@@ -82,7 +82,9 @@ class PruneResult:
 
 
 def sections() -> list[Section]:
-    """The cache's parts, each where the code that fills it puts it."""
+    """The cache's parts, each where the code that fills it puts it. Not the package
+    contexts of builds (``contexts``): their files are hard links to the package pool,
+    with its mtimes, so a build running for longer than GRACE could lose them."""
     from repro.cachedir import cache_home
     from repro.lock import rendered_dir
     from repro.oci import documents_dir
@@ -97,7 +99,6 @@ def sections() -> list[Section]:
         Section("documents", documents_dir(), "registry manifests and configs by digest"),
         Section("builds", records_dir(), "build records (publish, provenance, reuse)"),
         Section("dockerfiles", rendered_dir(), "Dockerfiles rendered with locked bases"),
-        Section("contexts", packages.parent / "contexts", "package contexts of running builds"),
     ]
 
 

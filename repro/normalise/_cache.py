@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,19 @@ def cache_root() -> Path | None:
     return cache_home("normalised")
 
 
-@lru_cache(maxsize=1)
+_fingerprint_lock = threading.Lock()
+
+
 def _code_fingerprint() -> str:
+    """The normaliser's sources as one digest, read once per process (the builds of
+    a graph normalise at the same moment, each in its own thread: as
+    repro.inputs.code_identity)."""
+    with _fingerprint_lock:
+        return _read_code_fingerprint()
+
+
+@lru_cache(maxsize=1)
+def _read_code_fingerprint() -> str:
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for name in sorted(p.name for p in here.glob("*.py")):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from repro.cachedir import touch
 from repro.errors import (
     DigestMismatch,
     NoPackageDatabase,  # noqa: F401 - defined in errors, re-exported here
@@ -278,8 +279,6 @@ def _cached(layer_digests: Sequence[str]) -> tuple[bool, InstalledDb | None]:
         found = True, (InstalledDb.from_json(db) if db else None)
     except (OSError, ValueError, KeyError, TypeError):
         return False, None
-    from repro.cachedir import touch
-
     touch(file)
     return found
 
