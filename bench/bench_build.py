@@ -14,6 +14,11 @@ numbers that matter are the ratios repro / buildx, not the absolute times. Cases
   the same image: repro's (normalised, BuildKit asked for no rewrite-timestamp) is
   buildx's export (``rewrite-timestamp=true``) normalised by repro's normaliser,
   untimed; with ``--repro-arg '--normalise off'`` the two exports are compared.
+- ``big-base-cold`` / ``big-base-warm``: an application's files (``COPY``, 2 MB) on a
+  base image with one 64 MB layer (random bytes, pushed to the dev registry first),
+  ``--no-cache`` and cached. Every export holds the base's layer: buildx receives it
+  in its tarball each time, repro takes it from its blob shelf after its first build
+  (repro.oci._shelf) and receives only the new layer. Target: <= 1.05x buildx.
 - ``context``: sending a context of 10,000 small files plus one 200 MB file to a
   Dockerfile whose only work is bind-mounting it; a fresh context directory (``cp -al``)
   per run, so neither tool can reuse an earlier transfer. Target: <= 1.5x buildx.
@@ -60,6 +65,7 @@ import tarfile
 import tempfile
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -767,6 +773,12 @@ def context_size_range(root: Path) -> tuple[int, int]:
 # ------------------------------------------------------------------ cases
 
 
+BIG_BASE_DOCKERFILE = """\
+# repro-bench: an application's files on a big base
+FROM {base}
+COPY app/ /app/
+"""
+
 BUILD_DOCKERFILE = """\
 # repro-bench: two stages, a pack and an unpack
 FROM {base} AS pack
@@ -922,10 +934,6 @@ class Bench:
         for n in range(200):
             write_random(recipe / "files" / f"f{n:03d}.bin", 64 * 1024, rng)
 
-        @contextlib.contextmanager
-        def same(tool: str, i: int) -> Iterator[Path]:
-            yield recipe
-
         cold = Case(
             "build-cold",
             "two-stage busybox recipe, 200 x 64 KiB files, --no-cache",
@@ -945,23 +953,67 @@ class Bench:
             1.05,
         )
         for case, no_cache in ((cold, True), (warm, False)):
-            try:
-                # one unmeasured build each first: base image pulled, context sent
-                # once, page cache warm (and, for build-warm, the build cache filled;
-                # --quick relies on the cold builds having filled it)
-                for tool in ("repro", "buildx"):
-                    if self.args.quick and not no_cache:
-                        break
-                    dest = self.out / f"{tool}.tar"
-                    self.tools.build(tool, recipe, dest, no_cache=no_cache)
-                    dest.unlink()
-                self.measure_pair(case, self.args.repeat, same, no_cache)
-                self.same_digest_note(case)
-                self.overhead_note(case)
-            except BuildFailure as exc:
-                case.error = str(exc)
-                self.failed = True
+            # one unmeasured build each first: base image pulled, context sent once,
+            # page cache warm (and, for build-warm, the build cache filled; --quick
+            # relies on the cold builds having filled it)
+            self.compare_builds(case, recipe, no_cache, prime=no_cache or not self.args.quick)
         return [cold, warm]
+
+    def compare_builds(self, case: Case, recipe: Path, no_cache: bool, prime: bool = True) -> None:
+        """Measure both tools building `recipe` (after one unmeasured build each, if
+        `prime`), with the same-image and overhead notes; a failure goes in `case`."""
+
+        @contextlib.contextmanager
+        def same(tool: str, i: int) -> Iterator[Path]:
+            yield recipe
+
+        try:
+            for tool in ("repro", "buildx") if prime else ():
+                dest = self.out / f"{tool}.tar"
+                self.tools.build(tool, recipe, dest, no_cache=no_cache)
+                dest.unlink()
+            self.measure_pair(case, self.args.repeat, same, no_cache)
+            self.same_digest_note(case)
+            self.overhead_note(case)
+        except BuildFailure as exc:
+            case.error = str(exc)
+            self.failed = True
+
+    # -- big-base-cold / big-base-warm --------------------------------------------------
+
+    def case_big_base(self) -> list[Case]:
+        if str(PROJECT / "tests") not in sys.path:
+            sys.path.insert(0, str(PROJECT / "tests"))
+        from pushimages import random_image
+
+        from repro import oci
+        from repro.registry import Registry
+
+        size = (16 if self.args.quick else 64) * 1000 * 1000
+        registry = os.environ.get("REPRO_REGISTRY") or self.env["REPRO_BASE_IMAGE"].split("/")[0]
+        top = random_image(self.tmp / "big-base", [size], seed=int(time.time()), gzip_level=0)
+        repo = f"{registry}/repro-bench/big-base-{uuid.uuid4().hex[:8]}"
+        with Registry() as client:
+            client.push_layout(oci.OCILayout(self.tmp / "big-base"), f"{repo}:latest")
+        shutil.rmtree(self.tmp / "big-base")
+        recipe = self.tmp / "big" / "bench-big-base"
+        write_recipe(recipe, BIG_BASE_DOCKERFILE.format(base=f"{repo}@{top.digest}"))
+        rng = random.Random(3)
+        for n in range(2):
+            write_random(recipe / "app" / f"part{n}.bin", 1000 * 1000, rng)
+
+        mb = size // 1000 // 1000
+        cases = []
+        for name, no_cache in (("big-base-cold", True), ("big-base-warm", False)):
+            case = Case(
+                name,
+                f"COPY of 2 MB onto a base with a {mb} MB layer, "
+                + ("--no-cache" if no_cache else "cached"),
+                "s", "buildx", "<= 1.05x buildx", "ratio", 1.05,
+            )  # fmt: skip
+            self.compare_builds(case, recipe, no_cache)  # primed: base pulled, shelf filled
+            cases.append(case)
+        return cases
 
     # -- context ----------------------------------------------------------------------
 
@@ -1144,7 +1196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         default="",
-        help="comma-separated subset of: build, context, rss, startup",
+        help="comma-separated subset of: build, big-base, context, rss, startup",
     )
     p.add_argument("--json", type=Path, help="write all results and samples as JSON")
     p.add_argument("--markdown", type=Path, help="write a markdown table for the README")
@@ -1172,10 +1224,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - {"build", "context", "rss", "startup"}
+    unknown = only - {"build", "big-base", "context", "rss", "startup"}
     if unknown:
         p.error(f"--only: unknown case {sorted(unknown)[0]!r}")
-    args.cases = only or {"build", "context", "startup"} | ({"rss"} if args.heavy else set())
+    default = {"build", "big-base", "context", "startup"}
+    args.cases = only or default | ({"rss"} if args.heavy else set())
     if args.quick:
         args.cases.discard("rss")
     return args
@@ -1212,6 +1265,9 @@ def main(argv: list[str] | None = None) -> int:
             if "build" in args.cases:
                 bench.log("build-cold / build-warm")
                 cases += bench.case_build()
+            if "big-base" in args.cases:
+                bench.log("big-base-cold / big-base-warm")
+                cases += bench.case_big_base()
             if "context" in args.cases:
                 bench.log("context")
                 cases.append(bench.case_context())

@@ -99,6 +99,9 @@ class RecipeResult:
     # instead of building (`reuse`; `output` then names where that build wrote it).
     inputs: str = ""
     reused: bool = False
+    # What BuildKit sent of the export, and what it did not send because it was at
+    # hand (the blob shelf, repro.oci.take_shelved): blobs and bytes of each.
+    export: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -339,6 +342,11 @@ def _build_recipe(
         check_inputs(request)
         staging = _normalise_staging(out.path)
         request.output = Output("oci", staging / "raw")
+        if normalise:
+            # Read by the normaliser only: received blob by blob, and the layers this
+            # machine has on its shelf (a base's, above all) not sent at all.
+            request.export_store = True
+            request.take_blob = oci.take_shelved
     held = contextlib.ExitStack()
     if staging is not None and normalise:
         # Read, normalised into place and deleted: not forced to disk.
@@ -421,6 +429,12 @@ def _build_recipe(
         buildkit_version=result.buildkit_version,
         exporter=dict(result.exporter_attrs),
         inputs=inputs,
+        export={
+            "received_blobs": result.received[0],
+            "received_bytes": result.received[1],
+            "at_hand_blobs": result.skipped[0],
+            "at_hand_bytes": result.skipped[1],
+        },
     )
 
 
@@ -643,8 +657,11 @@ def normalise_output(
         recipe.normalise.options(epoch, keep_layers=keep), base_layers=base_layers
     )
     if out.kind == "oci":
-        return normalise_layout(layout, out.path, options, replace=True)
+        result = normalise_layout(layout, out.path, options, replace=True)
+        oci.shelve_layers(oci.OCILayout(out.path))  # for the next build on this base
+        return result
     result = normalise_layout(layout, raw.parent / "normalised", options)
+    oci.shelve_layers(oci.OCILayout(raw.parent / "normalised"))
     oci.check_output_target(out.kind, out.path)
     oci.write_oci_archive(oci.OCILayout(raw.parent / "normalised"), out.path)
     return result

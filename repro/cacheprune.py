@@ -1,12 +1,12 @@
 """`repro cache`: what repro keeps to be fast, how big it is, and pruning it.
 
 Every part of the cache is something repro can make or fetch again (repro.cachedir):
-downloaded packages and indexes, normalised layers, registry documents, build
-records, rendered Dockerfiles. Nothing removes old entries by itself, so a machine
-that builds every day, or a CI cache restored and saved under a new key after each
-lock update, only grows. `prune` removes the least recently used entries: every
-read of an entry marks it used (`repro.cachedir.touch`), so what builds still need
-stays.
+downloaded packages and indexes, normalised layers, the blob shelf (layers of built
+images), registry documents, build records, rendered Dockerfiles. Nothing removes
+old entries by itself, so a machine that builds every day, or a CI cache restored
+and saved under a new key after each lock update, only grows. `prune` removes the
+least recently used entries: every read of an entry marks it used
+(`repro.cachedir.touch`), so what builds still need stays.
 
 An entry is one file. Files used or written in the last few minutes (`GRACE`) are
 never removed, so a build running beside the prune keeps what it is reading. A
@@ -87,7 +87,7 @@ def sections() -> list[Section]:
     with its mtimes, so a build running for longer than GRACE could lose them."""
     from repro.cachedir import cache_home
     from repro.lock import rendered_dir
-    from repro.oci import documents_dir
+    from repro.oci import documents_dir, shelf_dir
     from repro.packages import cache_dir
     from repro.records import records_dir
 
@@ -96,6 +96,7 @@ def sections() -> list[Section]:
         Section("packages", packages, "downloaded packages and package indexes"),
         Section("installed", packages.parent / "installed", "package databases read from images"),
         Section("normalised", cache_home("normalised"), "normalised layers"),
+        Section("blobs", shelf_dir(), "layers of built images, not sent by BuildKit again"),
         Section("documents", documents_dir(), "registry manifests and configs by digest"),
         Section("builds", records_dir(), "build records (publish, provenance, reuse)"),
         Section("dockerfiles", rendered_dir(), "Dockerfiles rendered with locked bases"),

@@ -573,7 +573,7 @@ def doctor(
 
 
 cache_app = typer.Typer(
-    help="What repro keeps to be fast (packages, normalised layers, documents, build "
+    help="What repro keeps to be fast (packages, normalised layers, built layers, documents, build "
     "records): its size, and pruning it.",
     no_args_is_help=True,
 )

@@ -17,6 +17,7 @@ import tarfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from runner import run_repro
@@ -612,3 +613,44 @@ def test_session_over_control_session_tunnel(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout)[0]["digest"] == a["digest"]
+
+
+def test_layers_at_hand_are_not_sent_again(tmp_path: Path, base_image: str) -> None:
+    """The export comes blob by blob into repro's content store (``tar=false``): the
+    base's layer, on the blob shelf after the first build, is not sent by BuildKit
+    again; the image is the same. A shelf file that no longer matches its digest is
+    dropped and the layer received instead."""
+    d = recipe(
+        tmp_path,
+        f"FROM {base_image}\nCOPY app.bin /app.bin\n",
+        files={"app.bin": os.urandom(300_000)},
+    )
+    env = {"REPRO_CACHE_DIR": str(tmp_path / "cache")}
+
+    def build(out: str) -> dict[str, Any]:
+        r = repro(
+            "build", str(d), "-o", f"oci:{tmp_path / out}", "--json", "--no-cache",
+            "--progress", "quiet", env=env,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads(r.stdout)[0]  # type: ignore[no-any-return]
+
+    first, second = build("a"), build("b")
+    layout = oci.OCILayout(tmp_path / "a")
+    base_layer = oci.read_image(layout, layout.image_manifests()[0]).layers[0]
+    assert base_layer.size >= oci.SHELF_MIN_SIZE
+    assert first["export"]["at_hand_blobs"] == 0
+    assert first["export"]["received_bytes"] > base_layer.size + 300_000
+    assert second["export"] == {
+        **second["export"], "at_hand_blobs": 1, "at_hand_bytes": base_layer.size,
+    }  # fmt: skip
+    assert second["export"]["received_bytes"] == first["export"]["received_bytes"] - base_layer.size
+    assert second["digest"] == first["digest"]
+
+    shelved = tmp_path / "cache" / "blobs" / "sha256" / base_layer.digest[7:]
+    shelved.unlink()  # (a hard link to out a's blob: damage a copy, not the image)
+    shelved.write_bytes(b"\0" * base_layer.size)
+    third = build("c")
+    assert third["export"]["at_hand_blobs"] == 0
+    assert third["digest"] == first["digest"]
+    assert os.path.samefile(shelved, tmp_path / "c" / "blobs" / "sha256" / base_layer.digest[7:])

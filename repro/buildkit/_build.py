@@ -4,6 +4,11 @@ The export is streamed: chunks of the OCI tarball that arrive over FileSend are
 written straight to a temporary file (``oci-archive``) or unpacked as they arrive
 (``oci`` layout), every blob checked against its digest, and moved into place only
 when the Solve has succeeded. A failed or cancelled build leaves nothing behind.
+
+With `BuildRequest.export_store` the exporter writes into the session's content
+store instead (``tar=false``, repro.buildkit._content): blobs the client has (or
+can take from `BuildRequest.take_blob`) are not sent, and the layout's index is
+written here from the exporter's response.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import grpc
 
 from repro.buildkit._connect import Connection
+from repro.buildkit._content import ExportStore, Take
 from repro.buildkit._control import Control, describe_rpc_error
 from repro.buildkit._exporter import exporter_attrs
 from repro.buildkit._session import Session, SessionServer
@@ -76,6 +82,11 @@ class BuildRequest:
     # Set from another thread to abandon the build (a scheduler's Ctrl-C): the Solve is
     # cancelled on BuildKit and `build` raises Cancelled.
     cancel: threading.Event | None = None
+    # Receive the export blob by blob into a content store (``tar=false``; only for
+    # an ``oci`` layout output), blobs already at hand not sent: those `take_blob`
+    # (digest, size, path) puts at the path, checked.
+    export_store: bool = False
+    take_blob: Callable[[str, int, Path], bool] | None = None
 
 
 @dataclass
@@ -89,13 +100,20 @@ class BuildResult:
     # The exporter attributes sent, and the version the BuildKit reported.
     exporter_attrs: dict[str, str] = field(default_factory=dict)
     buildkit_version: str = ""
+    # How the export came: blobs and bytes sent by BuildKit, and those not sent
+    # because they were at hand (a content-store export; zero for a tarball).
+    received: tuple[int, int] = (0, 0)
+    skipped: tuple[int, int] = (0, 0)
 
 
 def request_exporter_attrs(req: BuildRequest) -> dict[str, str]:
     """The OCI exporter's attributes for `req`: repro's pins (repro.buildkit._exporter)."""
-    return exporter_attrs(
+    attrs = exporter_attrs(
         req.buildkit_version, rewrite_timestamp=req.rewrite_timestamp, extra=req.exporter_attrs
     )
+    if req.export_store:
+        attrs["tar"] = "false"
+    return attrs
 
 
 def solve_request(req: BuildRequest, session_id: str, ref: str) -> pb.SolveRequest:
@@ -151,31 +169,65 @@ def solve_request(req: BuildRequest, session_id: str, ref: str) -> pb.SolveReque
 
 
 class _ExportWriter:
-    """Receives the exporter's tarball and stages it next to its destination."""
+    """Receives the exporter's tarball, or its blobs into a content store (`store`),
+    and stages it next to its destination."""
 
-    def __init__(self, output: Output):
+    def __init__(self, output: Output, store: bool = False, take: Take | None = None):
         from repro import oci
 
         self.output = output
         oci.check_output_target(output.kind, output.path)
+        if store and output.kind != "oci":
+            raise InputError("an export into a content store needs an oci layout output")
         self.staging = oci.staging_dir_beside(output.path, "export")
         self.received = False
         self.bytes = 0
         # Why receiving the export failed on this side (a full disk, a bad archive):
         # BuildKit only reports that the export failed, so this is what the user sees.
-        self.failure: ReproError | None = None
+        self._failure: ReproError | None = None
+        self.store = ExportStore(self.staging / "layout", take) if store else None
 
-    def __call__(self, md: Mapping[str, str], chunks: Iterator[bytes]) -> None:
-        try:
-            self._receive(md, chunks)
-        except ReproError as e:
-            self.failure = e
-            raise
-        except OSError as e:
-            self.failure = EnvironmentError_(
+    @property
+    def failure(self) -> ReproError | None:
+        if self._failure is None and self.store is not None and self.store.failure is not None:
+            e = self.store.failure
+            return EnvironmentError_(
                 f"cannot write the image export beside {self.output.path}: {e.strerror or e}"
             )
-            raise
+        return self._failure
+
+    def counts(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(blobs, bytes) sent by BuildKit, and (blobs, bytes) it did not send (a
+        tarball's blobs are not counted)."""
+        if self.store is None:
+            return (0, self.bytes), (0, 0)
+        received, skipped = self.store.received, self.store.skipped
+        return (received[0], received[1]), (skipped[0], skipped[1])
+
+    def finish_store(self, exporter_response: Mapping[str, str]) -> None:
+        """The stored export made a layout: its index from the exporter's descriptor,
+        and every blob the index reaches checked to be there."""
+        from repro import oci
+
+        assert self.store is not None
+        try:
+            desc = json.loads(base64.b64decode(exporter_response["containerimage.descriptor"]))
+            root = oci.Descriptor.from_json(desc, "the exporter's image descriptor")
+        except (KeyError, ValueError, ReproError) as e:
+            raise BuilderError(f"BuildKit's export named no image: {e}") from None
+        try:
+            layout = oci.OCILayout.create(self.store.layout)
+            layout.write_index([root])
+        except OSError as e:
+            raise EnvironmentError_(
+                f"cannot write the image export beside {self.output.path}: {e.strerror or e}"
+            ) from None
+        try:
+            layout.verify()  # every blob there (those received or taken were checked)
+        except ReproError as e:
+            raise BuilderError(f"BuildKit's export is incomplete: {e}") from None
+        shutil.rmtree(self.store.ingest, ignore_errors=True)
+        self.received = True
 
     def _receive(self, md: Mapping[str, str], chunks: Iterator[bytes]) -> None:
         from repro import oci
@@ -203,6 +255,18 @@ class _ExportWriter:
             oci.extract_oci_archive(reader, layout_dir)
             self.bytes = reader.count
         self.received = True
+
+    def __call__(self, md: Mapping[str, str], chunks: Iterator[bytes]) -> None:
+        try:
+            self._receive(md, chunks)
+        except ReproError as e:
+            self._failure = e
+            raise
+        except OSError as e:
+            self._failure = EnvironmentError_(
+                f"cannot write the image export beside {self.output.path}: {e.strerror or e}"
+            )
+            raise
 
     def commit(self) -> None:
         """Move the staged export into place atomically."""
@@ -320,7 +384,7 @@ def build(
         req.buildkit_version = conn.buildkit_version
     started = time.monotonic()
     control = Control(conn.channel, conn.address)
-    writer = _ExportWriter(req.output)
+    writer = _ExportWriter(req.output, req.export_store, req.take_blob)
     server = None
     session = None
     status_thread = None
@@ -332,9 +396,10 @@ def build(
                 "dockerfile": req.dockerfile.absolute().parent,
                 **{name: path.absolute() for name, path in req.named_contexts.items()},
             },
-            export_sink=writer,
+            export_sink=None if writer.store is not None else writer,
             secrets=req.secrets,
             credentials=credentials,
+            content_store=writer.store,
         )
         session = Session(conn, server, name=req.session_name, shared_key=req.shared_key)
         ref = uuid.uuid4().hex
@@ -363,7 +428,10 @@ def build(
         if status_thread is not None:
             status_thread.join(timeout=5)
         exporter_response = dict(response.exporter_response)
+        if writer.store is not None:
+            writer.finish_store(exporter_response)
         writer.commit()
+        counts = writer.counts()
         ok = True
         descriptor = None
         if "containerimage.descriptor" in exporter_response:
@@ -382,6 +450,8 @@ def build(
             descriptor=descriptor,
             exporter_attrs=request_exporter_attrs(req),
             buildkit_version=req.buildkit_version,
+            received=counts[0],
+            skipped=counts[1],
         )
     finally:
         if session is not None:

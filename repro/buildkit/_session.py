@@ -15,6 +15,8 @@ Services served (only these are advertised):
 - grpc.health.v1.Health/Check: mandatory; the daemon polls it every few seconds.
 - moby.filesync.v1.FileSync/DiffCopy: sends local dirs (``context``, ``dockerfile``).
 - moby.filesync.v1.FileSend/DiffCopy: receives the exporter's tarball.
+- containerd.services.content.v1.Content/Write, Info, Abort: receive the export
+  blob by blob instead (``tar=false``; repro.buildkit._content).
 - moby.filesync.v1.Auth/Credentials: registry credentials from the Docker config.
 - moby.buildkit.secrets.v1.Secrets/GetSecret: ``--secret id=…,src=…`` values.
 """
@@ -34,6 +36,7 @@ from urllib.parse import unquote_plus
 
 import grpc
 
+from repro.buildkit import _content
 from repro.buildkit._connect import Connection, upgrade_docker_socket
 from repro.buildkit._control import Control
 from repro.buildkit._h2grpc import (
@@ -246,9 +249,11 @@ class SessionServer:
         export_sink: ExportSink | None = None,
         secrets: Mapping[str, Callable[[], bytes]] | None = None,
         credentials: Callable[[str], tuple[str, str] | None] | None = None,
+        content_store: _content.ExportStore | None = None,
     ):
         self.local_dirs = dict(local_dirs)
         self.export_sink = export_sink
+        self.content_store = content_store
         self.secrets = dict(secrets or {})
         self.credentials = credentials
         self.errors: list[str] = []
@@ -266,6 +271,10 @@ class SessionServer:
             AUTH_CREDENTIALS: Method(unary=self._credentials),
             SECRETS: Method(unary=self._get_secret),
         }
+        if content_store is not None:
+            self._methods[_content.WRITE] = Method(streaming=content_store.write)
+            self._methods[_content.INFO] = Method(unary=content_store.info)
+            self._methods[_content.ABORT] = Method(unary=content_store.abort)
         threading.Thread(target=self._accept, name="repro-session-accept", daemon=True).start()
 
     def _accept(self) -> None:
@@ -290,6 +299,8 @@ class SessionServer:
             names.append(FILESYNC)
         if self.export_sink is not None:
             names.append(FILESEND)
+        if self.content_store is not None:
+            names.extend(_content.METHODS)
         if self.credentials is not None:
             names.append(AUTH_CREDENTIALS)
         if self.secrets:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import threading
 from functools import lru_cache
@@ -27,7 +26,7 @@ from typing import Any
 from repro.cachedir import cache_home, touch
 from repro.normalise._layer import LayerOutcome, normalise_layer
 from repro.normalise._rules import Change, ContentRules, NormaliseOptions
-from repro.oci import Descriptor, Hasher, OCILayout
+from repro.oci import Descriptor, Hasher, OCILayout, link_or_copy
 
 _FORMAT = 1
 
@@ -66,14 +65,8 @@ def _key(layer: Descriptor, diff_id: str, options: NormaliseOptions) -> str:
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
-        return
-    tmp = dst.with_name(f".tmp-{os.getpid()}-{dst.name}")
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    if not dst.exists():
+        link_or_copy(src, dst)
 
 
 def _verified(path: Path, digest: str, size: int) -> bool:

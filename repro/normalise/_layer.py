@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import struct
 import tarfile
 import tempfile
@@ -65,6 +64,7 @@ from repro.oci import (
     Hasher,
     OCILayout,
     Readable,
+    link_or_copy,
     short_digest,
     uncompressed,
     zstandard_module,
@@ -543,19 +543,12 @@ def _copy_verified(src: OCILayout, dest: OCILayout, layer: Descriptor) -> None:
         while reader.read(CHUNK_SIZE):
             pass
         reader.verify_eof()
-    source, target = src.blob_path(layer.digest), dest.blob_path(layer.digest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{target.name}-{threading.get_ident()}")
+    target = dest.blob_path(layer.digest)
     try:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(src.blob_path(layer.digest), target)
     except OSError as e:
         raise EnvironmentError_(f"cannot write {target}: {e.strerror or e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def copy_layer(

@@ -53,6 +53,7 @@ from repro.oci._files import (
     atomic_write_bytes,
     atomic_writer,
     check_output_target,
+    link_or_copy,
     replace_output,
     scratch_dir,
     staging_dir_beside,
@@ -96,6 +97,7 @@ from repro.oci._model import (
     read_image,
     read_manifest,
 )
+from repro.oci._shelf import SHELF_MIN_SIZE, shelf_dir, shelve, shelve_layers, take_shelved
 from repro.oci._sources import (
     Source,
     copy_blobs,
@@ -180,11 +182,17 @@ __all__ = [
     "read_config",
     "read_image",
     "read_manifest",
+    "link_or_copy",
     "replace_output",
+    "SHELF_MIN_SIZE",
+    "shelf_dir",
+    "shelve",
+    "shelve_layers",
     "sha256_digest",
     "short_digest",
     "scratch_dir",
     "staging_dir_beside",
+    "take_shelved",
     "uncompressed",
     "write_oci_archive",
     "zstandard_module",

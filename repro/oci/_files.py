@@ -147,6 +147,22 @@ def atomic_write_bytes(
         out.write(data)
 
 
+def link_or_copy(src: str | os.PathLike[str], dest: Path) -> None:
+    """Make `dest` a hard link to `src`, or a copy where a link is impossible (another
+    file system), through a temporary name beside it: `dest` is never half-written.
+    Raises OSError."""
+    tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}-{threading.get_ident()}")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def _copy_hashed(src: Readable, dst: IO[bytes], hasher: Hasher) -> None:
     while chunk := src.read(CHUNK_SIZE):
         hasher.update(chunk)

@@ -250,6 +250,8 @@ def build_rootfs(
             ),
         )
         manifest, config_descriptor = write_image(layout, layer, config, options.created_time)
+        # The images built on this one take its layer from the shelf, not from BuildKit.
+        oci.shelve(layout, [layer.descriptor])
         if kind == "oci":
             oci.replace_output("oci", staging / "layout", dest)
         else:
