@@ -16,8 +16,9 @@ drive the same BuildKit (the dev-env Docker Engine) in the same run, ``--no-cach
   ``SOURCE_DATE_EPOCH``, no provenance or SBOM, ``--network none``, an OCI tar per
   target with ``rewrite-timestamp=true``.
 
-Target: repro <= 0.8x bake. Also ``repro verify --all`` against one
-``repro build --all`` (target <= 1.3x). The tools alternate which goes first;
+Each timed run starts on a quiet machine (bench_build's ``settle``). Target: repro
+<= 0.8x bake. Also ``repro verify --all`` against one ``repro build --all`` (target
+<= 1.3x). The tools alternate which goes first;
 medians and their ratios are printed. Timings are never asserted; the exit status
 is 1 only when a command fails.
 """
@@ -39,7 +40,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "bench"))
 
-from bench_build import load_env  # noqa: E402
+from bench_build import load_env, settle  # noqa: E402
 
 GRAPH = {
     "r1": None,
@@ -113,6 +114,7 @@ def bake_file(recipes: Path, out: Path) -> Path:
 
 
 def run(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    settle()  # the engine's clean-up after the run before is not timed in this one
     t0 = time.monotonic()
     r = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=3600)
     seconds = time.monotonic() - t0
