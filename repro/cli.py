@@ -1,7 +1,8 @@
 """The ``repro`` command line: thin over the library, one call plus rendering each.
 
 Exit codes: 0 ok; 1 a build failed or a check did not pass; 2 bad input or a broken
-environment; 130 interrupted. Errors are one line on stderr, never a traceback.
+environment; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM, handled as Ctrl-C:
+builds cancelled, nothing left behind). Errors are one line on stderr, never a traceback.
 Heavy modules (grpc, diffoscope) are imported inside the commands that need them.
 """
 
@@ -1277,13 +1278,26 @@ def rebuild(
 
 
 _interrupt_said = threading.Event()
+_terminated = threading.Event()  # the interruption was SIGTERM, not Ctrl-C
 
 
 def _say_interrupted() -> None:
     """The one line an interrupted command ends with (printed once)."""
     if not _interrupt_said.is_set():
         _interrupt_said.set()
-        typer.echo("repro: interrupted", err=True)
+        typer.echo("repro: terminated" if _terminated.is_set() else "repro: interrupted", err=True)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a cancelled CI job, `timeout`, `docker stop`) ends the command as
+    Ctrl-C does: running builds cancelled, staged outputs and temporary directories
+    removed, one line said; the exit status is 143. A second SIGTERM ends the process
+    at once."""
+    import signal
+
+    _terminated.set()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt
 
 
 # A file system that is full, over quota or read-only: the environment, wherever in
@@ -1294,11 +1308,17 @@ _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 def main() -> None:
     """The `repro` command: runs it, then ends the process at once (`_exit_now`)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         _main()
     except SystemExit as exc:
-        _exit_now(exc.code)
-    _exit_now(0)
+        code = exc.code
+        if code == 130 and _terminated.is_set():
+            code = 143
+        _exit_now(code)
+    _exit_now(143 if _terminated.is_set() else 0)
 
 
 def _exit_now(code: int | str | None) -> NoReturn:

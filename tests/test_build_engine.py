@@ -440,6 +440,39 @@ def test_ctrl_c_cancels_and_leaves_nothing(tmp_path: Path, base_image: str) -> N
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
 
 
+def test_sigterm_cancels_and_leaves_nothing(tmp_path: Path, base_image: str) -> None:
+    """SIGTERM (a cancelled CI job, `timeout`, `docker stop`) is handled as Ctrl-C:
+    the build is cancelled, no staged output or temporary directory is left, one
+    line says so, and the exit status is 143."""
+    d = recipe(tmp_path, f"FROM {base_image}\nRUN echo started-long-step && sleep 60\n")
+    out = tmp_path / "o"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repro", "build", str(d), "-o", f"oci:{out}", "--no-cache",
+         "--progress", "plain"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "started-long-step" in line:
+            break
+    assert list(tmp.iterdir()), "the build's session lives in TMPDIR"
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 15
+    assert proc.returncode == 143, "".join(seen) + err
+    assert err.strip().splitlines()[-1] == "repro: terminated"
+    assert "Traceback" not in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
+    assert list(tmp.iterdir()) == []
+
+
 class _Proxy:
     """A unix-socket proxy to the Docker socket that can 'kill the daemon' on demand."""
 

@@ -4,10 +4,11 @@ that nothing they write was left half-written.
 One fault, one `Outcome`:
 
 - ``recovered``: exit 0 and the right result (the digest of a clean run);
-- ``failed cleanly``: exit 1, 2 or 130 (130 when it was interrupted), exactly one
-  ``repro: error: …`` / ``repro: interrupted`` line last on stderr, no traceback; or,
-  for a SIGINT that came before Python installed its handler (or after it restored
-  the default at exit), death by SIGINT with nothing printed (a shell's status 130);
+- ``failed cleanly``: exit 1, 2, 130 or 143 (130 when it was interrupted, 143 when
+  it was terminated by SIGTERM), exactly one ``repro: error: …`` / ``repro:
+  interrupted`` / ``repro: terminated`` line last on stderr, no traceback; or, for a
+  SIGINT or SIGTERM that came before repro installed its handler (or after the
+  default was restored at exit), death by that signal with nothing printed;
 - ``killed``: SIGKILL, which no program can answer; only the state it left counts;
 - ``unclear``: anything else (a traceback, a wrong exit code, a wrong result).
 
@@ -211,6 +212,7 @@ def judge(
     *,
     interrupted: bool = False,
     killed: bool = False,
+    terminated: bool = False,
 ) -> tuple[str, str]:
     """(result, detail) of one faulted command; `correct()` says what is wrong with
     a successful run's result ("" when it is right)."""
@@ -222,15 +224,21 @@ def judge(
         # Ctrl-C before Python set up its handler or after it restored the default at
         # exit: the process ends by the signal itself, which a shell reports as 130.
         return FAILED_CLEANLY, "ended by SIGINT itself (start-up or exit), shell status 130"
+    if terminated and code == -signal.SIGTERM and not lines:
+        # Before repro's handler is installed (the interpreter starting, imports).
+        return FAILED_CLEANLY, "ended by SIGTERM itself (start-up), shell status 143"
     if "Traceback" in stderr:
         return UNCLEAR, "traceback: " + last
     if code == 0:
         wrong = correct()
         return (RECOVERED, "") if not wrong else (UNCLEAR, "exit 0 but " + wrong)
-    errors = [line for line in lines if re.match(r"repro: (error: |interrupted$)", line)]
+    pattern = r"repro: (error: |interrupted$|terminated$)"
+    errors = [line for line in lines if re.match(pattern, line)]
     if interrupted and code != 130:
         return UNCLEAR, f"interrupted but exit {code}: {last}"
-    if code not in (1, 2, 130) or len(errors) != 1 or errors[0] != last:
+    if terminated and code != 143:
+        return UNCLEAR, f"terminated but exit {code}: {last}"
+    if code not in (1, 2, 130, 143) or len(errors) != 1 or errors[0] != last:
         return UNCLEAR, f"exit {code}, last line {last!r} ({len(errors)} error lines)"
     return FAILED_CLEANLY, last
 
@@ -390,11 +398,14 @@ def record(
     *,
     interrupted: bool = False,
     killed: bool = False,
+    terminated: bool = False,
     rerun: Callable[[], bool] | None = None,
 ) -> Outcome:
     """Judge one fault, check what it left, and (unless the command recovered by
     itself, which already shows that it works) re-run it without the fault."""
-    result, detail = judge(code, stderr, correct, interrupted=interrupted, killed=killed)
+    result, detail = judge(
+        code, stderr, correct, interrupted=interrupted, killed=killed, terminated=terminated
+    )
     half, debris = state
     outcome = Outcome(fault, command, result, code, detail, half, debris)
     if rerun is not None and result != RECOVERED:

@@ -1,11 +1,12 @@
-"""SIGINT and SIGKILL at seeded random moments of `repro lock`, `build`, `verify` and
-`publish` on recipes/hello (busybox), in a registry namespace of its own.
+"""SIGINT, SIGKILL and SIGTERM at seeded random moments of `repro lock`, `build`,
+`verify` and `publish` on recipes/hello (busybox), in a registry namespace of its own.
 
 Each command runs once cleanly first (its result, and how long it takes); then, for
 each kill point, the signal goes to the command's process group (as Ctrl-C does)
 somewhere between start-up and that duration. After SIGINT the command has exited 130
-with one line (or finished first, with the clean result); after either signal no
-lock, layout, temporary file or tag is half-written; then a clean re-run succeeds.
+with one line, after SIGTERM 143 (or finished first, with the clean result); after any
+signal no lock, layout, temporary file or tag is half-written; then a clean re-run
+succeeds.
 Seed: REPRO_FAULT_SEED (default 10); the points are printed in the suite's summary.
 """
 
@@ -27,15 +28,15 @@ from faultlib import Work, assert_fine, check_tag, inspect, record, run, run_kil
 pytestmark = pytest.mark.engine
 
 SEED = int(os.environ.get("REPRO_FAULT_SEED", "10"))
-# (command, kill points): SIGINT and SIGKILL alternate, starting with SIGINT.
+# (command, kill points): SIGINT, SIGKILL and SIGTERM in turn, starting with SIGINT.
 POINTS = {"lock": 4, "build": 3, "verify": 3, "publish": 4}
 
 
 def kill_points(command: str, duration: float) -> list[tuple[signal.Signals, float]]:
     rng = random.Random(f"{SEED}:{command}")
-    sigs = [signal.SIGINT, signal.SIGKILL]
+    sigs = [signal.SIGINT, signal.SIGKILL, signal.SIGTERM]
     return [
-        (sigs[i % 2], round(rng.uniform(0.2, max(0.3, duration)), 2))
+        (sigs[i % 3], round(rng.uniform(0.2, max(0.3, duration)), 2))
         for i in range(POINTS[command])
     ]
 
@@ -82,6 +83,7 @@ def attack(
             (half, debris),
             interrupted=sig == signal.SIGINT and sent,
             killed=killed,
+            terminated=sig == signal.SIGTERM and sent,
             rerun=rerun,
         )
         outcomes.append(outcome)
