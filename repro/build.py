@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -790,15 +790,30 @@ def build_recipes(
 
     registry = LazyRegistry()  # one client for the graph's builds, made if one asks
     with contextlib.closing(registry):
-        early = {}
+        # Which recipes may start before their bases are rebuilt asks the registry:
+        # asked in the background, while the recipes with no bases to wait for start.
+        early: dict[str, dict[str, str]] = {}
+        asking: Future[Collection[str]] | None = None
         if speculate and not options.get("output"):
-            early = _early_recipes(selected, registry)
+
+            def find_early() -> Collection[str]:
+                early.update(_early_recipes(selected, registry))
+                return set(early)
+
+            ask = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repro-early-ask")
+            asking = ask.submit(find_early)
+            ask.shutdown(wait=False)
         staged: dict[str, tuple[Path, Path]] = {}  # early recipe -> (staging dir, output)
+
+        def started_early(recipe: Recipe, built: dict[str, str]) -> bool:
+            """Whether this build started before its bases were rebuilt (a recipe the
+            answer named may have started as usual, its bases done by then)."""
+            return recipe.name in early and any(b not in built for b in early[recipe.name])
 
         def build_one(recipe: Recipe, builder: str | None, built: dict[str, str]) -> RecipeResult:
             buffer = buffers.get(recipe.name)
             extra = dict(options)
-            if recipe.name in early:
+            if started_early(recipe, built):
                 # Built beside its output and moved there once its bases are confirmed.
                 final = Path(default_output(recipe).partition(":")[2])
                 from repro import oci
@@ -873,7 +888,7 @@ def build_recipes(
                 builders=slots,
                 jobs=jobs,
                 publish=publish,
-                early=early,
+                early=asking if asking is not None else (),
                 confirm=confirm,
                 discard=discard,
                 on_start=start,
@@ -881,6 +896,9 @@ def build_recipes(
                 on_outcome=report,
                 cancel=cancel,
             )
+            if asking is not None:  # done with the registry client before it closes
+                with contextlib.suppress(Exception):
+                    asking.result()
         finally:
             for future in opening.values():
                 with contextlib.suppress(BaseException):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -122,7 +123,7 @@ def schedule(
     builders: Sequence[str | None] = (None,),
     jobs: int = 1,
     publish: Callable[[Recipe, R], str] | None = None,
-    early: Collection[str] = (),
+    early: Collection[str] | Future[Collection[str]] = (),
     confirm: Callable[[Recipe, R, dict[str, str]], R] | None = None,
     discard: Callable[[Recipe, R], None] | None = None,
     on_start: Callable[[Recipe, str | None], None] | None = None,
@@ -141,10 +142,15 @@ def schedule(
 
     Recipes named in `early` start at once, without waiting for their bases (their
     lock says which images the bases will be, and those are at hand). Their result is
-    held until the bases are done: then ``confirm(recipe, result, built)`` either
+    held until the bases are done (a recipe whose bases are all done by the time it
+    starts is built as usual, and `build_one` can tell an early start by a base
+    missing from ``built``): then ``confirm(recipe, result, built)`` either
     returns the final result (and the recipe is published, if others build on it) or
     raises (the recipe failed); if a base failed, ``discard(recipe, result)`` is
-    called and the recipe is skipped.
+    called and the recipe is skipped. `early` may be a future (the question takes a
+    registry): the recipes with no selected bases start meanwhile, and those it names
+    start early when it answers, if they have not started by then; a future that
+    fails names none.
 
     `on_start` and `on_finish` are called as builds start and end (completion order);
     `on_outcome` in graph order, as soon as every earlier recipe has its outcome. All
@@ -162,12 +168,19 @@ def schedule(
         by_name.setdefault(r.name, r)
     graph_order = [n for level in levels(list(by_name.values()), only=names) for n in level]
     deps = {n: sorted(set(by_name[n].recipe_bases) & names) for n in graph_order}
-    waits = {n: [] if n in early else deps[n] for n in graph_order}
+    early_set: set[str] = set()
+    pending: Future[Collection[str]] | None = None
+    if isinstance(early, Future):
+        pending = early
+    else:
+        early_set.update(early)
+    waits = {n: [] if n in early_set else deps[n] for n in graph_order}
     needed_as_base = {d for n in graph_order for d in deps[n]}
     slots = list(builders) or [None]
     busy = [0] * len(slots)
     cancel = cancel if cancel is not None else threading.Event()
-    finished: queue.Queue[tuple[int, Outcome[R]]] = queue.Queue()
+    # (slot, outcome) of each build as it ends; (-1, None) when `early` is answered
+    finished: queue.Queue[tuple[int, Outcome[R] | None]] = queue.Queue()
     built: dict[str, str] = {}
     outcomes: dict[str, Outcome[R]] = {}
     running: dict[str, threading.Thread] = {}
@@ -183,7 +196,7 @@ def schedule(
             if (
                 publish is not None
                 and recipe.name in needed_as_base
-                and recipe.name not in early
+                and recipe.name not in early_set
                 and not cancel.is_set()
             ):
                 outcome.published = publish(recipe, outcome.result)
@@ -245,14 +258,39 @@ def schedule(
             return Outcome(recipe, error=exc)
         return outcome
 
+    def take_early() -> None:
+        """The early recipes, once the question is answered: those not started yet
+        whose bases are not all done."""
+        nonlocal pending
+        if pending is None or not pending.done():
+            return
+        try:
+            named = set(pending.result())
+        except Exception:  # noqa: BLE001 - no answer: every recipe waits for its bases
+            named = set()
+        pending = None
+        for n in graph_order:
+            started = n in outcomes or n in running or n in held
+            # (a recipe whose bases are all done by now is not early: it starts as usual)
+            if n in named and not started and any(d not in outcomes for d in deps[n]):
+                early_set.add(n)
+                waits[n] = []
+
+    if pending is not None:
+        pending.add_done_callback(lambda _: finished.put((-1, None)))
     try:
         while len(outcomes) < len(graph_order):
+            take_early()
             for name in ready():
                 slot = min(range(len(slots)), key=lambda i: (busy[i], i))
                 if busy[slot] >= jobs:
                     break
                 busy[slot] += 1
                 recipe = by_name[name]
+                if name in early_set and all(d in outcomes for d in deps[name]):
+                    # Its bases were done before a slot was: an ordinary build, given
+                    # their digests (`built`), not an early one.
+                    early_set.discard(name)
                 if on_start is not None:
                     on_start(recipe, slots[slot])
                 thread = threading.Thread(
@@ -263,29 +301,32 @@ def schedule(
                 )
                 running[name] = thread
                 thread.start()
-            if not running:
+            if not running and pending is None:
                 break  # nothing can start: every remaining recipe waits on a failure
             try:
-                slot, outcome = finished.get(timeout=0.5)
+                slot, got = finished.get(timeout=0.5)
             except queue.Empty:
                 continue
+            if got is None:
+                continue  # the early question was answered
+            outcome = got
             busy[slot] -= 1
             name = outcome.recipe.name
             running.pop(name).join()
             if on_finish is not None:
                 on_finish(outcome)
-            if outcome.ok and name in early and not all(d in outcomes for d in deps[name]):
+            if outcome.ok and name in early_set and not all(d in outcomes for d in deps[name]):
                 held[name] = outcome
                 continue
-            settle(finalise(outcome) if outcome.ok and name in early else outcome)
+            settle(finalise(outcome) if outcome.ok and name in early_set else outcome)
     except BaseException:  # Ctrl-C, or a callback failed: stop every running build
         cancel.set()
         for thread in running.values():
             thread.join()
         while not finished.empty():
-            _, outcome = finished.get()
-            if outcome.ok and outcome.recipe.name in early:
-                held[outcome.recipe.name] = outcome
+            _, got = finished.get()
+            if got is not None and got.ok and got.recipe.name in early_set:
+                held[got.recipe.name] = got
         for outcome in held.values():
             if discard is not None and outcome.result is not None:
                 discard(outcome.recipe, outcome.result)

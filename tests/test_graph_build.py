@@ -293,3 +293,68 @@ def test_early_recipes_start_at_once_and_are_confirmed_after_their_bases(
     assert "l2b" not in confirmed
     # An early recipe is pushed only once confirmed.
     assert sorted(pushed) == ["l1a", "l2a"]
+
+
+def test_early_answered_later_roots_start_first(tmp_path: Path) -> None:
+    """`early` as a future (the registry question): the recipes with no bases start
+    before it is answered; those it names then start without waiting, and a named
+    recipe whose bases are done by the time it starts is built as usual."""
+    from concurrent.futures import Future
+
+    recipes = _recipes(tmp_path, (2, 2, 1))  # l1a <- l2a <- l3a, l1b <- l2b
+    answer: Future[set[str]] = Future()
+    started: list[str] = []
+    snapshots: dict[str, dict[str, str]] = {}
+    l1b_may_end = threading.Event()
+
+    def build(recipe: Recipe, builder: str | None, built: dict[str, str]) -> str:
+        started.append(recipe.name)
+        snapshots[recipe.name] = dict(built)
+        if recipe.name == "l1a":
+            # l1a is done before the answer comes, so l2a starts as usual after it.
+            threading.Timer(0.3, answer.set_result, [{"l2a", "l2b", "l3a"}]).start()
+        if recipe.name == "l1b":
+            assert l1b_may_end.wait(10)
+        if recipe.name == "l2b":
+            l1b_may_end.set()  # started early: its base is still building
+        return f"image-{recipe.name}"
+
+    confirmed: list[str] = []
+
+    def confirm(recipe: Recipe, result: str, built: dict[str, str]) -> str:
+        confirmed.append(recipe.name)
+        return result
+
+    outcomes = schedule(
+        recipes,
+        recipes,
+        build,
+        jobs=8,
+        early=answer,
+        confirm=confirm,
+        publish=lambda r, result: f"sha256:{r.name}",
+    )
+    assert all(o.ok for o in outcomes), [(o.recipe.name, o.error) for o in outcomes]
+    assert started[:2] == ["l1a", "l1b"] or started[:2] == ["l1b", "l1a"]
+    assert snapshots["l2a"] == {"l1a": "sha256:l1a"}  # built as usual, given its base
+    assert "l1b" not in snapshots["l2b"]  # early: its base l1b not yet there
+    assert "l2b" in confirmed and "l2a" not in confirmed
+
+
+def test_a_failed_early_question_means_waiting_for_bases(tmp_path: Path) -> None:
+    from concurrent.futures import Future
+
+    recipes = _recipes(tmp_path, (1, 1))  # l1a <- l2a
+    answer: Future[set[str]] = Future()
+    answer.set_exception(RuntimeError("registry went away"))
+    snapshots: dict[str, dict[str, str]] = {}
+
+    def build(recipe: Recipe, builder: str | None, built: dict[str, str]) -> str:
+        snapshots[recipe.name] = dict(built)
+        return recipe.name
+
+    outcomes = schedule(
+        recipes, recipes, build, jobs=8, early=answer, publish=lambda r, _: f"sha256:{r.name}"
+    )
+    assert [o.result for o in outcomes] == ["l1a", "l2a"]
+    assert snapshots["l2a"] == {"l1a": "sha256:l1a"}
