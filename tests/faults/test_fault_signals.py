@@ -35,8 +35,10 @@ POINTS = {"lock": 4, "build": 3, "verify": 3, "publish": 4}
 def kill_points(command: str, duration: float) -> list[tuple[signal.Signals, float]]:
     rng = random.Random(f"{SEED}:{command}")
     sigs = [signal.SIGINT, signal.SIGKILL, signal.SIGTERM]
+    # Within the command's clean run time: the commands got fast (`lock` and `publish`
+    # of hello take 0.2-0.3 s), and a point past the end tests nothing.
     return [
-        (sigs[i % 3], round(rng.uniform(0.2, max(0.3, duration)), 2))
+        (sigs[i % 3], round(rng.uniform(0.1, max(0.15, 0.9 * duration)), 2))
         for i in range(POINTS[command])
     ]
 
