@@ -284,7 +284,7 @@ def _response(descriptor: oci.Descriptor) -> dict[str, str]:
 
 
 def test_the_stored_export_becomes_a_complete_layout(tmp_path: Path) -> None:
-    from repro.buildkit._build import _ExportWriter
+    from repro.buildkit._build import _ExportWriter, exported_descriptor
     from repro.errors import BuilderError
 
     source = oci.OCILayout.create(tmp_path / "source")
@@ -304,12 +304,12 @@ def test_the_stored_export_becomes_a_complete_layout(tmp_path: Path) -> None:
     for blob in (top, config):  # the layer never arrived
         os.link(source.blob_path(blob.digest), writer.store.blobs / blob.digest[7:])
     with pytest.raises(BuilderError, match="incomplete"):
-        writer.finish_store(_response(top))
+        writer.finish_store(exported_descriptor(_response(top)))
     with pytest.raises(BuilderError, match="named no image"):
-        writer.finish_store({"containerimage.digest": top.digest})
+        writer.finish_store(exported_descriptor({"containerimage.digest": top.digest}))
 
     os.link(source.blob_path(layer.digest), writer.store.blobs / layer.digest[7:])
-    writer.finish_store(_response(top))
+    writer.finish_store(exported_descriptor(_response(top)))
     writer.commit()
     made = oci.OCILayout(tmp_path / "out")
     assert [d.digest for d in made.index_manifests()] == [top.digest]

@@ -86,7 +86,7 @@ class BuildRequest:
     # an ``oci`` layout output), blobs already at hand not sent: those `take_blob`
     # (digest, size, path) puts at the path, checked.
     export_store: bool = False
-    take_blob: Callable[[str, int, Path], bool] | None = None
+    take_blob: Take | None = None
 
 
 @dataclass
@@ -168,6 +168,18 @@ def solve_request(req: BuildRequest, session_id: str, ref: str) -> pb.SolveReque
     )
 
 
+def exported_descriptor(exporter_response: Mapping[str, str]) -> dict[str, Any] | None:
+    """The image descriptor the exporter's response carries (base64 JSON), if any."""
+    encoded = exporter_response.get("containerimage.descriptor")
+    if encoded is None:
+        return None
+    try:
+        descriptor = json.loads(base64.b64decode(encoded))
+    except ValueError:
+        return None
+    return descriptor if isinstance(descriptor, dict) else None
+
+
 class _ExportWriter:
     """Receives the exporter's tarball, or its blobs into a content store (`store`),
     and stages it next to its destination."""
@@ -187,13 +199,15 @@ class _ExportWriter:
         self._failure: ReproError | None = None
         self.store = ExportStore(self.staging / "layout", take) if store else None
 
+    def _cannot_write(self, e: OSError) -> EnvironmentError_:
+        return EnvironmentError_(
+            f"cannot write the image export beside {self.output.path}: {e.strerror or e}"
+        )
+
     @property
     def failure(self) -> ReproError | None:
         if self._failure is None and self.store is not None and self.store.failure is not None:
-            e = self.store.failure
-            return EnvironmentError_(
-                f"cannot write the image export beside {self.output.path}: {e.strerror or e}"
-            )
+            return self._cannot_write(self.store.failure)
         return self._failure
 
     def counts(self) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -204,24 +218,23 @@ class _ExportWriter:
         received, skipped = self.store.received, self.store.skipped
         return (received[0], received[1]), (skipped[0], skipped[1])
 
-    def finish_store(self, exporter_response: Mapping[str, str]) -> None:
-        """The stored export made a layout: its index from the exporter's descriptor,
-        and every blob the index reaches checked to be there."""
+    def finish_store(self, descriptor: dict[str, Any] | None) -> None:
+        """The stored export made a layout: its index from the exporter's descriptor
+        (`exported_descriptor`), and every blob the index reaches checked to be there."""
         from repro import oci
 
         assert self.store is not None
         try:
-            desc = json.loads(base64.b64decode(exporter_response["containerimage.descriptor"]))
-            root = oci.Descriptor.from_json(desc, "the exporter's image descriptor")
-        except (KeyError, ValueError, ReproError) as e:
+            if descriptor is None:
+                raise ValueError("no containerimage.descriptor in its response")
+            root = oci.Descriptor.from_json(descriptor, "the exporter's image descriptor")
+        except (ValueError, ReproError) as e:
             raise BuilderError(f"BuildKit's export named no image: {e}") from None
         try:
             layout = oci.OCILayout.create(self.store.layout)
             layout.write_index([root])
         except OSError as e:
-            raise EnvironmentError_(
-                f"cannot write the image export beside {self.output.path}: {e.strerror or e}"
-            ) from None
+            raise self._cannot_write(e) from None
         try:
             layout.verify()  # every blob there (those received or taken were checked)
         except ReproError as e:
@@ -263,9 +276,7 @@ class _ExportWriter:
             self._failure = e
             raise
         except OSError as e:
-            self._failure = EnvironmentError_(
-                f"cannot write the image export beside {self.output.path}: {e.strerror or e}"
-            )
+            self._failure = self._cannot_write(e)
             raise
 
     def commit(self) -> None:
@@ -428,19 +439,12 @@ def build(
         if status_thread is not None:
             status_thread.join(timeout=5)
         exporter_response = dict(response.exporter_response)
+        descriptor = exported_descriptor(exporter_response)
         if writer.store is not None:
-            writer.finish_store(exporter_response)
+            writer.finish_store(descriptor)
         writer.commit()
         counts = writer.counts()
         ok = True
-        descriptor = None
-        if "containerimage.descriptor" in exporter_response:
-            try:
-                descriptor = json.loads(
-                    base64.b64decode(exporter_response["containerimage.descriptor"])
-                )
-            except ValueError:
-                descriptor = None
         return BuildResult(
             digest=exporter_response.get("containerimage.digest", ""),
             config_digest=exporter_response.get("containerimage.config.digest", ""),

@@ -26,7 +26,7 @@ from typing import Any
 from repro.cachedir import cache_home, touch
 from repro.normalise._layer import LayerOutcome, normalise_layer
 from repro.normalise._rules import Change, ContentRules, NormaliseOptions
-from repro.oci import Descriptor, Hasher, OCILayout, link_or_copy
+from repro.oci import Descriptor, OCILayout, hash_stream, link_or_copy, parse_digest
 
 _FORMAT = 1
 
@@ -70,14 +70,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _verified(path: Path, digest: str, size: int) -> bool:
-    hasher = Hasher.for_digest(digest)
+    algorithm, _ = parse_digest(digest)
     try:
         with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                hasher.update(chunk)
+            actual, actual_size = hash_stream(fh, algorithm)
     except OSError:
         return False
-    return hasher.size == size and hasher.digest() == digest
+    return actual_size == size and actual == digest
 
 
 def _lookup(

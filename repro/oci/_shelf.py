@@ -22,7 +22,7 @@ from pathlib import Path
 
 from repro.cachedir import cache_home, touch
 from repro.oci._descriptor import Descriptor
-from repro.oci._digest import Hasher, is_digest
+from repro.oci._digest import hash_stream, is_digest
 from repro.oci._files import link_or_copy
 from repro.oci._layout import OCILayout
 
@@ -49,13 +49,11 @@ def take_shelved(digest: str, size: int, dest: Path) -> bool:
     try:
         if src.stat().st_size != size:
             return False
-        hasher = Hasher()
         with open(src, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                hasher.update(chunk)
+            actual, _ = hash_stream(fh)
     except OSError:
         return False
-    if hasher.digest() != digest:
+    if actual != digest:
         with contextlib.suppress(OSError):
             src.unlink()  # changed since it was shelved: of no use to anyone
         return False
