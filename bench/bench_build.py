@@ -178,13 +178,19 @@ def _cpu_busy() -> tuple[int, int]:
     return v[0] + v[1] + v[2] + v[5] + v[6] + v[7], sum(v)
 
 
-def settle(limit: float = 0.10, window: float = 0.3, wait: float = 20.0) -> float:
-    """Wait (at most `wait` s) until the machine's CPUs are under `limit` busy over
-    `window` s: the engine finishes cleaning up after the build before (containerd's
-    garbage collection, snapshot removal) before the next timed run, whichever tool
-    ran last. Returns the seconds waited."""
+def settle(
+    limit: float = 0.10, window: float = 0.25, hold: float = 2.0, wait: float = 30.0
+) -> float:
+    """Wait (at most `wait` s) until the machine's CPUs have stayed under `limit` busy
+    for `hold` s in a row (measured in `window`-s slices): the engine finishes cleaning
+    up after the build before, whichever tool ran last, before the next timed run.
+    One quiet slice is not enough: the engine's clean-up starts late. Measured after a
+    `buildx bake` of bench_graph's graph: 0.5-1.5 s quiet, then 3-4 s of dockerd and
+    containerd work (1.3 CPU-s), which a 0.3-s check let fall inside the next run.
+    Returns the seconds waited."""
     started = time.monotonic()
-    while time.monotonic() - started < wait:
+    quiet = 0.0
+    while time.monotonic() - started < wait and quiet < hold:
         try:
             a = _cpu_busy()
             time.sleep(window)
@@ -192,7 +198,9 @@ def settle(limit: float = 0.10, window: float = 0.3, wait: float = 20.0) -> floa
         except (OSError, ValueError):
             return 0.0
         if (b[0] - a[0]) <= limit * max(1, b[1] - a[1]):
-            break
+            quiet += window
+        else:
+            quiet = 0.0
     return time.monotonic() - started
 
 
